@@ -1,0 +1,243 @@
+"""The fast path: one direction of one layer as a single autograd Function with hand-written BPTT.
+
+For a batch of ``B`` sequences of ``T`` steps (time-major), inputs ``x`` of shape ``(T, B, I)`` and a
+start state ``h0`` of shape ``(B, H)``, the layer computes
+
+    z_t = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh        z_t, h_t: (B, H)
+    h_t = act(z_t)                                          h_{-1} = h0
+
+and returns all ``h_t`` as ``out`` of shape ``(T, B, H)``.
+
+Forward: the input projection ``x_t W_ih^T + b`` for all steps is one GEMM written straight into
+``out``; then each step adds ``h_{t-1} W_hh^T`` in place (one GEMM) and applies ``act`` in place.
+
+Backward (BPTT): with ``g_t = dL/dh_t`` from the outputs,
+
+    dz_t     = (g_t + dz_{t+1} W_hh) * act'(z_t)            one GEMM per step, in place
+    dL/dh0   = dz_0 W_hh
+    dL/dW_hh = sum_t dz_t^T h_{t-1}     dL/dW_ih = sum_t dz_t^T x_t
+    dL/db    = sum_t dz_t               dL/dx_t  = dz_t W_ih
+
+where the last four are each one GEMM (or one reduction) over all steps after the loop. ``act'`` is
+computed from the saved outputs (``1 - h^2`` for tanh, ``h (1 - h)`` for sigmoid, ``h > 0`` for relu).
+
+Variable lengths without packing: the caller sorts the batch by length, longest first, so that at step
+``t`` the sequences still running are the leading ``steps_active[t]`` rows. Each step then works on
+that prefix of rows (a contiguous view), the rows that have ended are left alone, and the padded
+positions of ``out`` are zeroed once after the loop. Nothing is packed or copied per step.
+
+The two sequential loops exist twice: here in Python (any device) and in ``_loops.cpp`` (CPU, compiled
+at install time). They are the same few lines; the compiled one is used for CPU tensors when it was
+built, because on small problems the interpreter's per-step cost is most of the run time.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+ACTIVATIONS = ("tanh", "relu", "sigmoid")
+
+try:  # built by `pip install --no-build-isolation .` when torch and a compiler are present
+    from elman.layer import _loops as compiled_loops
+except ImportError:
+    compiled_loops = None
+
+# Below this many multiply-adds per step, a second thread costs more in synchronisation than it saves.
+SINGLE_THREAD_STEP_MACS = 1 << 19
+
+
+def activate_(x: Tensor, activation: str) -> None:
+    if activation == "tanh":
+        x.tanh_()
+    elif activation == "relu":
+        x.relu_()
+    else:
+        x.sigmoid_()
+
+
+def activation_slope(h: Tensor, activation: str) -> Tensor:
+    """act'(z) expressed through h = act(z); same shape as ``h``."""
+    if activation == "tanh":
+        return 1 - h * h
+    if activation == "sigmoid":
+        return h * (1 - h)
+    return (h > 0).to(h.dtype)
+
+
+def forward_loop(out: Tensor, h0: Tensor, w_hh: Tensor, steps_active: list[int], activation: str) -> None:
+    """In place: ``out[t]`` holds the input projection on entry and ``h_t`` on return."""
+    w_hh_t = w_hh.t()
+    h = h0
+    for t, n in enumerate(steps_active):
+        step = out[t, :n]
+        step.addmm_(h[:n], w_hh_t)
+        activate_(step, activation)
+        h = step
+
+
+def backward_loop(dz: Tensor, slope: Tensor, w_hh: Tensor, steps_active: list[int]) -> None:
+    """In place: ``dz[t]`` holds dL/dh_t from the outputs on entry and dL/dz_t on return."""
+    for t in range(len(steps_active) - 1, -1, -1):
+        n = steps_active[t]
+        step = dz[t, :n]
+        step.mul_(slope[t, :n])
+        if t > 0:
+            dz[t - 1, :n].addmm_(step, w_hh)
+
+
+def _use_compiled(*tensors: Tensor) -> bool:
+    return compiled_loops is not None and all(t.device.type == "cpu" and t.is_contiguous() for t in tensors)
+
+
+@contextmanager
+def _threads_for(batch: int, hidden: int, device: torch.device):
+    """Run tiny per-step GEMMs on one thread; restore the caller's setting afterwards."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1 or batch * hidden * hidden >= SINGLE_THREAD_STEP_MACS:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_forward_loop(out: Tensor, h0: Tensor, w_hh: Tensor, steps_active: list[int], activation: str):
+    with _threads_for(out.shape[1], out.shape[2], out.device):
+        if _use_compiled(out, h0):
+            compiled_loops.forward_loop(out, h0, w_hh, steps_active, ACTIVATIONS.index(activation))
+        else:
+            forward_loop(out, h0, w_hh, steps_active, activation)
+
+
+def _run_backward_loop(dz: Tensor, slope: Tensor, w_hh: Tensor, steps_active: list[int]):
+    with _threads_for(dz.shape[1], dz.shape[2], dz.device):
+        if _use_compiled(dz, slope):
+            compiled_loops.backward_loop(dz, slope, w_hh, steps_active)
+        else:
+            backward_loop(dz, slope, w_hh, steps_active)
+
+
+class FusedElmanDirection(torch.autograd.Function):
+    """One layer, one direction. See the module docstring for the equations.
+
+    Args (to ``apply``):
+        x: (T, B, I) time-major input, batch sorted by length (longest first) when lengths vary.
+        h0: (B, H) start state.
+        w_ih: (H, I); w_hh: (H, H); b_ih, b_hh: (H,) or both None.
+        activation: one of ``ACTIVATIONS``.
+        steps_active: T ints, non-increasing; rows >= steps_active[t] are padding at step t.
+        valid: (T, B, 1) bool, False at padded positions; None when every sequence has length T.
+
+    Returns:
+        out: (T, B, H), h_t at valid positions and 0 at padded ones.
+    """
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, valid):
+        T, B, I = x.shape
+        H = w_hh.shape[0]
+        x_flat = x.reshape(T * B, I)
+        if b_ih is None:
+            out = torch.mm(x_flat, w_ih.t())
+        else:
+            out = torch.addmm(b_ih + b_hh, x_flat, w_ih.t())
+        out = out.view(T, B, H)
+        h0 = h0.contiguous()
+        _run_forward_loop(out, h0, w_hh, steps_active, activation)
+        if valid is not None:
+            out.masked_fill_(~valid, 0)
+        ctx.save_for_backward(x, h0, w_ih, w_hh, out)
+        ctx.activation, ctx.steps_active, ctx.valid = activation, steps_active, valid
+        ctx.has_bias = b_ih is not None
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        x, h0, w_ih, w_hh, out = ctx.saved_tensors
+        T, B, I = x.shape
+        H = w_hh.shape[0]
+        dz = grad_out.contiguous().clone()
+        if ctx.valid is not None:
+            dz.masked_fill_(~ctx.valid, 0)  # padded outputs are constants
+        slope = activation_slope(out, ctx.activation)
+        _run_backward_loop(dz, slope, w_hh, ctx.steps_active)
+
+        need = ctx.needs_input_grad
+        dz_flat = dz.view(T * B, H)
+        grad_x = torch.mm(dz_flat, w_ih).view(T, B, I) if need[0] else None
+        grad_h0 = torch.mm(dz[0], w_hh) if need[1] else None
+        grad_w_ih = torch.mm(dz_flat.t(), x.reshape(T * B, I)) if need[2] else None
+        grad_w_hh = None
+        if need[3]:
+            grad_w_hh = torch.mm(dz[0].t(), h0)
+            if T > 1:
+                grad_w_hh.addmm_(dz[1:].reshape(-1, H).t(), out[:-1].reshape(-1, H))
+        grad_b = dz_flat.sum(0) if ctx.has_bias and (need[4] or need[5]) else None
+        return grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b, grad_b, None, None, None
+
+
+@dataclass(frozen=True)
+class Padding:
+    """Where a batch of variable-length sequences is padded; built once per forward call.
+
+    The batch must be sorted by length, longest first (``ElmanRNN`` does that).
+    """
+
+    lengths: Tensor  # (B,) int64, on the input's device
+    steps_active: list[int]  # T ints: sequences still running at step t
+    valid: Tensor  # (T, B, 1) bool: step t of sequence b is real, not padding
+    reversed_time: Tensor  # (T, B) int64: each sequence's steps reversed within its own length
+
+    @classmethod
+    def from_sorted_lengths(cls, lengths: Tensor, steps: int, device: torch.device) -> Padding:
+        time = torch.arange(steps).unsqueeze(1)  # (T, 1)
+        valid = time < lengths.unsqueeze(0)  # (T, B)
+        reversed_time = torch.where(valid, lengths.unsqueeze(0) - 1 - time, time)
+        return cls(
+            lengths=lengths.to(device),
+            steps_active=valid.sum(1).tolist(),
+            valid=valid.unsqueeze(2).to(device),
+            reversed_time=reversed_time.to(device),
+        )
+
+    def reverse_in_time(self, x: Tensor) -> Tensor:
+        """(T, B, *) -> (T, B, *), each sequence's valid steps in reverse order; padding stays put."""
+        batch = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+        return x[self.reversed_time, batch]
+
+
+def fused_direction(
+    x: Tensor,
+    h0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None,
+    b_hh: Tensor | None,
+    activation: str,
+    reverse: bool,
+    padding: Padding | None,
+) -> tuple[Tensor, Tensor]:
+    """One layer, one direction on the fast path; same contract as ``reference_direction``.
+
+    The reverse direction is the forward recurrence over each sequence reversed within its length.
+    Returns out: (T, B, H) and h_n: (B, H).
+    """
+    if reverse:
+        x = x.flip(0) if padding is None else padding.reverse_in_time(x)
+    steps_active = [x.shape[1]] * x.shape[0] if padding is None else padding.steps_active
+    valid = None if padding is None else padding.valid
+    out = FusedElmanDirection.apply(x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, valid)
+    if padding is None:
+        h_n = out[-1]
+    else:
+        h_n = out[padding.lengths - 1, torch.arange(x.shape[1], device=x.device)]
+    if reverse:
+        out = out.flip(0) if padding is None else padding.reverse_in_time(out)
+    return out, h_n

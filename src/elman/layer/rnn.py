@@ -1,0 +1,272 @@
+"""``ElmanRNN``: a drop-in for ``torch.nn.RNN`` with a fused BPTT fast path and lengths without packing."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from elman.layer.fused import ACTIVATIONS, Padding, fused_direction
+from elman.layer.reference import reference_direction
+
+BACKENDS = {"fused": fused_direction, "reference": reference_direction}
+
+
+class ElmanRNN(nn.Module):
+    r"""A multi-layer Elman RNN, interchangeable with :class:`torch.nn.RNN`.
+
+    For each element of the input sequence, each layer computes
+
+    .. math::
+        h_t = \text{act}(x_t W_{ih}^T + b_{ih} + h_{t-1} W_{hh}^T + b_{hh})
+
+    where :math:`h_t` is the hidden state at time ``t``, :math:`x_t` the input at time ``t`` (for layers
+    above the first, the previous layer's output, with dropout in training) and the same weights serve
+    every step. The output of a layer is its hidden state.
+
+    Arguments, parameter names and shapes are those of ``torch.nn.RNN``, so ``load_state_dict`` works in
+    both directions. Beyond it: ``nonlinearity`` also takes ``'sigmoid'`` (Elman's original units),
+    ``forward`` takes ``lengths`` for padded batches, and ``backend`` picks the implementation.
+
+    Args:
+        input_size: features per input step, ``I``.
+        hidden_size: features of the hidden state, ``H``.
+        num_layers: stacked recurrent layers, ``L``. Default 1.
+        nonlinearity: ``'tanh'`` (default), ``'relu'`` or ``'sigmoid'``.
+        bias: use ``b_ih`` and ``b_hh``. Default True.
+        batch_first: input and output are ``(B, T, *)`` instead of ``(T, B, *)``. ``h`` is unaffected.
+        dropout: dropout probability on the outputs of every layer but the last, in training. Default 0.
+        bidirectional: add a reverse direction per layer, ``D = 2``. Default False.
+        backend: ``'fused'`` (default: one autograd Function per layer and direction, hand-written
+            BPTT, compiled loop on CPU when built) or ``'reference'`` (the plain step loop, for testing).
+
+    Inputs: ``input, hx=None, *, lengths=None``
+        input: ``(T, B, I)``, ``(B, T, I)`` with ``batch_first``, ``(T, I)`` unbatched, or a
+            ``PackedSequence``.
+        hx: ``(L * D, B, H)`` (``(L * D, H)`` unbatched) initial states; zeros if None.
+        lengths: ``(B,)`` ints in ``[1, T]``, the valid steps of each padded sequence. Outputs past a
+            length are 0 and ``h_n`` is each sequence's state at its last valid step (the reverse
+            direction starts there), exactly as ``nn.RNN`` on the corresponding PackedSequence.
+
+    Outputs: ``output, h_n``
+        output: ``(T, B, D * H)`` (``(B, T, D * H)`` with ``batch_first``, ``(T, D * H)`` unbatched, or a
+            PackedSequence for a PackedSequence input), the last layer's state at each step.
+        h_n: ``(L * D, B, H)`` (``(L * D, H)`` unbatched), every layer's and direction's final state.
+
+    Stateful / truncated BPTT: pass ``h_n.detach()`` of one chunk as ``hx`` of the next; the forward pass
+    equals one long run over the concatenated chunks.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        backend: str = "fused",
+    ) -> None:
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if nonlinearity not in ACTIVATIONS:
+            raise ValueError(f"Unknown nonlinearity {nonlinearity!r}; choose one of {', '.join(ACTIVATIONS)}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+            raise ValueError(f"dropout should be a number in range [0, 1], got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                "dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
+                f"expects num_layers greater than 1, but got dropout={dropout} and num_layers=1",
+                stacklevel=2,
+            )
+        if backend not in BACKENDS:
+            raise ValueError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.nonlinearity = nonlinearity
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.backend = backend
+
+        factory = {"device": device, "dtype": dtype}
+        directions = 2 if bidirectional else 1
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size * directions
+            for suffix in ("", "_reverse")[:directions]:
+                self.register_parameter(
+                    f"weight_ih_l{layer}{suffix}", nn.Parameter(torch.empty(hidden_size, layer_input, **factory))
+                )
+                self.register_parameter(
+                    f"weight_hh_l{layer}{suffix}", nn.Parameter(torch.empty(hidden_size, hidden_size, **factory))
+                )
+                if bias:
+                    self.register_parameter(f"bias_ih_l{layer}{suffix}", nn.Parameter(torch.empty(hidden_size, **factory)))
+                    self.register_parameter(f"bias_hh_l{layer}{suffix}", nn.Parameter(torch.empty(hidden_size, **factory)))
+        self.reset_parameters()
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def reset_parameters(self) -> None:
+        """Uniform in ``(-1/sqrt(H), 1/sqrt(H))``, as ``nn.RNN``."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def direction_parameters(self, layer: int, direction: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """``(W_ih, W_hh, b_ih, b_hh)`` of one layer and direction (0 forward, 1 reverse)."""
+        suffix = f"l{layer}" + ("_reverse" if direction else "")
+        weights = getattr(self, f"weight_ih_{suffix}"), getattr(self, f"weight_hh_{suffix}")
+        if not self.bias:
+            return (*weights, None, None)
+        return (*weights, getattr(self, f"bias_ih_{suffix}"), getattr(self, f"bias_hh_{suffix}"))
+
+    def extra_repr(self) -> str:
+        text = f"{self.input_size}, {self.hidden_size}"
+        defaults = {"num_layers": 1, "nonlinearity": "tanh", "bias": True, "batch_first": False,
+                    "dropout": 0.0, "bidirectional": False, "backend": "fused"}
+        for name, default in defaults.items():
+            if getattr(self, name) != default:
+                text += f", {name}={getattr(self, name)!r}"
+        return text
+
+    def forward(
+        self,
+        input: Tensor | PackedSequence,
+        hx: Tensor | None = None,
+        *,
+        lengths: Tensor | Sequence[int] | None = None,
+    ) -> tuple[Tensor | PackedSequence, Tensor]:
+        if isinstance(input, PackedSequence):
+            if lengths is not None:
+                raise ValueError("lengths cannot be given with a PackedSequence input: it carries its own")
+            return self._forward_packed(input, hx)
+        if not isinstance(input, Tensor):
+            raise TypeError(f"input must be a Tensor or a PackedSequence, got {type(input).__name__}")
+        if input.dim() not in (2, 3):
+            raise ValueError(f"ElmanRNN: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
+        unbatched = input.dim() == 2
+        if unbatched:
+            if lengths is not None:
+                raise ValueError("lengths applies to batched input only; an unbatched input is one sequence")
+            if hx is not None and hx.dim() != 2:
+                raise ValueError(f"For unbatched 2-D input, hx should also be 2-D but got {hx.dim()}-D tensor")
+            input = input.unsqueeze(1)
+            hx = None if hx is None else hx.unsqueeze(1)
+        elif self.batch_first:
+            input = input.transpose(0, 1)
+        elif hx is not None and hx.dim() != 3:
+            raise ValueError(f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
+
+        output, h_n = self._forward_time_major(input, hx, lengths)
+
+        if unbatched:
+            return output.squeeze(1), h_n.squeeze(1)
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        return output, h_n
+
+    def _forward_packed(self, packed: PackedSequence, hx: Tensor | None) -> tuple[PackedSequence, Tensor]:
+        padded, lengths = pad_packed_sequence(packed)  # time-major, lengths in the caller's batch order
+        output, h_n = self._forward_time_major(padded, hx, lengths)
+        if packed.sorted_indices is not None:
+            output = output[:, packed.sorted_indices.to(output.device)]
+            lengths = lengths[packed.sorted_indices.cpu()]
+        data = pack_padded_sequence(output, lengths).data
+        return PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), h_n
+
+    def _check_input(self, input: Tensor, hx: Tensor | None) -> None:
+        if not input.is_floating_point():
+            raise TypeError(f"input must be a floating-point tensor, got {input.dtype}")
+        weight = self.weight_ih_l0
+        if input.dtype != weight.dtype:
+            raise TypeError(
+                f"input must have the type {weight.dtype}, got type {input.dtype} "
+                f"(convert the input, or the layer with .to({input.dtype}))"
+            )
+        if input.device != weight.device:
+            raise ValueError(f"input is on {input.device} but the layer's parameters are on {weight.device}")
+        if input.shape[-1] != self.input_size:
+            raise ValueError(
+                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {input.shape[-1]}"
+            )
+        if input.shape[0] == 0 or input.shape[1] == 0:
+            raise ValueError(f"input must have at least one time step and one sequence, got shape {tuple(input.shape)}")
+        if hx is not None:
+            expected = (self.num_layers * self.num_directions, input.shape[1], self.hidden_size)
+            if tuple(hx.shape) != expected:
+                raise ValueError(f"Expected hidden size {expected}, got {list(hx.shape)}")
+            if hx.dtype != input.dtype or hx.device != input.device:
+                raise TypeError(
+                    f"hx must match the input's dtype and device ({input.dtype}, {input.device}), "
+                    f"got ({hx.dtype}, {hx.device})"
+                )
+
+    def _check_lengths(self, lengths: Tensor | Sequence[int], steps: int, batch: int) -> Tensor:
+        lengths = torch.as_tensor(lengths).cpu()
+        if lengths.dim() != 1 or lengths.shape[0] != batch:
+            raise ValueError(f"lengths must be 1-D with one entry per sequence ({batch}), got shape {list(lengths.shape)}")
+        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+            raise TypeError(f"lengths must hold integers, got {lengths.dtype}")
+        lengths = lengths.to(torch.int64)
+        low, high = int(lengths.min()), int(lengths.max())
+        if low < 1 or high > steps:
+            raise ValueError(f"lengths must lie in [1, {steps}] (the number of time steps), got values in [{low}, {high}]")
+        return lengths
+
+    def _forward_time_major(
+        self, x: Tensor, hx: Tensor | None, lengths: Tensor | Sequence[int] | None
+    ) -> tuple[Tensor, Tensor]:
+        """x: (T, B, I); hx: (L * D, B, H) or None -> output (T, B, D * H), h_n (L * D, B, H)."""
+        self._check_input(x, hx)
+        steps, batch = x.shape[0], x.shape[1]
+        if hx is None:
+            hx = x.new_zeros(self.num_layers * self.num_directions, batch, self.hidden_size)
+
+        order = None
+        padding = None
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, steps, batch)
+            if int(lengths.min()) < steps:
+                if bool((lengths[1:] > lengths[:-1]).any()):
+                    order = torch.argsort(lengths, descending=True, stable=True)
+                    lengths = lengths[order]
+                    device_order = order.to(x.device)
+                    x, hx = x[:, device_order], hx[:, device_order]
+                padding = Padding.from_sorted_lengths(lengths, steps, x.device)
+
+        run_direction = BACKENDS[self.backend]
+        final_states = []
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                weights = self.direction_parameters(layer, direction)
+                h0 = hx[layer * self.num_directions + direction]
+                out, h_last = run_direction(layer_input, h0, *weights, self.nonlinearity, bool(direction), padding)
+                outputs.append(out)
+                final_states.append(h_last)
+            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
+        h_n = torch.stack(final_states)
+
+        if order is not None:
+            restore = torch.argsort(order).to(x.device)
+            layer_input, h_n = layer_input[:, restore], h_n[:, restore]
+        return layer_input, h_n

@@ -1,0 +1,198 @@
+"""The fused fast path against the reference loop, gradcheck, the compiled loop, and stateful use."""
+
+import pytest
+import torch
+
+from elman import ElmanRNN
+from elman.layer import fused
+from elman.layer.fused import FusedElmanDirection, Padding
+
+LENGTHS = torch.tensor([6, 2, 5, 1, 6])
+
+
+def pair(backend_kwargs=None, **kwargs):
+    torch.manual_seed(0)
+    fast = ElmanRNN(3, 4, dtype=torch.float64, **kwargs)
+    reference = ElmanRNN(3, 4, dtype=torch.float64, backend="reference", **kwargs)
+    reference.load_state_dict(fast.state_dict())
+    return fast, reference
+
+
+def outputs_and_grads(layer, x, h0, lengths):
+    out, h_n = layer(x, h0, lengths=lengths)
+    torch.manual_seed(9)
+    loss = (out * torch.randn_like(out)).sum() + (h_n * torch.randn_like(h_n)).sum()
+    grads = torch.autograd.grad(loss, [x, h0, *layer.parameters()])
+    return (out, h_n, *grads)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu", "sigmoid"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("lengths", [None, LENGTHS])
+def test_fused_agrees_with_reference(nonlinearity, bidirectional, lengths):
+    fast, reference = pair(num_layers=2, nonlinearity=nonlinearity, bidirectional=bidirectional)
+    x = torch.randn(6, 5, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.rand(4 if bidirectional else 2, 5, 4, dtype=torch.float64, requires_grad=True)
+    for a, b in zip(
+        outputs_and_grads(fast, x, h0, lengths), outputs_and_grads(reference, x, h0, lengths), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_sigmoid_reference_is_the_written_recurrence():
+    """Elman's sigmoid units, checked by hand against h_t = sigmoid(x_t W_ih^T + b_ih + h W_hh^T + b_hh)."""
+    _, reference = pair(nonlinearity="sigmoid")
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    h = torch.full((2, 4), 0.5, dtype=torch.float64)
+    out, h_n = reference(x, h.unsqueeze(0))
+    for t in range(4):
+        h = torch.sigmoid(
+            x[t] @ reference.weight_ih_l0.T + reference.bias_ih_l0 + h @ reference.weight_hh_l0.T + reference.bias_hh_l0
+        )
+        torch.testing.assert_close(out[t], h)
+    torch.testing.assert_close(h_n[0], h)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "sigmoid", "relu"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_gradcheck_single_direction(nonlinearity, padded):
+    torch.manual_seed(0)
+    steps, batch, inputs, hidden = 4, 3, 2, 3
+    x = torch.randn(steps, batch, inputs, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(batch, hidden, dtype=torch.float64, requires_grad=True)
+    params = [torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+              for shape in ((hidden, inputs), (hidden, hidden), (hidden,), (hidden,))]
+    if padded:
+        padding = Padding.from_sorted_lengths(torch.tensor([4, 3, 1]), steps, x.device)
+        steps_active, valid = padding.steps_active, padding.valid
+    else:
+        steps_active, valid = [batch] * steps, None
+
+    def run(x, h0, w_ih, w_hh, b_ih, b_hh):
+        return FusedElmanDirection.apply(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, steps_active, valid)
+
+    assert torch.autograd.gradcheck(run, (x, h0, *params))
+
+
+def test_gradcheck_whole_layer_with_lengths():
+    torch.manual_seed(0)
+    layer = ElmanRNN(2, 3, num_layers=2, bidirectional=True, dtype=torch.float64)
+    x = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(4, 3, 3, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([2, 4, 3])
+
+    def run(x, h0, *params):
+        named = dict(zip([name for name, _ in layer.named_parameters()], params, strict=True))
+        return torch.func.functional_call(layer, named, (x, h0), {"lengths": lengths})
+
+    assert torch.autograd.gradcheck(run, (x, h0, *[p.detach().requires_grad_() for p in layer.parameters()]))
+
+
+@pytest.mark.skipif(fused.compiled_loops is None, reason="compiled loop not built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid"])
+def test_compiled_loops_equal_python_loops(dtype, activation):
+    torch.manual_seed(0)
+    steps_active = [5, 5, 4, 2, 1]
+    pre = torch.randn(5, 5, 6, dtype=dtype)
+    h0 = torch.randn(5, 6, dtype=dtype)
+    w_hh = torch.randn(6, 6, dtype=dtype) * 0.5
+    out_py, out_c = pre.clone(), pre.clone()
+    fused.forward_loop(out_py, h0, w_hh, steps_active, activation)
+    fused.compiled_loops.forward_loop(out_c, h0, w_hh, steps_active, fused.ACTIVATIONS.index(activation))
+    torch.testing.assert_close(out_c, out_py, rtol=0, atol=0)
+
+    slope = fused.activation_slope(out_py, activation)
+    dz_py, dz_c = torch.randn_like(pre), None
+    dz_c = dz_py.clone()
+    fused.backward_loop(dz_py, slope, w_hh, steps_active)
+    fused.compiled_loops.backward_loop(dz_c, slope, w_hh, steps_active)
+    torch.testing.assert_close(dz_c, dz_py, rtol=0, atol=0)
+
+
+def test_python_loop_used_without_compiled_module(monkeypatch):
+    fast, reference = pair(num_layers=2, bidirectional=True)
+    monkeypatch.setattr(fused, "compiled_loops", None)
+    x = torch.randn(6, 5, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.rand(4, 5, 4, dtype=torch.float64, requires_grad=True)
+    for a, b in zip(
+        outputs_and_grads(fast, x, h0, LENGTHS), outputs_and_grads(reference, x, h0, LENGTHS), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_compiled_loop_is_built_when_required():
+    """`make test` sets ELMAN_REQUIRE_COMPILED=1: there, a missing build is a failure, not a skip."""
+    import os
+
+    if os.environ.get("ELMAN_REQUIRE_COMPILED") != "1":
+        pytest.skip("ELMAN_REQUIRE_COMPILED is not set")
+    assert fused.compiled_loops is not None
+
+
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+@pytest.mark.parametrize("bidirectional", [False])
+def test_truncated_bptt_chunks_equal_one_long_run(backend, bidirectional):
+    torch.manual_seed(0)
+    layer = ElmanRNN(3, 5, num_layers=2, backend=backend, bidirectional=bidirectional)
+    x = torch.randn(24, 4, 3)
+    whole, h_whole = layer(x)
+    state, pieces = None, []
+    for chunk in x.split(7):
+        out, state = layer(chunk, state)
+        state = state.detach()
+        pieces.append(out)
+    torch.testing.assert_close(torch.cat(pieces), whole)
+    torch.testing.assert_close(state, h_whole)
+
+
+def test_truncated_bptt_gradients_stop_at_chunk_boundary():
+    torch.manual_seed(0)
+    layer = ElmanRNN(2, 3)
+    first = torch.randn(5, 1, 2, requires_grad=True)
+    _, state = layer(first)
+    out, _ = layer(torch.randn(5, 1, 2), state.detach())
+    out.sum().backward()
+    assert first.grad is None
+    assert layer.weight_hh_l0.grad is not None and layer.weight_hh_l0.grad.abs().sum() > 0
+
+
+def test_outputs_past_length_are_zero_and_inputs_there_get_no_gradient():
+    torch.manual_seed(0)
+    layer = ElmanRNN(3, 4, bidirectional=True)
+    x = torch.randn(6, 5, 3, requires_grad=True)
+    out, _ = layer(x, lengths=LENGTHS)
+    mask = torch.arange(6).unsqueeze(1) >= LENGTHS.unsqueeze(0)
+    assert out[mask].abs().sum() == 0
+    out.sum().backward()
+    assert x.grad[mask].abs().sum() == 0
+    assert x.grad[~mask].abs().sum() > 0
+
+
+def test_float32_fast_path_matches_nn_rnn():
+    torch.manual_seed(0)
+    theirs = torch.nn.RNN(16, 32, num_layers=2)
+    ours = ElmanRNN(16, 32, num_layers=2)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(40, 64, 16)
+    torch.testing.assert_close(ours(x)[0], theirs(x)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_single_thread_setting_is_restored_after_small_problems():
+    threads = torch.get_num_threads()
+    ElmanRNN(2, 3)(torch.randn(3, 1, 2))
+    assert torch.get_num_threads() == threads
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_fast_path_matches_cpu():
+    torch.manual_seed(0)
+    cpu = ElmanRNN(8, 16, num_layers=2, bidirectional=True)
+    gpu = ElmanRNN(8, 16, num_layers=2, bidirectional=True, device="cuda")
+    gpu.load_state_dict(cpu.state_dict())
+    x = torch.randn(10, 4, 8)
+    lengths = torch.tensor([10, 3, 7, 1])
+    out_cpu, h_cpu = cpu(x, lengths=lengths)
+    out_gpu, h_gpu = gpu(x.cuda(), lengths=lengths)
+    torch.testing.assert_close(out_gpu.cpu(), out_cpu, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(h_gpu.cpu(), h_cpu, rtol=1e-4, atol=1e-5)

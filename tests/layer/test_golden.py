@@ -1,0 +1,146 @@
+"""ElmanRNN against torch.nn.RNN with the same weights, in float64: outputs, h_n and every gradient."""
+
+import itertools
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from elman import ElmanRNN
+
+INPUT, HIDDEN, STEPS, BATCH = 3, 4, 5, 4
+LENGTHS = torch.tensor([3, 5, 1, 4])  # unsorted on purpose: the layer must sort and restore
+
+COMBINATIONS = list(
+    itertools.product(
+        (1, 2, 3),  # num_layers
+        (False, True),  # bidirectional
+        ("tanh", "relu"),
+        (False, True),  # batch_first
+        (False, True),  # bias
+        (False, True),  # with h0
+    )
+)
+
+
+def make_pair(num_layers, bidirectional, nonlinearity, batch_first, bias, seed=0):
+    torch.manual_seed(seed)
+    kwargs = dict(
+        num_layers=num_layers,
+        nonlinearity=nonlinearity,
+        bias=bias,
+        batch_first=batch_first,
+        bidirectional=bidirectional,
+        dtype=torch.float64,
+    )
+    theirs = torch.nn.RNN(INPUT, HIDDEN, **kwargs)
+    ours = ElmanRNN(INPUT, HIDDEN, **kwargs)
+    ours.load_state_dict(theirs.state_dict())
+    return theirs, ours
+
+
+def make_inputs(num_layers, bidirectional, batch_first, with_h0):
+    shape = (BATCH, STEPS, INPUT) if batch_first else (STEPS, BATCH, INPUT)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    h0 = None
+    if with_h0:
+        h0 = torch.randn(num_layers * (2 if bidirectional else 1), BATCH, HIDDEN, dtype=torch.float64)
+        h0.requires_grad_(True)
+    return x, h0
+
+
+def grads_of(module, x, h0, output, h_n, weights_out, weights_h):
+    """Gradients of a fixed random linear function of (output, h_n) w.r.t. x, h0 and every parameter."""
+    loss = (output * weights_out).sum() + (h_n * weights_h).sum()
+    wrt = [x] + ([h0] if h0 is not None else []) + list(module.parameters())
+    return torch.autograd.grad(loss, wrt)
+
+
+def assert_close_all(ours, theirs):
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("num_layers,bidirectional,nonlinearity,batch_first,bias,with_h0", COMBINATIONS)
+def test_full_length_matches_nn_rnn(num_layers, bidirectional, nonlinearity, batch_first, bias, with_h0):
+    theirs, ours = make_pair(num_layers, bidirectional, nonlinearity, batch_first, bias)
+    x, h0 = make_inputs(num_layers, bidirectional, batch_first, with_h0)
+    out_t, h_t = theirs(x, h0)
+    out_o, h_o = ours(x, h0)
+    torch.testing.assert_close(out_o, out_t, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(h_o, h_t, rtol=1e-10, atol=1e-12)
+    w_out, w_h = torch.randn_like(out_t), torch.randn_like(h_t)
+    assert_close_all(grads_of(ours, x, h0, out_o, h_o, w_out, w_h), grads_of(theirs, x, h0, out_t, h_t, w_out, w_h))
+
+
+@pytest.mark.parametrize("num_layers,bidirectional,nonlinearity,batch_first,bias,with_h0", COMBINATIONS)
+def test_lengths_match_nn_rnn_on_packed_sequence(num_layers, bidirectional, nonlinearity, batch_first, bias, with_h0):
+    theirs, ours = make_pair(num_layers, bidirectional, nonlinearity, batch_first, bias)
+    x, h0 = make_inputs(num_layers, bidirectional, batch_first, with_h0)
+
+    packed = pack_padded_sequence(x, LENGTHS, batch_first=batch_first, enforce_sorted=False)
+    packed_out, h_t = theirs(packed, h0)
+    out_t, _ = pad_packed_sequence(packed_out, batch_first=batch_first, total_length=STEPS)
+    out_o, h_o = ours(x, h0, lengths=LENGTHS)
+
+    torch.testing.assert_close(out_o, out_t, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(h_o, h_t, rtol=1e-10, atol=1e-12)
+    w_out, w_h = torch.randn_like(out_t), torch.randn_like(h_t)
+    assert_close_all(grads_of(ours, x, h0, out_o, h_o, w_out, w_h), grads_of(theirs, x, h0, out_t, h_t, w_out, w_h))
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_packed_sequence_in_packed_sequence_out(bidirectional, batch_first):
+    theirs, ours = make_pair(2, bidirectional, "tanh", batch_first, True)
+    x, h0 = make_inputs(2, bidirectional, batch_first, True)
+    def pack():  # one pack per model: each backward frees its own graph
+        return pack_padded_sequence(x, LENGTHS, batch_first=batch_first, enforce_sorted=False)
+
+    out_t, h_t = theirs(pack(), h0)
+    out_o, h_o = ours(pack(), h0)
+    assert type(out_o) is type(out_t)
+    torch.testing.assert_close(out_o.data, out_t.data, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out_o.batch_sizes, out_t.batch_sizes)
+    torch.testing.assert_close(out_o.sorted_indices, out_t.sorted_indices)
+    torch.testing.assert_close(h_o, h_t, rtol=1e-10, atol=1e-12)
+    w_out, w_h = torch.randn_like(out_t.data), torch.randn_like(h_t)
+    assert_close_all(
+        grads_of(ours, x, h0, out_o.data, h_o, w_out, w_h), grads_of(theirs, x, h0, out_t.data, h_t, w_out, w_h)
+    )
+
+
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_unbatched_input_matches_nn_rnn(with_h0):
+    theirs, ours = make_pair(2, True, "tanh", False, True)
+    x = torch.randn(STEPS, INPUT, dtype=torch.float64)
+    h0 = torch.randn(4, HIDDEN, dtype=torch.float64) if with_h0 else None
+    out_t, h_t = theirs(x, h0)
+    out_o, h_o = ours(x, h0)
+    assert out_o.shape == (STEPS, 2 * HIDDEN) and h_o.shape == (4, HIDDEN)
+    torch.testing.assert_close(out_o, out_t)
+    torch.testing.assert_close(h_o, h_t)
+
+
+def test_state_dict_loads_both_ways():
+    torch.manual_seed(1)
+    ours = ElmanRNN(3, 5, num_layers=2, bidirectional=True)
+    theirs = torch.nn.RNN(3, 5, num_layers=2, bidirectional=True)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(4, 2, 3)
+    torch.testing.assert_close(theirs(x)[0], ours(x)[0])
+
+
+def test_dropout_between_layers_only_in_training():
+    torch.manual_seed(2)
+    layer = ElmanRNN(3, 8, num_layers=2, dropout=0.5)
+    x = torch.randn(6, 4, 3)
+    torch.manual_seed(3)
+    train_a = layer(x)[0]
+    torch.manual_seed(4)
+    train_b = layer(x)[0]
+    assert not torch.allclose(train_a, train_b)
+    layer.eval()
+    torch.testing.assert_close(layer(x)[0], layer(x)[0])
