@@ -1,20 +1,48 @@
-// The two sequential loops of the fused Elman recurrence, compiled for CPU tensors.
+// The two sequential loops of the fused Elman recurrence, compiled for contiguous CPU tensors.
 //
-// They are line-for-line the loops `forward_loop` and `backward_loop` in fused.py; see there for the
-// equations and shapes. Compiling them removes the Python interpreter from the per-step cost, which is
-// what dominates small batches and short hidden sizes. `at::cpu::` calls skip the dispatcher: the inputs
-// are checked to be contiguous CPU tensors of one floating dtype before the loop starts.
+// They compute what `forward_loop` and `backward_loop` in fused.py compute (see there for the equations
+// and shapes). On small problems the per-step cost of a tensor operation, not the arithmetic, is most of
+// the run time, so here each step calls BLAS gemm on raw pointers (the sgemm_/dgemm_ that the torch
+// library carries) and applies the activation through ATen's vectorised kernel on a view.
+//
+// Row-major (n x H) matrices are column-major (H x n) ones to Fortran BLAS, so
+//     C += A W^T   is   gemm('T', 'N', H, n, H, 1, W, H, A, H, 1, C, H)
+//     C += A W     is   gemm('N', 'N', H, n, H, 1, W, H, A, H, 1, C, H)
 
 #include <torch/extension.h>
 #include <ATen/CPUFunctions.h>
 
+#include <climits>
+#include <stdexcept>
 #include <vector>
+
+// Weak, so that a torch build without these symbols fails this module's import (the Python loop is used
+// then) instead of failing to load.
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
+            const int*, const float*, const int*, const float*, float*, const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
+            const int*, const double*, const int*, const double*, double*, const int*) __attribute__((weak));
+}
 
 namespace {
 
 enum Activation : int64_t { kTanh = 0, kRelu = 1, kSigmoid = 2 };
 
-void activate_(at::Tensor& x, int64_t activation) {
+// c (rows x H) += a (rows x H) . op(w), op(w) = w^T when transpose_w, else w (H x H). All row-major.
+void gemm_accumulate(bool transpose_w, int rows, int H, const float* w, const float* a, float* c) {
+  const char transa = transpose_w ? 'T' : 'N', transb = 'N';
+  const float one = 1.0f;
+  sgemm_(&transa, &transb, &H, &rows, &H, &one, w, &H, a, &H, &one, c, &H);
+}
+
+void gemm_accumulate(bool transpose_w, int rows, int H, const double* w, const double* a, double* c) {
+  const char transa = transpose_w ? 'T' : 'N', transb = 'N';
+  const double one = 1.0;
+  dgemm_(&transa, &transb, &H, &rows, &H, &one, w, &H, a, &H, &one, c, &H);
+}
+
+void activate_(at::Tensor x, int64_t activation) {
   switch (activation) {
     case kTanh: at::cpu::tanh_(x); break;
     case kRelu: at::relu_(x); break;
@@ -23,48 +51,65 @@ void activate_(at::Tensor& x, int64_t activation) {
   }
 }
 
-void check_cpu(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
-  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+void check(const at::Tensor& t, const char* name, const at::Tensor& like) {
+  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(), name, " must be a contiguous CPU tensor");
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), name, " must have dtype ", like.scalar_type());
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, name, " must be float32 or float64");
+  TORCH_CHECK(t.numel() < INT_MAX, name, " is too large for 32-bit BLAS");
 }
 
 // out: (T, B, H), holding x_t W_ih^T + b on entry and h_t on return (rows past a sequence's end are not
 // touched). h0: (B, H). w_hh: (H, H). steps_active[t]: how many leading rows are still running at step t.
 void forward_loop(at::Tensor out, const at::Tensor& h0, const at::Tensor& w_hh,
                   const std::vector<int64_t>& steps_active, int64_t activation) {
-  check_cpu(out, "out");
-  check_cpu(h0, "h0");
-  const at::Tensor w_hh_t = w_hh.t();
-  at::Tensor h = h0;
-  for (size_t t = 0; t < steps_active.size(); ++t) {
-    const int64_t n = steps_active[t];
-    at::Tensor step = out.select(0, static_cast<int64_t>(t)).narrow(0, 0, n);
-    at::cpu::addmm_(step, h.narrow(0, 0, n), w_hh_t);
-    activate_(step, activation);
-    h = step;
-  }
+  check(out, "out", out);
+  check(h0, "h0", out);
+  const at::Tensor w = w_hh.contiguous();
+  check(w, "w_hh", out);
+  const int H = static_cast<int>(out.size(2));
+  const int64_t stride = out.size(1) * H;
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "elman_forward_loop", [&] {
+    scalar_t* base = out.data_ptr<scalar_t>();
+    const scalar_t* previous = h0.data_ptr<scalar_t>();
+    for (size_t t = 0; t < steps_active.size(); ++t) {
+      const int rows = static_cast<int>(steps_active[t]);
+      scalar_t* step = base + static_cast<int64_t>(t) * stride;
+      gemm_accumulate(true, rows, H, w.data_ptr<scalar_t>(), previous, step);
+      activate_(out.select(0, static_cast<int64_t>(t)).narrow(0, 0, rows), activation);
+      previous = step;
+    }
+  });
 }
 
 // dz: (T, B, H), holding dL/dh_t from the outputs on entry and dL/dz_t (pre-activation) on return.
 // slope: (T, B, H), act'(z_t) written in terms of h_t.
 void backward_loop(at::Tensor dz, const at::Tensor& slope, const at::Tensor& w_hh,
                    const std::vector<int64_t>& steps_active) {
-  check_cpu(dz, "dz");
-  check_cpu(slope, "slope");
-  for (int64_t t = static_cast<int64_t>(steps_active.size()) - 1; t >= 0; --t) {
-    const int64_t n = steps_active[t];
-    at::Tensor step = dz.select(0, t).narrow(0, 0, n);
-    step.mul_(slope.select(0, t).narrow(0, 0, n));
-    if (t > 0) {
-      at::Tensor previous = dz.select(0, t - 1).narrow(0, 0, n);
-      at::cpu::addmm_(previous, step, w_hh);
+  check(dz, "dz", dz);
+  check(slope, "slope", dz);
+  const at::Tensor w = w_hh.contiguous();
+  check(w, "w_hh", dz);
+  const int H = static_cast<int>(dz.size(2));
+  const int64_t stride = dz.size(1) * H;
+  AT_DISPATCH_FLOATING_TYPES(dz.scalar_type(), "elman_backward_loop", [&] {
+    scalar_t* base = dz.data_ptr<scalar_t>();
+    const scalar_t* slopes = slope.data_ptr<scalar_t>();
+    for (int64_t t = static_cast<int64_t>(steps_active.size()) - 1; t >= 0; --t) {
+      const int rows = static_cast<int>(steps_active[t]);
+      scalar_t* step = base + t * stride;
+      const scalar_t* step_slope = slopes + t * stride;
+      for (int64_t i = 0; i < static_cast<int64_t>(rows) * H; ++i) step[i] *= step_slope[i];
+      if (t > 0) gemm_accumulate(false, rows, H, w.data_ptr<scalar_t>(), step, step - stride);
     }
-  }
+  });
 }
 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  if (sgemm_ == nullptr || dgemm_ == nullptr) {
+    throw std::runtime_error("this torch build exports no BLAS sgemm_/dgemm_; the Python loop will be used");
+  }
   m.def("forward_loop", &forward_loop, "Elman recurrence, forward, in place (CPU)");
   m.def("backward_loop", &backward_loop, "Elman recurrence, BPTT, in place (CPU)");
 }

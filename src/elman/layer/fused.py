@@ -143,10 +143,7 @@ class FusedElmanDirection(torch.autograd.Function):
         T, B, I = x.shape
         H = w_hh.shape[0]
         x_flat = x.reshape(T * B, I)
-        if b_ih is None:
-            out = torch.mm(x_flat, w_ih.t())
-        else:
-            out = torch.addmm(b_ih + b_hh, x_flat, w_ih.t())
+        out = torch.mm(x_flat, w_ih.t()) if b_ih is None else torch.addmm(b_ih + b_hh, x_flat, w_ih.t())
         out = out.view(T, B, H)
         h0 = h0.contiguous()
         _run_forward_loop(out, h0, w_hh, steps_active, activation)
@@ -234,10 +231,7 @@ def fused_direction(
     steps_active = [x.shape[1]] * x.shape[0] if padding is None else padding.steps_active
     valid = None if padding is None else padding.valid
     out = FusedElmanDirection.apply(x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, valid)
-    if padding is None:
-        h_n = out[-1]
-    else:
-        h_n = out[padding.lengths - 1, torch.arange(x.shape[1], device=x.device)]
+    h_n = out[-1] if padding is None else out[padding.lengths - 1, torch.arange(x.shape[1], device=x.device)]
     if reverse:
         out = out.flip(0) if padding is None else padding.reverse_in_time(out)
     return out, h_n

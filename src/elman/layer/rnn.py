@@ -114,8 +114,9 @@ class ElmanRNN(nn.Module):
                     f"weight_hh_l{layer}{suffix}", nn.Parameter(torch.empty(hidden_size, hidden_size, **factory))
                 )
                 if bias:
-                    self.register_parameter(f"bias_ih_l{layer}{suffix}", nn.Parameter(torch.empty(hidden_size, **factory)))
-                    self.register_parameter(f"bias_hh_l{layer}{suffix}", nn.Parameter(torch.empty(hidden_size, **factory)))
+                    for kind in ("ih", "hh"):
+                        bias_vector = nn.Parameter(torch.empty(hidden_size, **factory))
+                        self.register_parameter(f"bias_{kind}_l{layer}{suffix}", bias_vector)
         self.reset_parameters()
 
     @property
@@ -220,13 +221,17 @@ class ElmanRNN(nn.Module):
     def _check_lengths(self, lengths: Tensor | Sequence[int], steps: int, batch: int) -> Tensor:
         lengths = torch.as_tensor(lengths).cpu()
         if lengths.dim() != 1 or lengths.shape[0] != batch:
-            raise ValueError(f"lengths must be 1-D with one entry per sequence ({batch}), got shape {list(lengths.shape)}")
+            raise ValueError(
+                f"lengths must be 1-D with one entry per sequence ({batch}), got shape {list(lengths.shape)}"
+            )
         if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
             raise TypeError(f"lengths must hold integers, got {lengths.dtype}")
         lengths = lengths.to(torch.int64)
         low, high = int(lengths.min()), int(lengths.max())
         if low < 1 or high > steps:
-            raise ValueError(f"lengths must lie in [1, {steps}] (the number of time steps), got values in [{low}, {high}]")
+            raise ValueError(
+                f"lengths must lie in [1, {steps}] (the number of time steps), got values in [{low}, {high}]"
+            )
         return lengths
 
     def _forward_time_major(

@@ -1,0 +1,27 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from elman.cli import main
+
+
+@pytest.mark.slow
+def test_demo_json_reports_the_sawtooth(capsys):
+    assert main(["demo", "--quick", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["sawtooth"] is True
+    assert len(result["error_by_cycle"]) == 12
+
+
+def test_unknown_command_is_a_usage_error_not_a_traceback():
+    run = subprocess.run([sys.executable, "-m", "elman", "fly"], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert "invalid choice: 'fly'" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_version_flag():
+    run = subprocess.run([sys.executable, "-m", "elman", "--version"], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.startswith("elman ")
