@@ -123,6 +123,18 @@ def _run_backward_loop(dz: Tensor, slope: Tensor, w_hh: Tensor, steps_active: li
             backward_loop(dz, slope, w_hh, steps_active)
 
 
+def recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, valid) -> Tensor:
+    """The forward pass alone (arguments as ``FusedElmanDirection``); used directly when no gradient is wanted."""
+    T, B, I = x.shape
+    x_flat = x.reshape(T * B, I)
+    out = torch.mm(x_flat, w_ih.t()) if b_ih is None else torch.addmm(b_ih + b_hh, x_flat, w_ih.t())
+    out = out.view(T, B, w_hh.shape[0])
+    _run_forward_loop(out, h0.contiguous(), w_hh, steps_active, activation)
+    if valid is not None:
+        out.masked_fill_(~valid, 0)
+    return out
+
+
 class FusedElmanDirection(torch.autograd.Function):
     """One layer, one direction. See the module docstring for the equations.
 
@@ -140,15 +152,7 @@ class FusedElmanDirection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, valid):
-        T, B, I = x.shape
-        H = w_hh.shape[0]
-        x_flat = x.reshape(T * B, I)
-        out = torch.mm(x_flat, w_ih.t()) if b_ih is None else torch.addmm(b_ih + b_hh, x_flat, w_ih.t())
-        out = out.view(T, B, H)
-        h0 = h0.contiguous()
-        _run_forward_loop(out, h0, w_hh, steps_active, activation)
-        if valid is not None:
-            out.masked_fill_(~valid, 0)
+        out = recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, valid)
         ctx.save_for_backward(x, h0, w_ih, w_hh, out)
         ctx.activation, ctx.steps_active, ctx.valid = activation, steps_active, valid
         ctx.has_bias = b_ih is not None
@@ -230,7 +234,11 @@ def fused_direction(
         x = x.flip(0) if padding is None else padding.reverse_in_time(x)
     steps_active = [x.shape[1]] * x.shape[0] if padding is None else padding.steps_active
     valid = None if padding is None else padding.valid
-    out = FusedElmanDirection.apply(x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, valid)
+    tensors = (x, h0, w_ih, w_hh, b_ih, b_hh)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        out = FusedElmanDirection.apply(*tensors, activation, steps_active, valid)
+    else:  # inference: skip the autograd bookkeeping
+        out = recurrence_forward(*tensors, activation, steps_active, valid)
     h_n = out[-1] if padding is None else out[padding.lengths - 1, torch.arange(x.shape[1], device=x.device)]
     if reverse:
         out = out.flip(0) if padding is None else padding.reverse_in_time(out)
