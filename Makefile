@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml setup.py src/elman/layer/_loops.cpp
 venv: $(STAMP)
 
 demo: venv
-	$(BIN)/elman demo
+	$(BIN)/elman demo --quick
 
 test: venv
 	ELMAN_REQUIRE_COMPILED=1 $(BIN)/python -m pytest -q
