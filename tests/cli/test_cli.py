@@ -8,11 +8,12 @@ from elman.cli import main
 
 
 @pytest.mark.slow
-def test_demo_json_reports_the_sawtooth(capsys):
-    assert main(["demo", "--quick", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["sawtooth"] is True
-    assert len(result["error_by_cycle"]) == 12
+def test_demo_json_reports_the_sawtooth(capsys, tmp_path):
+    assert main(["demo", "--experiment", "xor", "--quick", "--json", "--out", str(tmp_path)]) == 0
+    result = json.loads(capsys.readouterr().out)["experiments"]["xor"]
+    assert result["passed"] is True
+    assert len(result["numbers"]["error_by_cycle"]) == 12
+    assert (tmp_path / "report.md").exists()
 
 
 def test_unknown_command_is_a_usage_error_not_a_traceback():
