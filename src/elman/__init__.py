@@ -1,6 +1,8 @@
 """elman: fast, trustworthy Elman recurrent networks."""
 
-from elman.layer import ElmanRNN
-
 __version__ = "0.1.0"
-__all__ = ["ElmanRNN", "__version__"]
+
+from elman.inference import load  # noqa: E402
+from elman.layer import ElmanRNN  # noqa: E402
+
+__all__ = ["ElmanRNN", "__version__", "load"]

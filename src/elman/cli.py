@@ -3,10 +3,98 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from elman import __version__
+from elman.data.reader import DataError
+from elman.training.checkpoint import CheckpointError
+
+
+def _add_columns(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--text-column", help="column of the texts (default: surname or text)")
+    parser.add_argument("--label-column", help="column of the labels (default: nationality or label)")
+    parser.add_argument("--split-column", help="column of train/val/test (default: split, if present)")
+
+
+def _read(args: argparse.Namespace, require_labels: bool = True):
+    from elman.data.reader import read_labelled_csv
+
+    return read_labelled_csv(args.data, args.text_column, args.label_column, args.split_column, require_labels)
+
+
+def _print_metrics(name: str, metrics: dict) -> None:
+    print(f"{name}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} (n = {metrics['n']})")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from elman.models.classifier import ClassifierConfig
+    from elman.training.classify import TrainConfig, train_classifier
+
+    data = _read(args)
+    model_options = {f.name: getattr(args, f.name) for f in fields(ClassifierConfig)
+                     if getattr(args, f.name, None) is not None}
+    training = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                              if getattr(args, f.name, None) is not None})
+    metrics = train_classifier(data, args.out, model_options, training, progress=not args.json)
+    if args.json:
+        print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
+    else:
+        for split in ("val", "test"):
+            if split in metrics:
+                _print_metrics(split, metrics[split])
+        print(f"stopped by {metrics['stopped_by']} after {metrics['epochs_run']} epochs, "
+              f"{metrics['training_seconds']:.0f} s; model, metrics and figures in {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import elman
+
+    metrics = elman.load(args.model).evaluate(_read(args))
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        _print_metrics("test split" if metrics else "all rows", metrics)
+        for label, scores in metrics["per_class"].items():
+            if scores["support"]:
+                print(f"  {label:<14} precision {scores['precision']:.3f}  recall {scores['recall']:.3f}  "
+                      f"F1 {scores['f1']:.3f}  support {scores['support']}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import elman
+    from elman.data.reader import read_labelled_csv
+    from elman.files import atomic_output
+
+    if bool(args.texts) == bool(args.input):
+        raise ValueError("give either texts to classify or --input FILE.csv (with --output FILE.csv)")
+    if args.input and not args.output:
+        raise ValueError("--input needs --output FILE.csv for the predictions")
+    classifier = elman.load(args.model)
+    texts = args.texts or read_labelled_csv(args.input, args.text_column, require_labels=False).texts
+    predictions = classifier.predict(texts, top_k=args.top_k)
+    if args.input:
+        with atomic_output(args.output) as temporary, open(temporary, "w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file)
+            writer.writerow(["text", "prediction", "probability", "top_k"])
+            for p in predictions:
+                ranked = ";".join(f"{label}:{prob:.4f}" for label, prob in p.labels)
+                writer.writerow([p.text, p.labels[0][0], f"{p.labels[0][1]:.4f}", ranked])
+        print(f"wrote {len(predictions)} predictions to {args.output}")
+    elif args.json:
+        print(json.dumps([{"text": p.text, "labels": [{"label": label, "probability": prob}
+                                                      for label, prob in p.labels]} for p in predictions], indent=2))
+    else:
+        for p in predictions:
+            print(p.text)
+            for rank, (label, prob) in enumerate(p.labels, start=1):
+                print(f"  {rank}. {label:<14} {prob:6.1%}")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -23,16 +111,73 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elman", description="Fast, trustworthy Elman recurrent networks.")
     parser.add_argument("--version", action="version", version=f"elman {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    train = commands.add_parser("train", help="train a model on a CSV file")
+    train.add_argument("--task", choices=["classify"], default="classify")
+    train.add_argument("--data", type=Path, required=True, help="CSV with texts and labels (and a split column)")
+    train.add_argument("--out", type=Path, required=True, help="directory for the checkpoint, metrics and figures")
+    _add_columns(train)
+    train.add_argument("--epochs", type=_positive_int)
+    train.add_argument("--time-budget", dest="time_budget", type=_positive_float, metavar="SECONDS",
+                       help="stop cleanly after this many seconds, keeping the best checkpoint")
+    train.add_argument("--batch-size", dest="batch_size", type=_positive_int)
+    train.add_argument("--learning-rate", dest="learning_rate", type=_positive_float)
+    train.add_argument("--weight-decay", dest="weight_decay", type=float)
+    train.add_argument("--label-smoothing", dest="label_smoothing", type=float)
+    train.add_argument("--class-weighting", dest="class_weighting", choices=["none", "sqrt", "balanced"])
+    train.add_argument("--select-by", dest="select_by", choices=["macro_f1", "loss"])
+    train.add_argument("--patience", type=_positive_int)
+    train.add_argument("--max-length", dest="max_length", type=_positive_int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--threads", type=_positive_int)
+    train.add_argument("--embedding-dim", dest="embedding_dim", type=_positive_int)
+    train.add_argument("--hidden-size", dest="hidden_size", type=_positive_int)
+    train.add_argument("--num-layers", dest="num_layers", type=_positive_int)
+    train.add_argument("--nonlinearity", choices=["tanh", "relu", "sigmoid"])
+    train.add_argument("--dropout", type=float)
+    train.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="score a trained model on a CSV file")
+    evaluate.add_argument("--model", type=Path, required=True, help="checkpoint directory")
+    evaluate.add_argument("--data", type=Path, required=True)
+    _add_columns(evaluate)
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser("predict", help="classify texts with a trained model")
+    predict.add_argument("--model", type=Path, required=True, help="checkpoint directory")
+    predict.add_argument("texts", nargs="*", metavar="TEXT")
+    predict.add_argument("--input", type=Path, help="CSV file of texts to classify")
+    predict.add_argument("--output", type=Path, help="CSV file for the predictions of --input")
+    predict.add_argument("--text-column", help="column of the texts in --input (default: surname or text)")
+    predict.add_argument("--top-k", dest="top_k", type=_positive_int, default=3)
+    predict.add_argument("--json", action="store_true")
+    predict.set_defaults(handler=_predict)
+
     demo = commands.add_parser("demo", help="re-run Elman's (1990) four experiments and write a report")
     demo.add_argument("--experiment", choices=["xor", "letters", "words", "sentences", "all"], default="all")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="report directory (default runs/demo)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the corpora and the weights (default 0)")
-    demo.add_argument("--quick", action="store_true", help="fewer training passes (all four in under a minute)")
+    demo.add_argument("--quick", action="store_true", help="fewer training passes")
     demo.add_argument("--json", action="store_true", help="print results.json instead of the summary")
     demo.set_defaults(handler=_demo)
     return parser
@@ -42,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except (DataError, CheckpointError, ValueError, TypeError, OSError) as error:
+        print(f"elman {args.command}: error: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -209,9 +209,29 @@ class Padding:
         )
 
     def reverse_in_time(self, x: Tensor) -> Tensor:
-        """(T, B, *) -> (T, B, *), each sequence's valid steps in reverse order; padding stays put."""
-        batch = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
-        return x[self.reversed_time, batch]
+        """(T, B, F) -> (T, B, F), each sequence's valid steps in reverse order; padding stays put."""
+        index = self.reversed_time.unsqueeze(2).expand_as(x)
+        return _ReverseWithinLengths.apply(x, index)
+
+    def last_valid(self, out: Tensor) -> Tensor:
+        """(T, B, H) -> (B, H): each sequence's state at its last valid step."""
+        index = (self.lengths - 1).view(1, -1, 1).expand(1, out.shape[1], out.shape[2])
+        return out.gather(0, index).squeeze(0)
+
+
+class _ReverseWithinLengths(torch.autograd.Function):
+    """A gather by a per-sequence reversal; the reversal is its own inverse, so the backward pass is the
+    same gather (much cheaper than the generic scatter-add of indexing's backward)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, index: Tensor) -> Tensor:
+        ctx.save_for_backward(index)
+        return x.gather(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (index,) = ctx.saved_tensors
+        return grad.gather(0, index), None
 
 
 def fused_direction(
@@ -239,7 +259,7 @@ def fused_direction(
         out = FusedElmanDirection.apply(*tensors, activation, steps_active, valid)
     else:  # inference: skip the autograd bookkeeping
         out = recurrence_forward(*tensors, activation, steps_active, valid)
-    h_n = out[-1] if padding is None else out[padding.lengths - 1, torch.arange(x.shape[1], device=x.device)]
+    h_n = out[-1] if padding is None else padding.last_valid(out)
     if reverse:
         out = out.flip(0) if padding is None else padding.reverse_in_time(out)
     return out, h_n

@@ -252,7 +252,7 @@ class ElmanRNN(nn.Module):
                     order = torch.argsort(lengths, descending=True, stable=True)
                     lengths = lengths[order]
                     device_order = order.to(x.device)
-                    x, hx = x[:, device_order], hx[:, device_order]
+                    x, hx = x.index_select(1, device_order), hx.index_select(1, device_order)
                 padding = Padding.from_sorted_lengths(lengths, steps, x.device)
 
         run_direction = BACKENDS[self.backend]
@@ -273,5 +273,5 @@ class ElmanRNN(nn.Module):
 
         if order is not None:
             restore = torch.argsort(order).to(x.device)
-            layer_input, h_n = layer_input[:, restore], h_n[:, restore]
+            layer_input, h_n = layer_input.index_select(1, restore), h_n.index_select(1, restore)
         return layer_input, h_n

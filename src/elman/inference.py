@@ -1,0 +1,107 @@
+"""Loading a checkpoint directory into a ready object: ``elman.load(DIR).predict(["Nakamoto"])``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from elman.data.batches import length_bucketed_batches, trim
+from elman.data.reader import LabelledTexts, normalise_text
+from elman.data.vocabulary import Vocabulary, vectorize
+from elman.models.classifier import ClassifierConfig, SequenceClassifier
+from elman.training.checkpoint import CheckpointError, load_checkpoint
+from elman.training.metrics import classification_metrics
+
+MAX_TEXT_CHARS = 10_000
+
+
+@dataclass
+class Prediction:
+    text: str
+    labels: list[tuple[str, float]]  # (label, probability), most probable first
+
+
+class Classifier:
+    """A trained sequence classifier. ``predict`` takes texts and gives ranked labels with probabilities."""
+
+    def __init__(self, model: SequenceClassifier, vocabulary: Vocabulary, labels: list[str], max_length: int,
+                 config: dict):
+        self.model = model.eval()
+        self.vocabulary = vocabulary
+        self.labels = labels
+        self.max_length = max_length
+        self.config = config
+
+    @staticmethod
+    def clean(texts: str | list[str]) -> list[str]:
+        """Normalise texts as the reader does; refuse what cannot be classified."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, (list, tuple)):
+            raise TypeError(f"texts must be a string or a list of strings, got {type(texts).__name__}")
+        cleaned = []
+        for position, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text {position} is a {type(text).__name__}, not a string")
+            if len(text) > MAX_TEXT_CHARS:
+                raise ValueError(f"text {position} has {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+            text = normalise_text(text)
+            if not text:
+                raise ValueError(f"text {position} is empty")
+            cleaned.append(text)
+        return cleaned
+
+    @torch.no_grad()
+    def probabilities(self, texts: str | list[str], batch_size: int = 512) -> torch.Tensor:
+        """(N, C) class probabilities, columns in the order of ``self.labels``."""
+        texts = self.clean(texts)
+        ids, lengths = vectorize(texts, self.vocabulary, self.max_length)
+        result = torch.empty(len(texts), len(self.labels))
+        for batch in length_bucketed_batches(lengths, batch_size):
+            result[batch] = torch.softmax(self.model(trim(ids[batch], lengths[batch]), lengths[batch]), dim=1)
+        return result
+
+    def predict(self, texts: str | list[str], top_k: int = 3) -> list[Prediction]:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        cleaned = self.clean(texts)
+        probabilities = self.probabilities(cleaned)
+        values, indices = probabilities.topk(min(top_k, len(self.labels)), dim=1)
+        return [
+            Prediction(text, [(self.labels[i], float(p)) for p, i in zip(row_p.tolist(), row_i.tolist(), strict=True)])
+            for text, row_p, row_i in zip(cleaned, values, indices, strict=True)
+        ]
+
+    def evaluate(self, data: LabelledTexts) -> dict:
+        """Metrics on the test split of ``data``, or on every row when it has no split column."""
+        if data.labels is None:
+            raise ValueError(f"{data.path}: no label column to evaluate against")
+        texts, labels = data.subset("test") if data.splits is not None else (data.texts, data.labels)
+        if not texts:
+            raise ValueError(f"{data.path}: the test split is empty")
+        unknown = sorted(set(labels) - set(self.labels))
+        if unknown:
+            raise ValueError(f"{data.path}: labels {unknown} are not among the model's labels {self.labels}")
+        index = {label: i for i, label in enumerate(self.labels)}
+        predictions = self.probabilities(texts).argmax(1)
+        return classification_metrics(predictions, torch.tensor([index[label] for label in labels]), self.labels)
+
+
+def load(directory: str | Path) -> Classifier:
+    """Load a checkpoint directory written by ``elman train``."""
+    config, state, vocabulary = load_checkpoint(directory)
+    task = config.get("task")
+    if task != "classify":
+        raise CheckpointError(f"{Path(directory) / 'config.json'}: unknown task {task!r}")
+    try:
+        model = SequenceClassifier(ClassifierConfig(**config["model"]))
+        model.load_state_dict(state)
+        labels = list(config["labels"])
+        max_length = int(config["max_length"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{directory}: the weights do not fit the configuration ({error})") from None
+    if len(labels) != model.config.num_classes or len(vocabulary) != model.config.vocab_size:
+        raise CheckpointError(f"{directory}: labels or vocabulary do not match the model's sizes")
+    return Classifier(model, vocabulary, labels, max_length, config)

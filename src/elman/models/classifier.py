@@ -1,0 +1,103 @@
+"""Sequence classifier: characters -> embedding -> ElmanRNN -> pooled states -> MLP -> class logits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from elman.layer import ElmanRNN
+
+POOLINGS = ("last", "max", "mean")
+
+
+@dataclass
+class ClassifierConfig:
+    vocab_size: int
+    num_classes: int
+    embedding_dim: int = 64
+    hidden_size: int = 256
+    num_layers: int = 2
+    bidirectional: bool = True
+    nonlinearity: str = "tanh"
+    dropout: float = 0.3  # on embeddings, between recurrent layers, and before the output layer
+    pooling: tuple[str, ...] = ("last", "max")  # any of POOLINGS, concatenated
+    mlp_hidden: int = 256  # 0: a single linear layer
+    ngrams: tuple[int, ...] = (2, 3)  # also embed the character n-grams ending at each step (hashed)
+    ngram_buckets: int = 16384
+
+    def __post_init__(self):
+        self.pooling = tuple(self.pooling)
+        self.ngrams = tuple(self.ngrams)
+        if any(n < 2 for n in self.ngrams):
+            raise ValueError(f"ngrams are orders >= 2 (characters are always embedded), got {self.ngrams}")
+        unknown = [p for p in self.pooling if p not in POOLINGS]
+        if unknown or not self.pooling:
+            raise ValueError(f"pooling must be a non-empty subset of {POOLINGS}, got {self.pooling}")
+
+
+def hashed_ngrams(ids: Tensor, order: int, buckets: int) -> Tensor:
+    """(B, T) character ids -> (B, T) bucket ids in [1, buckets) of the n-gram of ``order`` characters
+    ending at each step (steps before the start count as padding); 0 at padded steps."""
+    code = ids.clone()
+    for back in range(1, order):
+        previous = nn.functional.pad(ids, (back, 0))[:, : ids.shape[1]]
+        code = (code * 1_000_003 + previous) % 2_147_483_647
+    return torch.where(ids == 0, 0, 1 + code % (buckets - 1))
+
+
+class SequenceClassifier(nn.Module):
+    """ids (B, T) int64 with 0 as padding, lengths (B,) -> logits (B, num_classes).
+
+    The features are, concatenated: "last", the final state of each direction (the forward direction at
+    each sequence's last character, the reverse direction at its first); "max" and "mean", pooled over
+    the valid steps of the top layer's output (B, T, D * H).
+    """
+
+    def __init__(self, config: ClassifierConfig):
+        super().__init__()
+        self.config = config
+        directions = 2 if config.bidirectional else 1
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=0)
+        self.ngram_embeddings = nn.ModuleList(
+            nn.Embedding(config.ngram_buckets, config.embedding_dim, padding_idx=0) for _ in config.ngrams
+        )
+        self.rnn = ElmanRNN(config.embedding_dim, config.hidden_size, num_layers=config.num_layers,
+                            nonlinearity=config.nonlinearity, bidirectional=config.bidirectional,
+                            dropout=config.dropout if config.num_layers > 1 else 0.0, batch_first=True)
+        self.dropout = nn.Dropout(config.dropout)
+        features = len(config.pooling) * directions * config.hidden_size
+        if config.mlp_hidden:
+            self.head = nn.Sequential(nn.Linear(features, config.mlp_hidden), nn.ReLU(), nn.Dropout(config.dropout),
+                                      nn.Linear(config.mlp_hidden, config.num_classes))
+        else:
+            self.head = nn.Linear(features, config.num_classes)
+
+    def embed(self, ids: Tensor) -> Tensor:
+        """(B, T) -> (B, T, E): each character's embedding plus those of the n-grams ending at it."""
+        embedded = self.embedding(ids)
+        for order, table in zip(self.config.ngrams, self.ngram_embeddings, strict=True):
+            embedded = embedded + table(hashed_ngrams(ids, order, self.config.ngram_buckets))
+        return embedded
+
+    def features(self, ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """-> (pooled features (B, F), top-layer states (B, T, D * H))."""
+        states, h_n = self.rnn(self.dropout(self.embed(ids)), lengths=lengths)
+        pooled = []
+        for kind in self.config.pooling:
+            if kind == "last":
+                directions = 2 if self.config.bidirectional else 1
+                top = h_n[-directions:]  # (D, B, H): the top layer's final states
+                pooled.append(top.transpose(0, 1).reshape(ids.shape[0], -1))
+            else:
+                valid = (torch.arange(ids.shape[1], device=ids.device) < lengths.to(ids.device)[:, None]).unsqueeze(2)
+                if kind == "max":
+                    pooled.append(states.masked_fill(~valid, float("-inf")).amax(1))
+                else:
+                    pooled.append(states.sum(1) / lengths.to(states.device, states.dtype)[:, None])
+        return torch.cat(pooled, dim=1), states
+
+    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        pooled, _ = self.features(ids, lengths)
+        return self.head(self.dropout(pooled))

@@ -1,0 +1,61 @@
+"""The classifier commands as a user runs them: real processes, clear errors, no tracebacks."""
+
+import csv
+import json
+import subprocess
+import sys
+
+
+def elman(*args):
+    return subprocess.run([sys.executable, "-m", "elman", *map(str, args)], capture_output=True, text=True)
+
+
+def test_predict_prints_ranked_labels(trained_model):
+    run = elman("predict", "--model", trained_model[0], "Nakamoto", "Ivanova", "--top-k", "2")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "Nakamoto" and lines[1].strip().startswith("1. Japanese")
+    assert lines[3] == "Ivanova" and "%" in lines[4]
+
+
+def test_predict_json_and_batch_files(trained_model, tmp_path):
+    run = elman("predict", "--model", trained_model[0], "Sato", "--json")
+    [entry] = json.loads(run.stdout)
+    assert entry["text"] == "Sato" and len(entry["labels"]) == 3
+    names = tmp_path / "names.csv"
+    names.write_text("surname\nYamada\nRomero\n")
+    output = tmp_path / "predictions.csv"
+    run = elman("predict", "--model", trained_model[0], "--input", names, "--output", output)
+    assert run.returncode == 0, run.stderr
+    rows = list(csv.DictReader(output.open()))
+    assert [r["text"] for r in rows] == ["Yamada", "Romero"] and rows[0]["prediction"]
+
+
+def test_evaluate_json(trained_model, names_csv):
+    run = elman("evaluate", "--model", trained_model[0], "--data", names_csv, "--json")
+    assert run.returncode == 0, run.stderr
+    metrics = json.loads(run.stdout)
+    assert {"accuracy", "macro_f1", "n", "per_class"} <= set(metrics) and metrics["n"] == 30
+
+
+def test_train_from_the_command_line(names_csv, tmp_path):
+    run = elman("train", "--task", "classify", "--data", names_csv, "--out", tmp_path / "m", "--epochs", "2",
+                "--hidden-size", "16", "--embedding-dim", "8", "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["test"]["n"] == 30
+    assert (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_errors_are_one_line_without_traceback(trained_model, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"surname,nationality\nM\xfcller,German\n")
+    for args, message in [
+        (("train", "--data", bad, "--out", tmp_path / "o"), "line 2: not valid UTF-8"),
+        (("evaluate", "--model", tmp_path, "--data", bad), "config.json: missing"),
+        (("predict", "--model", trained_model[0]), "give either texts"),
+        (("predict", "--model", trained_model[0], "  "), "text 0 is empty"),
+        (("train", "--data", bad, "--out", tmp_path / "o", "--epochs", "0"), "must be a positive integer"),
+    ]:
+        run = elman(*args)
+        assert run.returncode == 2, (args, run.stdout)
+        assert message in run.stderr and "Traceback" not in run.stderr, run.stderr

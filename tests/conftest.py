@@ -1,0 +1,32 @@
+import random
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def names_csv(tmp_path_factory):
+    """A small generated surname file: three 'nationalities' with distinct endings, with a split column."""
+    rng = random.Random(0)
+    endings = {"Slavic": ["ov", "ova", "enko", "ski"], "Japanese": ["moto", "yama", "ko", "da"],
+               "Spanish": ["ez", "ado", "ero", "os"]}
+    rows = ["surname,nationality,split"]
+    for label, suffixes in endings.items():
+        for i in range(60):
+            stem = "".join(rng.choice("bcdfgklmnprstv") + rng.choice("aeiou") for _ in range(rng.randint(1, 3)))
+            split = "train" if i < 40 else "val" if i < 50 else "test"
+            rows.append(f"{stem.capitalize()}{rng.choice(suffixes)},{label},{split}")
+    path = tmp_path_factory.mktemp("data") / "names.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_model(names_csv, tmp_path_factory):
+    from elman.data import read_labelled_csv
+    from elman.training.classify import TrainConfig, train_classifier
+
+    out = tmp_path_factory.mktemp("model")
+    options = {"embedding_dim": 16, "hidden_size": 32, "num_layers": 1, "mlp_hidden": 32, "ngram_buckets": 256}
+    metrics = train_classifier(read_labelled_csv(names_csv), out, options,
+                               TrainConfig(epochs=15, batch_size=16, learning_rate=1e-2), progress=False)
+    return out, metrics

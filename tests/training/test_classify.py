@@ -1,0 +1,158 @@
+"""End to end on a generated CSV: train, outputs on disk, evaluate, predict, checkpoint safety."""
+
+import json
+import pickle
+
+import pytest
+import torch
+
+import elman
+from elman.data import read_labelled_csv
+from elman.training.checkpoint import CheckpointError, load_checkpoint
+from elman.training.classify import TrainConfig, class_weights, learning_rate_at
+
+
+def test_training_writes_every_output_and_learns(trained_model):
+    out, metrics = trained_model
+    for name in ("model.safetensors", "vocab.json", "config.json", "metrics.json", "curves.png", "confusion.png",
+                 "train.log"):
+        assert (out / name).is_file(), name
+    assert metrics["test"]["accuracy"] > 0.8  # endings make the three classes easy
+    saved = json.loads((out / "metrics.json").read_text())
+    assert set(saved["test"]) >= {"accuracy", "macro_f1", "per_class", "confusion_matrix"}
+    assert sum(map(sum, saved["test"]["confusion_matrix"])) == saved["test"]["n"] == 30
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_loaded_model_predicts_ranked_labels_with_probabilities(trained_model):
+    out, _ = trained_model
+    classifier = elman.load(out)
+    [prediction] = classifier.predict(["Petrenko"], top_k=3)
+    probabilities = [p for _, p in prediction.labels]
+    assert prediction.labels[0][0] == "Slavic"
+    assert probabilities == sorted(probabilities, reverse=True) and abs(sum(probabilities) - 1) < 1e-5
+    torch.testing.assert_close(classifier.probabilities(["Yamamoto", "Gonzalez"]).sum(1), torch.ones(2))
+
+
+@pytest.mark.parametrize("texts,error,message", [("   ", ValueError, "text 0 is empty"), ([3], TypeError, "is a int"),
+                                                 ("x" * 20_000, ValueError, "the limit is")])
+def test_predict_refuses_bad_texts(trained_model, texts, error, message):
+    with pytest.raises(error, match=message):
+        elman.load(trained_model[0]).predict(texts)
+
+
+def test_unknown_characters_are_classified_through_unk(trained_model):
+    [prediction] = elman.load(trained_model[0]).predict(["Ωmega☃"])
+    assert len(prediction.labels) == 3
+
+
+def test_evaluate_matches_training_metrics(trained_model, names_csv):
+    out, metrics = trained_model
+    evaluated = elman.load(out).evaluate(read_labelled_csv(names_csv))
+    assert evaluated["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+
+
+def test_checkpoint_round_trip_restores_identical_weights(trained_model):
+    out, _ = trained_model
+    config, state, vocabulary = load_checkpoint(out)
+    model = elman.load(out).model
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, state[name])
+    assert config["task"] == "classify" and len(vocabulary) == config["model"]["vocab_size"]
+
+
+@pytest.fixture
+def checkpoint_copy(trained_model, tmp_path):
+    import shutil
+
+    target = tmp_path / "copy"
+    shutil.copytree(trained_model[0], target)
+    return target
+
+
+def test_truncated_weights_are_refused(checkpoint_copy):
+    weights = checkpoint_copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="model.safetensors: content does not match the hash"):
+        elman.load(checkpoint_copy)
+
+
+def test_flipped_byte_is_refused(checkpoint_copy):
+    weights = checkpoint_copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        elman.load(checkpoint_copy)
+
+
+def test_corrupt_config_and_foreign_files_are_refused(checkpoint_copy, tmp_path):
+    (checkpoint_copy / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json: not valid JSON"):
+        elman.load(checkpoint_copy)
+    (checkpoint_copy / "config.json").write_text('{"format": "something-else"}')
+    with pytest.raises(CheckpointError, match="not an elman checkpoint"):
+        elman.load(checkpoint_copy)
+    with pytest.raises(CheckpointError, match="no such checkpoint directory"):
+        elman.load(tmp_path / "nowhere")
+
+
+def test_pickle_checkpoint_is_refused_and_never_unpickled(tmp_path):
+    class Bomb:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    directory = tmp_path / "pickled"
+    directory.mkdir()
+    (directory / "pytorch_model.bin").write_bytes(pickle.dumps(Bomb()))
+    with pytest.raises(CheckpointError, match="pickle-based checkpoints are refused"):
+        elman.load(directory)
+
+
+def test_pickle_bytes_under_the_safetensors_name_are_refused(checkpoint_copy):
+    import hashlib
+
+    class Bomb:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    weights = checkpoint_copy / "model.safetensors"
+    weights.write_bytes(pickle.dumps(Bomb()))
+    config = json.loads((checkpoint_copy / "config.json").read_text())
+    config["sha256"]["model.safetensors"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (checkpoint_copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        elman.load(checkpoint_copy)
+
+
+def test_training_is_repeatable_under_a_seed(names_csv, tmp_path):
+    options = {"embedding_dim": 8, "hidden_size": 8, "num_layers": 1, "mlp_hidden": 0, "ngram_buckets": 64}
+    config = TrainConfig(epochs=2, batch_size=16)
+    data = read_labelled_csv(names_csv)
+    from elman.training.classify import train_classifier
+
+    first = train_classifier(data, tmp_path / "a", options, config, progress=False)
+    second = train_classifier(data, tmp_path / "b", options, config, progress=False)
+    assert first["history"][-1]["train_loss"] == second["history"][-1]["train_loss"]
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+def test_time_budget_stops_cleanly_and_keeps_a_checkpoint(names_csv, tmp_path):
+    from elman.training.classify import train_classifier
+
+    metrics = train_classifier(read_labelled_csv(names_csv), tmp_path, {"hidden_size": 8, "mlp_hidden": 0},
+                               TrainConfig(epochs=1000, time_budget=1.0), progress=False)
+    assert metrics["stopped_by"] == "time budget"
+    assert elman.load(tmp_path).predict("Tanaka")
+
+
+def test_class_weights_and_schedule():
+    targets = torch.tensor([0] * 90 + [1] * 10)
+    weights = class_weights(targets, 2, "balanced")
+    assert weights[1] / weights[0] == pytest.approx(9.0)
+    assert (weights[targets].mean()).item() == pytest.approx(1.0)
+    assert class_weights(targets, 2, "none") is None
+    config = TrainConfig(learning_rate=1.0, warmup_fraction=0.1)
+    assert learning_rate_at(0, 100, config) == pytest.approx(0.1)
+    assert learning_rate_at(10, 100, config) == pytest.approx(1.0)
+    assert learning_rate_at(99, 100, config) < 0.01
