@@ -26,7 +26,8 @@ def trained_model(names_csv, tmp_path_factory):
     from elman.training.classify import TrainConfig, train_classifier
 
     out = tmp_path_factory.mktemp("model")
-    options = {"embedding_dim": 16, "hidden_size": 32, "num_layers": 1, "mlp_hidden": 32, "ngram_buckets": 256}
+    options = {"embedding_dim": 16, "hidden_size": 32, "num_layers": 1, "mlp_hidden": 32, "ngrams": (2, 3),
+               "ngram_buckets": 256}
     metrics = train_classifier(read_labelled_csv(names_csv), out, options,
                                TrainConfig(epochs=15, batch_size=16, learning_rate=1e-2), progress=False)
     return out, metrics

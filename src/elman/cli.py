@@ -54,11 +54,13 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import elman
 
-    metrics = elman.load(args.model).evaluate(_read(args))
+    classifier = elman.load(args.model)
+    data = _read(args)
+    metrics = classifier.evaluate(data)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        _print_metrics("test split" if metrics else "all rows", metrics)
+        _print_metrics("test split" if data.splits is not None else "all rows", metrics)
         for label, scores in metrics["per_class"].items():
             if scores["support"]:
                 print(f"  {label:<14} precision {scores['precision']:.3f}  recall {scores['recall']:.3f}  "

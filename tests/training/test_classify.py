@@ -141,7 +141,7 @@ def test_time_budget_stops_cleanly_and_keeps_a_checkpoint(names_csv, tmp_path):
     from elman.training.classify import train_classifier
 
     metrics = train_classifier(read_labelled_csv(names_csv), tmp_path, {"hidden_size": 8, "mlp_hidden": 0},
-                               TrainConfig(epochs=1000, time_budget=1.0), progress=False)
+                               TrainConfig(epochs=100_000, patience=100_000, time_budget=1.0), progress=False)
     assert metrics["stopped_by"] == "time budget"
     assert elman.load(tmp_path).predict("Tanaka")
 

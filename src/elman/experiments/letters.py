@@ -18,22 +18,17 @@ import torch
 
 from elman.datasets.elman1990 import FEATURE_NAMES, SYLLABLES, encode_letters, letter_stream
 from elman.experiments.results import Check, ExperimentResult
-from elman.experiments.srn import SimpleRecurrentNetwork, StreamTraining, run_on_stream, train_on_stream
+from elman.experiments.srn import SrnSettings, run_on_stream, train_on_stream
 from elman.plots import new_figure, save_figure
 
 CONSONANT, HIGH = FEATURE_NAMES.index("consonant"), FEATURE_NAMES.index("high")
 
 
 @dataclass
-class LettersConfig:
+class LettersConfig(SrnSettings):
     num_consonants: int = 1000
-    hidden_size: int = 20
-    nonlinearity: str = "sigmoid"
-    initial_context: float = 0.5
     passes: int = 200  # as Elman
-    learning_rate: float = 0.01
     plot_steps: int = 20
-    seed: int = 0
 
 
 def plot(text: str, bit_errors: torch.Tensor, rms: torch.Tensor, path: Path, steps: int) -> None:
@@ -53,13 +48,9 @@ def plot(text: str, bit_errors: torch.Tensor, rms: torch.Tensor, path: Path, ste
 
 
 def run(config: LettersConfig, out_dir: Path | None = None, progress: bool = True) -> ExperimentResult:
-    torch.manual_seed(config.seed)
-    model = SimpleRecurrentNetwork(6, config.hidden_size, 6, nonlinearity=config.nonlinearity,
-                                   initial_context=config.initial_context)
-    train_text = letter_stream(config.num_consonants, seed=config.seed)
-    train = encode_letters(train_text)
-    training = StreamTraining(passes=config.passes, learning_rate=config.learning_rate, segments=10, chunk=16)
-    train_on_stream(model, train, torch.roll(train, -1, dims=0), training, "letters", progress)
+    model = config.network(6, 6)
+    train = encode_letters(letter_stream(config.num_consonants, seed=config.seed))
+    train_on_stream(model, train, torch.roll(train, -1, dims=0), config, "letters", progress)
 
     text = letter_stream(config.num_consonants, seed=config.seed + 1)  # a fresh test stream
     features = encode_letters(text)

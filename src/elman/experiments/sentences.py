@@ -29,7 +29,7 @@ from scipy.cluster import hierarchy
 
 from elman.datasets.elman1990 import NOUNS, NOVEL_WORD, VERBS, VOCABULARY, category_of, sentence_corpus
 from elman.experiments.results import Check, ExperimentResult
-from elman.experiments.srn import SimpleRecurrentNetwork, StreamTraining, run_on_stream, train_on_stream
+from elman.experiments.srn import SrnSettings, run_on_stream, train_on_stream
 from elman.plots import new_figure, save_figure
 
 HUMANS = frozenset(w for w in NOUNS if category_of(w) == "HUM")
@@ -38,17 +38,15 @@ INDEX = {word: i for i, word in enumerate(VOCABULARY)}
 
 
 @dataclass
-class SentencesConfig:
+class SentencesConfig(SrnSettings):
     num_sentences: int = 10_000
     preset: str = "elman1990"
     hidden_size: int = 150
-    nonlinearity: str = "sigmoid"
-    initial_context: float = 0.5
-    init_scale: float = 0.5  # weights uniform in +-0.5: large recurrent weights keep more context
+    init_scale: float | None = 0.5  # large recurrent weights keep more context in the states
     passes: int = 6  # as Elman; longer training tunes the states to prediction alone and blurs the classes
     learning_rate: float = 0.003
+    segments: int = 32
     linkage: str = "average"  # hierarchical clustering of mean hidden vectors, Euclidean distance
-    seed: int = 0
 
 
 def token_stream(sentences: list[list[str]]) -> torch.Tensor:
@@ -135,16 +133,12 @@ def plot_dendrogram(words: list[str], linkage: np.ndarray, title: str, path: Pat
 
 
 def run(config: SentencesConfig, out_dir: Path | None = None, progress: bool = True) -> ExperimentResult:
-    torch.manual_seed(config.seed)
     sentences = sentence_corpus(config.num_sentences, seed=config.seed, preset=config.preset)
     tokens = token_stream(sentences)
     one_hot = torch.nn.functional.one_hot(tokens, len(VOCABULARY)).float()
-    model = SimpleRecurrentNetwork(len(VOCABULARY), config.hidden_size, len(VOCABULARY), output="softmax",
-                                   nonlinearity=config.nonlinearity, initial_context=config.initial_context,
-                                   init_scale=config.init_scale)
+    model = config.network(len(VOCABULARY), len(VOCABULARY), output="softmax")
     untrained = copy.deepcopy(model)
-    training = StreamTraining(passes=config.passes, learning_rate=config.learning_rate, segments=32, chunk=16)
-    train_on_stream(model, one_hot, torch.roll(tokens, -1), training, "sentences", progress)
+    train_on_stream(model, one_hot, torch.roll(tokens, -1), config, "sentences", progress)
 
     # scored on the training set, as in the paper
     prediction, hidden = run_on_stream(model, one_hot)

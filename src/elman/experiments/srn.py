@@ -20,11 +20,23 @@ from elman.layer import ElmanRNN
 
 
 @dataclass
-class StreamTraining:
-    passes: int  # passes over the whole stream
+class SrnSettings:
+    """What every experiment sets: the network, and how it is trained on its stream."""
+
+    hidden_size: int = 20
+    nonlinearity: str = "sigmoid"  # Elman's units
+    initial_context: float = 0.5  # Elman's context units start at 0.5
+    init_scale: float | None = None  # weights uniform in +-init_scale; None: nn.RNN's initialisation
+    passes: int = 100  # passes over the whole stream
     learning_rate: float = 0.01
-    segments: int = 16  # parallel contiguous pieces of the stream
+    segments: int = 10  # parallel contiguous pieces of the stream
     chunk: int = 16  # truncated BPTT window, in steps
+    seed: int = 0
+
+    def network(self, inputs: int, outputs: int, output: str = "sigmoid") -> SimpleRecurrentNetwork:
+        torch.manual_seed(self.seed)
+        return SimpleRecurrentNetwork(inputs, self.hidden_size, outputs, output, self.nonlinearity,
+                                      self.initial_context, self.init_scale)
 
 
 class SimpleRecurrentNetwork(nn.Module):
@@ -78,7 +90,7 @@ def train_on_stream(
     model: SimpleRecurrentNetwork,
     inputs: Tensor,
     targets: Tensor,
-    training: StreamTraining,
+    training: SrnSettings,
     description: str = "training",
     progress: bool = True,
 ) -> list[float]:

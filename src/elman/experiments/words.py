@@ -17,20 +17,15 @@ import torch
 
 from elman.datasets.elman1990 import FIG6_PASSAGE, letter_codes, word_sentences
 from elman.experiments.results import Check, ExperimentResult
-from elman.experiments.srn import SimpleRecurrentNetwork, StreamTraining, run_on_stream, train_on_stream
+from elman.experiments.srn import SimpleRecurrentNetwork, SrnSettings, run_on_stream, train_on_stream
 from elman.plots import new_figure, save_figure
 
 
 @dataclass
-class WordsConfig:
+class WordsConfig(SrnSettings):
     num_sentences: int = 200
-    hidden_size: int = 20
-    nonlinearity: str = "sigmoid"
-    initial_context: float = 0.5
     letter_code: str = "alphabet"  # or "random"
     passes: int = 100  # Elman: 10 online passes
-    learning_rate: float = 0.01
-    seed: int = 0
 
 
 def letters_and_onsets(sentences: list[list[str]]) -> tuple[str, list[bool]]:
@@ -61,15 +56,12 @@ def plot(text: str, errors: torch.Tensor, path: Path) -> None:
 
 
 def run(config: WordsConfig, out_dir: Path | None = None, progress: bool = True) -> ExperimentResult:
-    torch.manual_seed(config.seed)
     train_text, _ = letters_and_onsets(word_sentences(config.num_sentences, seed=config.seed))
     passage = FIG6_PASSAGE.replace(" ", "") + "m"
     codes = letter_codes(train_text + passage, config.letter_code, seed=config.seed)
-    model = SimpleRecurrentNetwork(5, config.hidden_size, 5, nonlinearity=config.nonlinearity,
-                                   initial_context=config.initial_context)
+    model = config.network(5, 5)
     train = torch.tensor([codes[letter] for letter in train_text], dtype=torch.float32)
-    training = StreamTraining(passes=config.passes, learning_rate=config.learning_rate, segments=10, chunk=16)
-    train_on_stream(model, train, torch.roll(train, -1, dims=0), training, "words", progress)
+    train_on_stream(model, train, torch.roll(train, -1, dims=0), config, "words", progress)
 
     # held-out sentences from the same grammar: is error higher where a word begins?
     test_text, test_onsets = letters_and_onsets(word_sentences(config.num_sentences, seed=config.seed + 1))

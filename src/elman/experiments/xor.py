@@ -18,22 +18,20 @@ import torch
 
 from elman.datasets.elman1990 import temporal_xor
 from elman.experiments.results import Check, ExperimentResult
-from elman.experiments.srn import SimpleRecurrentNetwork, StreamTraining, run_on_stream, train_on_stream
+from elman.experiments.srn import SimpleRecurrentNetwork, SrnSettings, run_on_stream, train_on_stream
 from elman.plots import new_figure, save_figure
 
 CYCLE = 12
 
 
 @dataclass
-class XorConfig:
+class XorConfig(SrnSettings):
     num_bits: int = 3000  # the training stream (Elman: 3,000)
     hidden_size: int = 8
-    nonlinearity: str = "sigmoid"  # Elman's units
-    initial_context: float = 0.5  # Elman's context units start at 0.5
     passes: int = 150  # Elman: 600 online passes
     learning_rate: float = 0.03
+    chunk: int = 12
     eval_windows: int = 100  # 12-step windows averaged for the figure (Elman: 1,200 steps)
-    seed: int = 0
 
 
 def error_by_cycle(model: SimpleRecurrentNetwork, config: XorConfig) -> torch.Tensor:
@@ -65,13 +63,9 @@ def plot(errors: list[float], path: Path) -> None:
 
 
 def run(config: XorConfig, out_dir: Path | None = None, progress: bool = True) -> ExperimentResult:
-    torch.manual_seed(config.seed)
-    model = SimpleRecurrentNetwork(1, config.hidden_size, 1, nonlinearity=config.nonlinearity,
-                                   initial_context=config.initial_context)
+    model = config.network(1, 1)
     stream = temporal_xor(config.num_bits, seed=config.seed)
-    training = StreamTraining(passes=config.passes, learning_rate=config.learning_rate, segments=10, chunk=12)
-    losses = train_on_stream(model, stream.unsqueeze(1), torch.roll(stream, -1).unsqueeze(1), training,
-                             "xor", progress)
+    losses = train_on_stream(model, stream.unsqueeze(1), torch.roll(stream, -1).unsqueeze(1), config, "xor", progress)
 
     errors = error_by_cycle(model, config).tolist()
     predictable = sum(errors[1::3]) / 4  # cycles 2, 5, 8, 11
