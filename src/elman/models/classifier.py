@@ -21,7 +21,7 @@ class ClassifierConfig:
     num_layers: int = 2
     bidirectional: bool = True
     nonlinearity: str = "relu"  # trains faster and better than tanh here (82.8% vs 77% val after 8 epochs)
-    dropout: float = 0.2  # on embeddings (one mask per sequence), between recurrent layers, before the output
+    dropout: float = 0.2  # on embeddings, between recurrent layers, and before the output layer
     pooling: tuple[str, ...] = ("last", "max")  # any of POOLINGS, concatenated
     mlp_hidden: int = 256  # 0: a single linear layer
     ngrams: tuple[int, ...] = ()  # e.g. (2, 3): also embed the character n-grams ending at each step (hashed)
@@ -81,18 +81,9 @@ class SequenceClassifier(nn.Module):
             embedded = embedded + table(hashed_ngrams(ids, order, self.config.ngram_buckets))
         return embedded
 
-    def embedding_dropout(self, embedded: Tensor) -> Tensor:
-        """Drop the same embedding features at every step of a sequence ("variational" dropout, Gal &
-        Ghahramani 2016): a (B, 1, E) mask, T times fewer random numbers than per-step dropout."""
-        if not self.training or self.config.dropout == 0:
-            return embedded
-        keep = 1 - self.config.dropout
-        mask = torch.rand(embedded.shape[0], 1, embedded.shape[2], device=embedded.device) < keep
-        return embedded * mask / keep
-
     def features(self, ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """-> (pooled features (B, F), top-layer states (B, T, D * H))."""
-        states, h_n = self.rnn(self.embedding_dropout(self.embed(ids)), lengths=lengths)
+        states, h_n = self.rnn(self.dropout(self.embed(ids)), lengths=lengths)
         pooled = []
         for kind in self.config.pooling:
             if kind == "last":
