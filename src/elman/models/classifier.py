@@ -21,7 +21,8 @@ class ClassifierConfig:
     num_layers: int = 2
     bidirectional: bool = True
     nonlinearity: str = "relu"  # trains faster and better than tanh here (82.8% vs 77% val after 8 epochs)
-    dropout: float = 0.2  # on embeddings, between recurrent layers, and before the output layer
+    dropout: float = 0.2  # between recurrent layers and in the head (and on embeddings, unless set below)
+    embedding_dropout: float | None = None  # None: the same as dropout
     pooling: tuple[str, ...] = ("last", "max")  # any of POOLINGS, concatenated
     mlp_hidden: int = 256  # 0: a single linear layer
     ngrams: tuple[int, ...] = ()  # e.g. (2, 3): also embed the character n-grams ending at each step (hashed)
@@ -67,6 +68,8 @@ class SequenceClassifier(nn.Module):
                             nonlinearity=config.nonlinearity, bidirectional=config.bidirectional,
                             dropout=config.dropout if config.num_layers > 1 else 0.0, batch_first=True)
         self.dropout = nn.Dropout(config.dropout)
+        self.embedding_dropout = nn.Dropout(config.dropout if config.embedding_dropout is None
+                                            else config.embedding_dropout)
         features = len(config.pooling) * directions * config.hidden_size
         if config.mlp_hidden:
             self.head = nn.Sequential(nn.Linear(features, config.mlp_hidden), nn.ReLU(), nn.Dropout(config.dropout),
@@ -83,7 +86,7 @@ class SequenceClassifier(nn.Module):
 
     def features(self, ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """-> (pooled features (B, F), top-layer states (B, T, D * H))."""
-        states, h_n = self.rnn(self.dropout(self.embed(ids)), lengths=lengths)
+        states, h_n = self.rnn(self.embedding_dropout(self.embed(ids)), lengths=lengths)
         pooled = []
         for kind in self.config.pooling:
             if kind == "last":
