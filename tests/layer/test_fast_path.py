@@ -178,6 +178,15 @@ def test_float32_fast_path_matches_nn_rnn():
     torch.testing.assert_close(ours(x)[0], theirs(x)[0], rtol=1e-4, atol=1e-5)
 
 
+def test_half_precision_runs_the_python_loop_and_matches_float32():
+    torch.manual_seed(0)
+    layer = ElmanRNN(4, 8)
+    x = torch.randn(5, 3, 4)
+    expected, _ = layer(x, lengths=[5, 2, 4])
+    out, _ = layer.to(torch.bfloat16)(x.to(torch.bfloat16), lengths=[5, 2, 4])
+    torch.testing.assert_close(out.float(), expected, rtol=0.05, atol=0.05)
+
+
 def test_single_thread_setting_is_restored_after_small_problems():
     threads = torch.get_num_threads()
     ElmanRNN(2, 3)(torch.randn(3, 1, 2))

@@ -90,7 +90,10 @@ def backward_loop(dz: Tensor, slope: Tensor, w_hh: Tensor, steps_active: list[in
 
 
 def _use_compiled(*tensors: Tensor) -> bool:
-    return compiled_loops is not None and all(t.device.type == "cpu" and t.is_contiguous() for t in tensors)
+    """The compiled loops take contiguous float32/float64 CPU tensors; anything else runs the Python loop."""
+    return compiled_loops is not None and all(
+        t.device.type == "cpu" and t.is_contiguous() and t.dtype in (torch.float32, torch.float64) for t in tensors
+    )
 
 
 @contextmanager
