@@ -53,7 +53,7 @@ class SequenceClassifier(nn.Module):
 
     The features are, concatenated: "last", the final state of each direction (the forward direction at
     each sequence's last character, the reverse direction at its first); "max" and "mean", pooled over
-    the valid steps of the top layer's output (B, T, D * H).
+    the valid steps of the top layer's output (T, B, D * H). Inside, the recurrence runs time-major.
     """
 
     def __init__(self, config: ClassifierConfig):
@@ -66,7 +66,7 @@ class SequenceClassifier(nn.Module):
         )
         self.rnn = ElmanRNN(config.embedding_dim, config.hidden_size, num_layers=config.num_layers,
                             nonlinearity=config.nonlinearity, bidirectional=config.bidirectional,
-                            dropout=config.dropout if config.num_layers > 1 else 0.0, batch_first=True)
+                            dropout=config.dropout if config.num_layers > 1 else 0.0)
         self.dropout = nn.Dropout(config.dropout)
         self.embedding_dropout = nn.Dropout(config.dropout if config.embedding_dropout is None
                                             else config.embedding_dropout)
@@ -78,14 +78,15 @@ class SequenceClassifier(nn.Module):
             self.head = nn.Linear(features, config.num_classes)
 
     def embed(self, ids: Tensor) -> Tensor:
-        """(B, T) -> (B, T, E): each character's embedding plus those of the n-grams ending at it."""
-        embedded = self.embedding(ids)
+        """(B, T) -> (T, B, E), time-major as the recurrence runs: each character's embedding plus those of
+        the n-grams ending at it."""
+        embedded = self.embedding(ids.t())
         for order, table in zip(self.config.ngrams, self.ngram_embeddings, strict=True):
-            embedded = embedded + table(hashed_ngrams(ids, order, self.config.ngram_buckets))
+            embedded = embedded + table(hashed_ngrams(ids, order, self.config.ngram_buckets).t())
         return embedded
 
     def features(self, ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """-> (pooled features (B, F), top-layer states (B, T, D * H))."""
+        """-> (pooled features (B, F), top-layer states (T, B, D * H))."""
         states, h_n = self.rnn(self.embedding_dropout(self.embed(ids)), lengths=lengths)
         pooled = []
         for kind in self.config.pooling:
@@ -93,12 +94,11 @@ class SequenceClassifier(nn.Module):
                 directions = 2 if self.config.bidirectional else 1
                 top = h_n[-directions:]  # (D, B, H): the top layer's final states
                 pooled.append(top.transpose(0, 1).reshape(ids.shape[0], -1))
-            else:
-                valid = (torch.arange(ids.shape[1], device=ids.device) < lengths.to(ids.device)[:, None]).unsqueeze(2)
-                if kind == "max":
-                    pooled.append(states.masked_fill(~valid, float("-inf")).amax(1))
-                else:
-                    pooled.append(states.sum(1) / lengths.to(states.device, states.dtype)[:, None])
+            elif kind == "max":
+                valid = torch.arange(ids.shape[1], device=ids.device)[:, None] < lengths.to(ids.device)[None, :]
+                pooled.append(states.masked_fill(~valid.unsqueeze(2), float("-inf")).amax(0))
+            else:  # padded steps of the states are zero
+                pooled.append(states.sum(0) / lengths.to(states.device, states.dtype)[:, None])
         return torch.cat(pooled, dim=1), states
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:

@@ -145,7 +145,7 @@ def train_one_epoch(model, train: Split, optimizer, loss_function, generator, co
         loss = loss_function(logits, train.targets[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+        nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm, foreach=True)
         optimizer.step()
         step += 1
         stats.seen += batch.numel()
