@@ -53,10 +53,12 @@ class Classifier:
             cleaned.append(text)
         return cleaned
 
-    @torch.no_grad()
-    def probabilities(self, texts: str | list[str], batch_size: int = 512) -> torch.Tensor:
+    def probabilities(self, texts: str | list[str]) -> torch.Tensor:
         """(N, C) class probabilities, columns in the order of ``self.labels``."""
-        texts = self.clean(texts)
+        return self._probabilities(self.clean(texts))
+
+    @torch.no_grad()
+    def _probabilities(self, texts: list[str], batch_size: int = 512) -> torch.Tensor:
         ids, lengths = vectorize(texts, self.vocabulary, self.max_length)
         result = torch.empty(len(texts), len(self.labels))
         for batch in length_bucketed_batches(lengths, batch_size):
@@ -67,7 +69,7 @@ class Classifier:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
         cleaned = self.clean(texts)
-        probabilities = self.probabilities(cleaned)
+        probabilities = self._probabilities(cleaned)
         values, indices = probabilities.topk(min(top_k, len(self.labels)), dim=1)
         return [
             Prediction(text, [(self.labels[i], float(p)) for p, i in zip(row_p.tolist(), row_i.tolist(), strict=True)])

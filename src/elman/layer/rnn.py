@@ -247,7 +247,7 @@ class ElmanRNN(nn.Module):
         padding = None
         if lengths is not None:
             lengths = self._check_lengths(lengths, steps, batch)
-            if int(lengths.min()) < steps:
+            if bool((lengths < steps).any()):
                 if bool((lengths[1:] > lengths[:-1]).any()):
                     order = torch.argsort(lengths, descending=True, stable=True)
                     lengths = lengths[order]
