@@ -156,3 +156,18 @@ def test_class_weights_and_schedule():
     assert learning_rate_at(0, 100, config) == pytest.approx(0.1)
     assert learning_rate_at(10, 100, config) == pytest.approx(1.0)
     assert learning_rate_at(99, 100, config) < 0.01
+
+
+def test_file_without_split_column_gets_a_stratified_split(names_csv, tmp_path):
+    from elman.training.classify import prepare
+
+    rows = names_csv.read_text().splitlines()
+    unsplit = tmp_path / "unsplit.csv"
+    unsplit.write_text("\n".join(["surname,nationality"] + [",".join(r.split(",")[:2]) for r in rows[1:]]) + "\n")
+    data = read_labelled_csv(unsplit)
+    assert data.splits is None
+    prepared = prepare(data, max_length=32, seed=0)
+    sizes = {name: len(split) for name, split in prepared.splits.items()}
+    assert sizes == {"train": 126, "val": 27, "test": 27}  # 70/15/15 of 60 per label, per label
+    for split in prepared.splits.values():
+        assert torch.bincount(split.targets, minlength=3).tolist() == [len(split) // 3] * 3
