@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -197,19 +198,18 @@ class Padding:
     lengths: Tensor  # (B,) int64, on the input's device
     steps_active: list[int]  # T ints: sequences still running at step t
     valid: Tensor  # (T, B, 1) bool: step t of sequence b is real, not padding
-    reversed_time: Tensor  # (T, B) int64: each sequence's steps reversed within its own length
 
     @classmethod
     def from_sorted_lengths(cls, lengths: Tensor, steps: int, device: torch.device) -> Padding:
-        time = torch.arange(steps).unsqueeze(1)  # (T, 1)
-        valid = time < lengths.unsqueeze(0)  # (T, B)
-        reversed_time = torch.where(valid, lengths.unsqueeze(0) - 1 - time, time)
-        return cls(
-            lengths=lengths.to(device),
-            steps_active=valid.sum(1).tolist(),
-            valid=valid.unsqueeze(2).to(device),
-            reversed_time=reversed_time.to(device),
-        )
+        valid = torch.arange(steps).unsqueeze(1) < lengths.unsqueeze(0)  # (T, B)
+        return cls(lengths=lengths.to(device), steps_active=valid.sum(1).tolist(), valid=valid.unsqueeze(2).to(device))
+
+    @cached_property
+    def reversed_time(self) -> Tensor:
+        """(T, B) int64: each sequence's steps reversed within its own length (only the reverse
+        direction needs it)."""
+        time = torch.arange(self.valid.shape[0], device=self.valid.device).unsqueeze(1)
+        return torch.where(self.valid.squeeze(2), self.lengths.unsqueeze(0) - 1 - time, time)
 
     def reverse_in_time(self, x: Tensor) -> Tensor:
         """(T, B, F) -> (T, B, F), each sequence's valid steps in reverse order; padding stays put."""
