@@ -43,6 +43,8 @@ def test_report_lists_every_check_and_figure(tmp_path):
     path = report.write_report(results, tmp_path, quick=True)
     text = path.read_text()
     assert "![xor](xor.png)" in text and "![sentences](sentences.png)" in text and "zog.png" in text
+    for row in (line for line in text.splitlines() if line.startswith("| ")):  # 4 cells, pipes escaped
+        assert row.replace("\\|", "").count("|") == 5, row
     payload = json.loads((tmp_path / "results.json").read_text())
     sentence_checks = {c["name"]: c for c in payload["experiments"]["sentences"]["checks"]}
     assert sentence_checks["top split of the dendrogram: all 11 verbs vs all 18 nouns"]["passed"]

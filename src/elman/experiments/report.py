@@ -52,7 +52,8 @@ def write_report(results: list[ExperimentResult], out_dir: Path, quick: bool) ->
         lines += ["| check | the paper | ours | |", "|---|---|---|---|"]
         for check in result.checks:
             verdict = "pass" if check.passed else ("**FAIL**" if check.required else "fail (informative)")
-            lines.append(f"| {check.name} | {check.paper} | {check.ours} | {verdict} |")
+            cells = (str(cell).replace("|", "\\|") for cell in (check.name, check.paper, check.ours, verdict))
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     report = out_dir / "report.md"
     atomic_write_text(report, "\n".join(lines))
