@@ -47,7 +47,7 @@ def write_report(results: list[ExperimentResult], out_dir: Path, quick: bool) ->
         "",
     ]
     for result in results:
-        lines += [f"## {result.title}", "", result.summary.replace("\n", "  \n"), ""]
+        lines += [f"## {result.title}", "", "```text", result.summary, "```", ""]
         lines += [f"![{result.name}]({figure})" for figure in result.figures] + [""]
         lines += ["| check | the paper | ours | |", "|---|---|---|---|"]
         for check in result.checks:
