@@ -7,10 +7,9 @@ from pathlib import Path
 
 import torch
 
-from elman.data.batches import length_bucketed_batches, trim
 from elman.data.reader import LabelledTexts, normalise_text
 from elman.data.vocabulary import Vocabulary, vectorize
-from elman.models.classifier import ClassifierConfig, SequenceClassifier
+from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits
 from elman.training.checkpoint import CheckpointError, load_checkpoint
 from elman.training.metrics import classification_metrics
 
@@ -57,13 +56,9 @@ class Classifier:
         """(N, C) class probabilities, columns in the order of ``self.labels``."""
         return self._probabilities(self.clean(texts))
 
-    @torch.no_grad()
-    def _probabilities(self, texts: list[str], batch_size: int = 512) -> torch.Tensor:
+    def _probabilities(self, texts: list[str]) -> torch.Tensor:
         ids, lengths = vectorize(texts, self.vocabulary, self.max_length)
-        result = torch.empty(len(texts), len(self.labels))
-        for batch in length_bucketed_batches(lengths, batch_size):
-            result[batch] = torch.softmax(self.model(trim(ids[batch], lengths[batch]), lengths[batch]), dim=1)
-        return result
+        return torch.softmax(batched_logits(self.model, ids, lengths), dim=1)
 
     def predict(self, texts: str | list[str], top_k: int = 3) -> list[Prediction]:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from elman.data.batches import length_bucketed_batches, trim
 from elman.layer import ElmanRNN
 
 POOLINGS = ("last", "max", "mean")
@@ -104,3 +105,13 @@ class SequenceClassifier(nn.Module):
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         pooled, _ = self.features(ids, lengths)
         return self.head(self.dropout(pooled))
+
+
+@torch.no_grad()
+def batched_logits(model: SequenceClassifier, ids: Tensor, lengths: Tensor, batch_size: int = 512) -> Tensor:
+    """Logits (N, C) for all rows of ``ids`` (N, T) in evaluation mode, in length-bucketed batches."""
+    model.eval()
+    logits = torch.empty(ids.shape[0], model.config.num_classes)
+    for batch in length_bucketed_batches(lengths, batch_size):
+        logits[batch] = model(trim(ids[batch], lengths[batch]), lengths[batch])
+    return logits

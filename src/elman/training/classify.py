@@ -22,7 +22,7 @@ from elman.data.reader import DataError, LabelledTexts
 from elman.data.splits import stratified_split
 from elman.data.vocabulary import Vocabulary, vectorize
 from elman.files import atomic_write_text
-from elman.models.classifier import ClassifierConfig, SequenceClassifier
+from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits
 from elman.training.checkpoint import save_checkpoint
 from elman.training.metrics import classification_metrics
 from elman.training.plots import plot_confusion, plot_curves
@@ -101,15 +101,6 @@ def class_weights(targets: torch.Tensor, num_classes: int, scheme: str) -> torch
     counts = torch.bincount(targets, minlength=num_classes).double().clamp(min=1)
     weights = counts.rsqrt() if scheme == "sqrt" else counts.reciprocal()
     return (weights / (weights * counts).sum() * counts.sum()).float()  # mean weight per example is 1
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    model.eval()
-    logits = torch.empty(ids.shape[0], model.config.num_classes)
-    for batch in length_bucketed_batches(lengths, batch_size):
-        logits[batch] = model(trim(ids[batch], lengths[batch]), lengths[batch])
-    return logits
 
 
 def learning_rate_at(step: int, total: int, config: TrainConfig) -> float:
@@ -209,7 +200,7 @@ def train_classifier(
                                                        step, total_steps, deadline)
             if stats.seen == 0:
                 break
-            val_logits = predict_logits(model, val.ids, val.lengths)
+            val_logits = batched_logits(model, val.ids, val.lengths)
             val_loss = float(nn.functional.cross_entropy(val_logits, val.targets))
             val_metrics = classification_metrics(val_logits.argmax(1), val.targets, prepared.labels)
             record = {"epoch": epoch + 1, "train_loss": stats.loss_sum / stats.seen,
@@ -238,7 +229,7 @@ def train_classifier(
                    "history": history}
         for name, split in prepared.splits.items():
             if name != "train":
-                predictions = predict_logits(model, split.ids, split.lengths).argmax(1)
+                predictions = batched_logits(model, split.ids, split.lengths).argmax(1)
                 metrics[name] = classification_metrics(predictions, split.targets, prepared.labels)
         atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
         plot_curves(history, out_dir / "curves.png")
