@@ -31,3 +31,39 @@ def trained_model(names_csv, tmp_path_factory):
     metrics = train_classifier(read_labelled_csv(names_csv), out, options,
                                TrainConfig(epochs=15, batch_size=16, learning_rate=1e-2), progress=False)
     return out, metrics
+
+
+@pytest.fixture(scope="session")
+def story_txt(tmp_path_factory):
+    """A small generated text with learnable structure: sentences from a tiny grammar."""
+    rng = random.Random(1)
+    subjects, verbs, objects = ["the cat", "a dog", "my aunt", "the king"], ["sees", "likes", "eats"], \
+        ["the fish", "a cake", "the moon", "bread"]
+    sentences = [f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}." for _ in range(600)]
+    path = tmp_path_factory.mktemp("text") / "story.txt"
+    path.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_lm(story_txt, tmp_path_factory):
+    from elman.training.language import LanguageTrainConfig, read_language_data, train_language_model
+
+    out = tmp_path_factory.mktemp("lm")
+    config = LanguageTrainConfig(epochs=12, batch_size=16, chunk_length=32, learning_rate=1e-2)
+    data = read_language_data(story_txt, config)
+    metrics = train_language_model(data, out, {"embedding_dim": 16, "hidden_size": 64, "num_layers": 1}, config,
+                                   progress=False)
+    return out, metrics
+
+
+@pytest.fixture(scope="session")
+def conditioned_lm(names_csv, tmp_path_factory):
+    from elman.training.language import LanguageTrainConfig, read_language_data, train_language_model
+
+    out = tmp_path_factory.mktemp("names_lm")
+    config = LanguageTrainConfig(epochs=40, batch_size=16, learning_rate=1e-2, patience=10)
+    data = read_language_data(names_csv, config, condition_column="nationality")
+    metrics = train_language_model(data, out, {"embedding_dim": 16, "hidden_size": 48, "num_layers": 1}, config,
+                                   progress=False)
+    return out, metrics

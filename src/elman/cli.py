@@ -30,16 +30,38 @@ def _print_metrics(name: str, metrics: dict) -> None:
     print(f"{name}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} (n = {metrics['n']})")
 
 
+def _options(args: argparse.Namespace, *configs) -> list[dict]:
+    """The flags given on the command line, as keyword arguments of each dataclass in ``configs``."""
+    return [{f.name: getattr(args, f.name) for f in fields(config) if getattr(args, f.name, None) is not None}
+            for config in configs]
+
+
+TASK_ONLY_OPTIONS = {
+    "classify": ("label_column", "label_smoothing", "class_weighting", "select_by"),
+    "lm": ("val_data", "val_fraction", "lines", "condition_column", "chunk_length", "eval_interval"),
+}
+
+
+def _refuse_options_of_other_tasks(args: argparse.Namespace) -> None:
+    for task, names in TASK_ONLY_OPTIONS.items():
+        given = [name for name in names if task != args.task and getattr(args, name, None) not in (None, False)]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(f"{flags} applies to --task {task} only, not --task {args.task}")
+
+
 def _train(args: argparse.Namespace) -> int:
+    _refuse_options_of_other_tasks(args)
+    return _train_classifier(args) if args.task == "classify" else _train_language_model(args)
+
+
+def _train_classifier(args: argparse.Namespace) -> int:
     from elman.models.classifier import ClassifierConfig
     from elman.training.classify import TrainConfig, train_classifier
 
     data = _read(args)
-    model_options = {f.name: getattr(args, f.name) for f in fields(ClassifierConfig)
-                     if getattr(args, f.name, None) is not None}
-    training = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)
-                              if getattr(args, f.name, None) is not None})
-    metrics = train_classifier(data, args.out, model_options, training, progress=not args.json)
+    model_options, training = _options(args, ClassifierConfig, TrainConfig)
+    metrics = train_classifier(data, args.out, model_options, TrainConfig(**training), progress=not args.json)
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     else:
@@ -51,12 +73,45 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def _train_language_model(args: argparse.Namespace) -> int:
+    from elman.models.language_model import LanguageModelConfig
+    from elman.training.language import LanguageTrainConfig, read_language_data, train_language_model
+
+    model_options, training = _options(args, LanguageModelConfig, LanguageTrainConfig)
+    config = LanguageTrainConfig(**training)
+    data = read_language_data(args.data, config, args.val_data, args.lines, args.text_column, args.condition_column,
+                              args.split_column)
+    metrics = train_language_model(data, args.out, model_options, config, progress=not args.json)
+    if args.json:
+        print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
+    else:
+        val = metrics["val"]
+        print(f"validation: {val['loss']:.4f} nats/char, {val['bits_per_char']:.4f} bits/char, "
+              f"perplexity {val['perplexity']:.2f}")
+        print(f"stopped by {metrics['stopped_by']} after {metrics['steps']} steps, "
+              f"{metrics['training_seconds']:.0f} s; model, metrics and curves in {args.out}")
+    return 0
+
+
+def _load(args: argparse.Namespace, kind: type):
     import elman
 
-    classifier = elman.load(args.model)
+    model = elman.load(args.model)
+    if not isinstance(model, kind):
+        wanted = "a classifier (--task classify)" if kind.__name__ == "Classifier" else "a language model (--task lm)"
+        raise ValueError(f"{args.model} holds a {model.config['task']!r} model; elman {args.command} needs {wanted}")
+    return model
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import elman
+    from elman.inference import Classifier
+
+    model = elman.load(args.model)
+    if not isinstance(model, Classifier):
+        return _evaluate_language_model(args, model)
     data = _read(args)
-    metrics = classifier.evaluate(data)
+    metrics = model.evaluate(data)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -68,16 +123,36 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_language_model(args: argparse.Namespace, model) -> int:
+    from elman.data.text import read_text
+    from elman.training.language import read_lines_file
+
+    if model.kind == "text":
+        metrics = model.evaluate_text(read_text(args.data))
+    else:
+        columns = model.config.get("columns") or {}
+        metrics = model.evaluate_lines(read_lines_file(args.data, args.text_column or columns.get("text"),
+                                                       args.label_column or columns.get("condition"),
+                                                       args.split_column))
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"{metrics['loss']:.4f} nats/char, {metrics['bits_per_char']:.4f} bits/char, perplexity "
+              f"{metrics['perplexity']:.2f} over {metrics['characters']} characters"
+              + (f" ({metrics['unknown_characters']} unknown to the model)" if metrics["unknown_characters"] else ""))
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
-    import elman
     from elman.data.reader import read_labelled_csv
     from elman.files import atomic_output
+    from elman.inference import Classifier
 
     if bool(args.texts) == bool(args.input):
         raise ValueError("give either texts to classify or --input FILE.csv (with --output FILE.csv)")
     if args.input and not args.output:
         raise ValueError("--input needs --output FILE.csv for the predictions")
-    classifier = elman.load(args.model)
+    classifier = _load(args, Classifier)
     texts = args.texts or read_labelled_csv(args.input, args.text_column, require_labels=False).texts
     predictions = classifier.predict(texts, top_k=args.top_k)
     if args.input:
@@ -96,6 +171,19 @@ def _predict(args: argparse.Namespace) -> int:
             print(p.text)
             for rank, (label, prob) in enumerate(p.labels, start=1):
                 print(f"  {rank}. {label:<14} {prob:6.1%}")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from elman.inference import TextGenerator
+
+    generator = _load(args, TextGenerator)
+    samples = generator.generate(args.prime, args.length, args.temperature, args.top_k, args.top_p, args.num_samples,
+                                 args.seed, args.condition)
+    if args.json:
+        print(json.dumps({"samples": samples}, indent=2, ensure_ascii=False))
+    else:
+        print(("\n" if generator.kind == "lines" else "\n\n").join(samples))
     return 0
 
 
@@ -132,15 +220,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"elman {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a model on a CSV file")
-    train.add_argument("--task", choices=["classify"], default="classify")
-    train.add_argument("--data", type=Path, required=True, help="CSV with texts and labels (and a split column)")
+    train = commands.add_parser("train", help="train a classifier (CSV) or a character language model (text or CSV)")
+    train.add_argument("--task", choices=["classify", "lm"], default="classify",
+                       help="classify: texts -> labels; lm: next-character model for generation (default classify)")
+    train.add_argument("--data", type=Path, required=True,
+                       help="classify: CSV with texts and labels; lm: a text file, or a CSV/--lines file of lines")
     train.add_argument("--out", type=Path, required=True, help="directory for the checkpoint, metrics and figures")
     _add_columns(train)
+    train.add_argument("--condition-column", dest="condition_column",
+                       help="lm on CSV lines: steer the model by this column (e.g. nationality)")
+    train.add_argument("--lines", action="store_true", help="lm: each line of the text file is one sequence")
+    train.add_argument("--val-data", dest="val_data", type=Path,
+                       help="lm: validation text (default: the end of --data)")
+    train.add_argument("--val-fraction", dest="val_fraction", type=float, help="lm: held out for validation (0.1)")
     train.add_argument("--epochs", type=_positive_int)
     train.add_argument("--time-budget", dest="time_budget", type=_positive_float, metavar="SECONDS",
                        help="stop cleanly after this many seconds, keeping the best checkpoint")
     train.add_argument("--batch-size", dest="batch_size", type=_positive_int)
+    train.add_argument("--chunk-length", dest="chunk_length", type=_positive_int,
+                       help="lm on a long text: truncated-BPTT steps per chunk")
+    train.add_argument("--eval-interval", dest="eval_interval", type=_positive_int,
+                       help="lm: steps between validations (default: every epoch)")
     train.add_argument("--learning-rate", dest="learning_rate", type=_positive_float)
     train.add_argument("--weight-decay", dest="weight_decay", type=float)
     train.add_argument("--label-smoothing", dest="label_smoothing", type=float)
@@ -174,6 +274,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", dest="top_k", type=_positive_int, default=3)
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(handler=_predict)
+
+    generate = commands.add_parser("generate", help="sample text from a trained language model")
+    generate.add_argument("--model", type=Path, required=True, help="checkpoint directory of an lm model")
+    generate.add_argument("--prime", default="", help="text the samples begin with (default: none)")
+    generate.add_argument("--length", type=int, help="characters to sample after the prime "
+                          "(default 500; a line model stops at the end of its line)")
+    generate.add_argument("--temperature", type=float, default=1.0, help="<1: safer, >1: wilder, 0: most likely")
+    generate.add_argument("--top-k", dest="top_k", type=_positive_int, help="sample among the k most likely only")
+    generate.add_argument("--top-p", dest="top_p", type=float, help="sample within this probability mass only")
+    generate.add_argument("--num-samples", dest="num_samples", type=_positive_int, default=1)
+    generate.add_argument("--seed", type=int, help="the same seed gives the same samples")
+    generate.add_argument("--condition", help="the label to steer a conditioned model by, e.g. a nationality")
+    generate.add_argument("--json", action="store_true")
+    generate.set_defaults(handler=_generate)
 
     demo = commands.add_parser("demo", help="re-run Elman's (1990) four experiments and write a report")
     demo.add_argument("--experiment", choices=["xor", "letters", "words", "sentences", "all"], default="all")

@@ -9,7 +9,7 @@ import torch
 import elman
 from elman.data import read_labelled_csv
 from elman.training.checkpoint import CheckpointError, load_checkpoint
-from elman.training.classify import TrainConfig, class_weights, learning_rate_at
+from elman.training.classify import TrainConfig, class_weights
 
 
 def test_training_writes_every_output_and_learns(trained_model):
@@ -146,16 +146,12 @@ def test_time_budget_stops_cleanly_and_keeps_a_checkpoint(names_csv, tmp_path):
     assert elman.load(tmp_path).predict("Tanaka")
 
 
-def test_class_weights_and_schedule():
+def test_class_weights():
     targets = torch.tensor([0] * 90 + [1] * 10)
     weights = class_weights(targets, 2, "balanced")
     assert weights[1] / weights[0] == pytest.approx(9.0)
     assert (weights[targets].mean()).item() == pytest.approx(1.0)
     assert class_weights(targets, 2, "none") is None
-    config = TrainConfig(learning_rate=1.0, warmup_fraction=0.1)
-    assert learning_rate_at(0, 100, config) == pytest.approx(0.1)
-    assert learning_rate_at(10, 100, config) == pytest.approx(1.0)
-    assert learning_rate_at(99, 100, config) < 0.01
 
 
 def test_file_without_split_column_gets_a_stratified_split(names_csv, tmp_path):

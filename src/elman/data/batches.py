@@ -1,6 +1,9 @@
-"""Batches of similar length, drawn from tensors built once: no per-item Python work per epoch."""
+"""Batches drawn from tensors built once, no per-item Python work per epoch: labelled texts of similar
+length for classifiers; truncated-BPTT chunks of a long text, or lines, for language models."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -34,3 +37,51 @@ def length_bucketed_batches(
 def trim(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Drop the padding columns that no sequence of this batch uses."""
     return ids[:, : int(lengths.max())]
+
+
+@dataclass
+class TextBatch:
+    """One training step of a language model: read ``inputs``, predict ``targets``.
+
+    inputs, targets: ``(B, T)`` int64; a target of 0 (padding) is not scored.
+    lengths: ``(B,)`` valid steps of padded rows, or None when every row is full.
+    conditions: ``(B,)`` label indices for a conditioned model, or None.
+    continues: the rows continue those of the previous batch, so its final state is carried over.
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    lengths: torch.Tensor | None = None
+    conditions: torch.Tensor | None = None
+    continues: bool = False
+
+
+def stream_batches(ids: torch.Tensor, batch_size: int, chunk_length: int) -> list[TextBatch]:
+    """Truncated-BPTT chunks of one long text ``ids`` (N,): the text is cut into ``batch_size`` equal
+    contiguous streams (row b of every batch continues row b of the one before), and time into chunks of
+    ``chunk_length`` steps (the last may be shorter). The batches are views: nothing is copied."""
+    if batch_size < 1 or chunk_length < 1:
+        raise ValueError(f"batch_size and chunk_length must be positive, got {batch_size} and {chunk_length}")
+    if ids.shape[0] < 2:
+        raise ValueError(f"a text of {ids.shape[0]} characters has nothing to predict; give at least two")
+    streams = min(batch_size, ids.shape[0] - 1)
+    columns = (ids.shape[0] - 1) // streams
+    inputs = ids[: streams * columns].view(streams, columns)
+    targets = ids[1 : streams * columns + 1].view(streams, columns)
+    return [TextBatch(inputs[:, start : start + chunk_length], targets[:, start : start + chunk_length],
+                      continues=start > 0)
+            for start in range(0, columns, chunk_length)]
+
+
+def line_batches(ids: torch.Tensor, lengths: torch.Tensor, conditions: torch.Tensor | None, batch_size: int,
+                 generator: torch.Generator | None = None) -> list[TextBatch]:
+    """Batches of separate lines, each encoded ``<bos> chars <eos>`` in a row of ``ids`` (N, T) with
+    ``lengths`` (N,): read all but the last token, predict all but the first. Shuffled and length-bucketed
+    with a generator, fixed order without (see ``length_bucketed_batches``)."""
+    batches = []
+    for rows in length_bucketed_batches(lengths, batch_size, generator):
+        steps = lengths[rows] - 1
+        width = int(steps.max())
+        batches.append(TextBatch(ids[rows, :width], ids[rows, 1 : width + 1], steps,
+                                 None if conditions is None else conditions[rows]))
+    return batches

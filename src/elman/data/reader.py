@@ -50,7 +50,7 @@ def normalise_text(text: str) -> str:
     return unicodedata.normalize("NFC", text).strip()
 
 
-def _decode(path: Path, data: bytes) -> str:
+def decode_utf8(path: Path, data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -101,7 +101,7 @@ def read_labelled_csv(
     if b"\x00" in data:
         line = data[: data.index(b"\x00")].count(b"\n") + 1
         raise DataError(f"{path}: line {line}: contains a NUL byte; this is not a text CSV file")
-    reader = csv.reader(io.StringIO(_decode(path, data), newline=""), strict=True)
+    reader = csv.reader(io.StringIO(decode_utf8(path, data), newline=""), strict=True)
     try:
         header = next(reader)
     except csv.Error as error:

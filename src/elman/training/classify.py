@@ -26,6 +26,7 @@ from elman.models.classifier import ClassifierConfig, SequenceClassifier, batche
 from elman.training.checkpoint import save_checkpoint
 from elman.training.metrics import classification_metrics
 from elman.training.plots import plot_confusion, plot_curves
+from elman.training.schedule import warmup_cosine
 
 CLASS_WEIGHTINGS = ("none", "sqrt", "balanced")
 
@@ -103,15 +104,6 @@ def class_weights(targets: torch.Tensor, num_classes: int, scheme: str) -> torch
     return (weights / (weights * counts).sum() * counts.sum()).float()  # mean weight per example is 1
 
 
-def learning_rate_at(step: int, total: int, config: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to 0 over ``total`` steps."""
-    warmup = max(1, int(config.warmup_fraction * total))
-    if step < warmup:
-        return config.learning_rate * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return config.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 @dataclass
 class EpochStats:
     seen: int = 0
@@ -131,7 +123,7 @@ def train_one_epoch(model, train: Split, optimizer, loss_function, generator, co
             stats.seconds = time.monotonic() - started
             return stats, step, True
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate_at(step, total_steps, config)
+            group["lr"] = warmup_cosine(step / total_steps, config.learning_rate, config.warmup_fraction)
         logits = model(trim(train.ids[batch], train.lengths[batch]), train.lengths[batch])
         loss = loss_function(logits, train.targets[batch])
         optimizer.zero_grad(set_to_none=True)

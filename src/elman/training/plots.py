@@ -1,4 +1,4 @@
-"""Training figures: loss/accuracy curves per epoch and the confusion matrix."""
+"""Training figures: loss/accuracy curves per epoch, the confusion matrix, language-model loss curves."""
 
 from __future__ import annotations
 
@@ -40,4 +40,18 @@ def plot_confusion(confusion: list[list[int]], labels: list[str], path: Path, sp
                       color="white" if rates[row, column] > 0.5 else "black")
     axes.set(xlabel="predicted", ylabel="true", title=f"confusion matrix ({split} split)")
     figure.colorbar(image, ax=axes, fraction=0.046)
+    save_figure(figure, path)
+
+
+def plot_language_curves(history: list[dict], path: Path) -> None:
+    """Training and validation loss against wall-clock time, in nats and bits per character."""
+    seconds = [h["seconds"] for h in history]
+    figure, axes = new_figure(figsize=(6.5, 4))
+    axes.plot(seconds, [h["train_loss"] for h in history], marker=".", label="train (mean since last validation)")
+    axes.plot(seconds, [h["val_loss"] for h in history], marker=".", label="validation")
+    axes.set(xlabel="seconds", ylabel="cross-entropy (nats/char)", title="language model loss")
+    bits = axes.secondary_yaxis("right", functions=(lambda nats: nats / np.log(2), lambda bits: bits * np.log(2)))
+    bits.set_ylabel("bits/char")
+    axes.legend()
+    axes.grid(alpha=0.3)
     save_figure(figure, path)

@@ -1,4 +1,4 @@
-"""Loading a checkpoint directory into a ready object: ``elman.load(DIR).predict(["Nakamoto"])``."""
+"""A trained classifier ready to use: ``elman.load(DIR).predict(["Nakamoto"])``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from elman.data.reader import LabelledTexts, normalise_text
 from elman.data.vocabulary import Vocabulary, vectorize
 from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits
-from elman.training.checkpoint import CheckpointError, load_checkpoint
+from elman.training.checkpoint import CheckpointError
 from elman.training.metrics import classification_metrics
 
 MAX_TEXT_CHARS = 10_000
@@ -86,12 +86,7 @@ class Classifier:
         return classification_metrics(predictions, torch.tensor([index[label] for label in labels]), self.labels)
 
 
-def load(directory: str | Path) -> Classifier:
-    """Load a checkpoint directory written by ``elman train``."""
-    config, state, vocabulary = load_checkpoint(directory)
-    task = config.get("task")
-    if task != "classify":
-        raise CheckpointError(f"{Path(directory) / 'config.json'}: unknown task {task!r}")
+def load_classifier(directory: Path, config: dict, state: dict, vocabulary: Vocabulary) -> Classifier:
     try:
         model = SequenceClassifier(ClassifierConfig(**config["model"]))
         model.load_state_dict(state)

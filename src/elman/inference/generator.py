@@ -1,0 +1,187 @@
+"""A trained character language model ready to use: ``elman.load(DIR).generate(prime="ROMEO:")``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from elman.data.reader import LabelledTexts, normalise_text
+from elman.data.vocabulary import BOS, EOS, SPECIALS, Vocabulary, vectorize
+from elman.models.language_model import LanguageModel, LanguageModelConfig, line_loss, stream_loss
+from elman.training.checkpoint import CheckpointError
+from elman.training.language import loss_report
+
+MAX_GENERATE_CHARS = 100_000
+MAX_SAMPLES = 1_000
+
+
+def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+    """Draw one index per row of ``logits`` (B, V).
+
+    temperature: divides the logits; 0 always takes the most likely index. top_k: only the k most likely
+    indices are drawn from. top_p (nucleus): only the smallest set of most likely indices whose
+    probabilities sum to at least p. Both cuts apply after the temperature; the rest is renormalised.
+    """
+    if temperature == 0:
+        return logits.argmax(1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[1]:
+        kth = logits.topk(top_k, dim=1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = logits.sort(dim=1, descending=True)
+        probabilities = sorted_logits.softmax(1)
+        before = probabilities.cumsum(1) - probabilities  # mass of the more likely indices
+        sorted_logits = sorted_logits.masked_fill(before >= top_p, float("-inf"))  # the first always stays
+        logits = torch.full_like(logits, float("-inf")).scatter(1, order, sorted_logits)
+    return torch.multinomial(logits.softmax(1), 1, generator=generator).squeeze(1)
+
+
+def check_sampling_options(length: int, temperature: float, top_k: int | None, top_p: float | None,
+                           num_samples: int) -> None:
+    if isinstance(length, bool) or not isinstance(length, int) or not 0 <= length <= MAX_GENERATE_CHARS:
+        raise ValueError(f"length must be an integer from 0 to {MAX_GENERATE_CHARS}, got {length!r}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or not 1 <= num_samples <= MAX_SAMPLES:
+        raise ValueError(f"num_samples must be an integer from 1 to {MAX_SAMPLES}, got {num_samples!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 100:
+        raise ValueError(f"temperature must be a number from 0 to 100 (0: always the most likely), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be a number in (0, 1], got {top_p!r}")
+
+
+class TextGenerator:
+    """A trained character language model: ``generate`` samples text, ``evaluate`` scores a file.
+
+    ``kind`` is "text" for a model of one long text (generation continues the prime for ``length``
+    characters) or "lines" for a model of separate lines such as names (generation starts a new line
+    with the prime and stops at its end, or after ``length`` characters).
+    """
+
+    def __init__(self, model: LanguageModel, vocabulary: Vocabulary, kind: str, conditions: list[str] | None,
+                 max_length: int, config: dict):
+        self.model = model.eval()
+        self.vocabulary = vocabulary
+        self.kind = kind
+        self.conditions = conditions
+        self.max_length = max_length
+        self.config = config
+        self._never = torch.tensor([vocabulary.index(s) for s in SPECIALS if not (kind == "lines" and s == EOS)])
+
+    def encode_prime(self, prime: str) -> list[int]:
+        if not isinstance(prime, str):
+            raise TypeError(f"prime must be a string, got {type(prime).__name__}")
+        if len(prime) > MAX_GENERATE_CHARS:
+            raise ValueError(f"the prime has {len(prime)} characters; the limit is {MAX_GENERATE_CHARS}")
+        unknown = self.vocabulary.unknown_characters(prime)
+        if unknown:
+            known = "".join(t for t in self.vocabulary.tokens if t not in SPECIALS)
+            raise ValueError(f"the prime contains characters the model never saw: {unknown}; it knows {known!r}")
+        return [self.vocabulary.index(char) for char in prime]
+
+    def condition_index(self, condition: str | None) -> int | None:
+        if self.conditions is None:
+            if condition is not None:
+                raise ValueError("this model is not conditioned; leave out the condition")
+            return None
+        if condition is None:
+            raise ValueError(f"this model is conditioned; give a condition, one of {self.conditions}")
+        if condition not in self.conditions:
+            raise ValueError(f"unknown condition {condition!r}; this model knows {self.conditions}")
+        return self.conditions.index(condition)
+
+    def context(self, prime: str, condition: str | None) -> tuple[list[int], Tensor | None]:
+        """(ids the model reads before sampling, condition index tensor (1,) or None)."""
+        ids = self.encode_prime(prime)
+        index = self.condition_index(condition)
+        if self.kind == "lines":
+            ids = [self.vocabulary.index(BOS), *ids]
+        elif not ids:  # a long-text model starts as after a line break (or its most common character)
+            ids = [self.vocabulary.index("\n") if "\n" in self.vocabulary.tokens else len(SPECIALS)]
+        return ids, None if index is None else torch.tensor([index])
+
+    @torch.no_grad()
+    def generate(self, prime: str = "", length: int | None = None, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, num_samples: int = 1, seed: int | None = None,
+                 condition: str | None = None) -> list[str]:
+        """``num_samples`` texts, each the prime followed by up to ``length`` sampled characters (default:
+        500 for a long-text model, the training line length for a line model, which also stops at the
+        line's end). The same ``seed`` gives the same texts."""
+        length = (500 if self.kind == "text" else self.max_length) if length is None else length
+        check_sampling_options(length, temperature, top_k, top_p, num_samples)
+        ids, condition_ids = self.context(prime, condition)
+        generator = torch.Generator()
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+        inputs = torch.tensor([ids]).expand(num_samples, -1)
+        conditions = None if condition_ids is None else condition_ids.expand(num_samples)
+        logits, state = self.model(inputs, conditions=conditions)
+        logits = logits[:, -1]
+        sampled = torch.zeros(num_samples, length, dtype=torch.int64)
+        finished = torch.zeros(num_samples, dtype=torch.bool)
+        eos = self.vocabulary.index(EOS)
+        for position in range(length):
+            logits[:, self._never] = float("-inf")
+            chosen = sample_next(logits, temperature, top_k, top_p, generator)
+            chosen = chosen.masked_fill(finished, eos)
+            sampled[:, position] = chosen
+            finished |= chosen == eos
+            if self.kind == "lines" and bool(finished.all()):
+                break
+            logits, state = self.model(chosen[:, None], state)
+            logits = logits[:, -1]
+        return [prime + self._decode_until_end(row) for row in sampled.tolist()]
+
+    def _decode_until_end(self, ids: list[int]) -> str:
+        eos = self.vocabulary.index(EOS)
+        return self.vocabulary.decode(ids[: ids.index(eos)] if eos in ids else ids)
+
+    def evaluate_text(self, text: str) -> dict:
+        """Loss over a whole text read statefully, as one long pass."""
+        if self.kind != "text":
+            raise ValueError("this model was trained on separate lines; evaluate it on a CSV or line file")
+        ids = torch.tensor([self.vocabulary.index(char) for char in text], dtype=torch.int64)
+        if ids.shape[0] < 2:
+            raise ValueError("the text has fewer than two characters; nothing to predict")
+        return {**loss_report(stream_loss(self.model, ids)), "characters": ids.shape[0] - 1,
+                "unknown_characters": int((ids == 1).sum())}
+
+    def evaluate_lines(self, data: LabelledTexts) -> dict:
+        """Loss per predicted token over the test split of ``data``, or every line when it has no split
+        column; ``characters`` counts the predictions: each character and each line's end."""
+        if self.kind != "lines":
+            raise ValueError("this model was trained on one long text; evaluate it on a text file")
+        rows = [i for i in range(len(data)) if data.splits is None or data.splits[i] == "test"]
+        if not rows:
+            raise ValueError(f"{data.path}: the test split is empty")
+        texts = [normalise_text(data.texts[i]) for i in rows]
+        ids, lengths = vectorize(texts, self.vocabulary, self.max_length + 2)
+        conditions = None
+        if self.conditions is not None:
+            if data.labels is None:
+                raise ValueError(f"{data.path}: this model is conditioned; the file needs its condition column")
+            conditions = torch.tensor([self.condition_index(data.labels[i]) for i in rows])
+        return {**loss_report(line_loss(self.model, ids, lengths, conditions)),
+                "characters": int(lengths.sum()) - len(rows), "lines": len(rows),
+                "unknown_characters": int((ids == 1).sum())}
+
+
+def load_generator(directory: Path, config: dict, state: dict, vocabulary: Vocabulary) -> TextGenerator:
+    try:
+        model = LanguageModel(LanguageModelConfig(**config["model"]))
+        model.load_state_dict(state)
+        kind = config["kind"]
+        conditions = None if config.get("conditions") is None else list(config["conditions"])
+        max_length = int(config["max_length"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{directory}: the weights do not fit the configuration ({error})") from None
+    if kind not in ("text", "lines") or len(vocabulary) != model.config.vocab_size or \
+            len(conditions or []) != model.config.num_conditions:
+        raise CheckpointError(f"{directory}: kind, vocabulary or conditions do not match the model")
+    return TextGenerator(model, vocabulary, kind, conditions, max_length, config)

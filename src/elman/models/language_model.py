@@ -1,0 +1,127 @@
+"""Character language model: characters -> embedding -> ElmanRNN -> linear -> next-character logits.
+
+Optionally conditioned (the book's chapter-7 "model 2"): a label, such as a nationality, is embedded and
+used as the initial hidden state of every layer, so that generation can be steered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from elman.data.batches import line_batches
+from elman.layer import ElmanRNN
+
+
+@dataclass
+class LanguageModelConfig:
+    vocab_size: int
+    embedding_dim: int = 64
+    hidden_size: int = 512
+    num_layers: int = 2
+    nonlinearity: str = "tanh"
+    dropout: float = 0.0  # between recurrent layers and before the output layer
+    num_conditions: int = 0  # labels a conditioned model can be steered by; 0: unconditioned
+
+
+class LanguageModel(nn.Module):
+    """ids (B, T) int64 (0 = padding) -> logits (B, T, V) over the next character, and the final state.
+
+    ``forward(ids, state=None, lengths=None, conditions=None)``:
+        ids: ``(B, T)``; the model reads ``ids[:, t]`` and predicts ``ids[:, t + 1]``.
+        state: ``(L, B, H)`` hidden states to continue from (stateful truncated BPTT and generation);
+            None starts from zeros, or from the condition's embedding in a conditioned model.
+        lengths: ``(B,)`` valid steps of padded rows; ``state`` out is then each row's state at its end.
+        conditions: ``(B,)`` label indices, for a conditioned model starting without ``state``.
+    Returns ``(logits (B, T, V), state (L, B, H))``. Per layer, :math:`h_t = \\tanh(x_t W_{ih}^T + b_{ih}
+    + h_{t-1} W_{hh}^T + b_{hh})` (or the configured nonlinearity), :math:`x_t` the character embedding for
+    the first layer and the layer below's :math:`h_t` above it; logits :math:`= h^{(L)}_t W_{out}^T + b`.
+    """
+
+    def __init__(self, config: LanguageModelConfig):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=0)
+        self.rnn = ElmanRNN(config.embedding_dim, config.hidden_size, num_layers=config.num_layers,
+                            nonlinearity=config.nonlinearity, dropout=config.dropout)
+        self.dropout = nn.Dropout(config.dropout)
+        self.output = nn.Linear(config.hidden_size, config.vocab_size)
+        self.conditions = (nn.Embedding(config.num_conditions, config.num_layers * config.hidden_size)
+                           if config.num_conditions else None)
+
+    def initial_state(self, batch_size: int, conditions: Tensor | None = None) -> Tensor | None:
+        """(L, B, H) start states: the conditions' embeddings for a conditioned model, else None (zeros)."""
+        if self.conditions is None:
+            if conditions is not None:
+                raise ValueError("this language model is not conditioned; do not pass conditions")
+            return None
+        if conditions is None:
+            raise ValueError("this language model is conditioned; pass one condition per row")
+        if conditions.shape != (batch_size,):
+            raise ValueError(f"conditions must have shape ({batch_size},), got {tuple(conditions.shape)}")
+        layers, hidden = self.config.num_layers, self.config.hidden_size
+        return self.conditions(conditions).view(batch_size, layers, hidden).transpose(0, 1).contiguous()
+
+    def forward(self, ids: Tensor, state: Tensor | None = None, lengths: Tensor | None = None,
+                conditions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if state is None:
+            state = self.initial_state(ids.shape[0], conditions)
+        states, state = self.rnn(self.embedding(ids.t()), state, lengths=lengths)
+        logits = self.output(self.dropout(states))  # (T, B, V)
+        return logits.transpose(0, 1), state
+
+
+@torch.no_grad()
+def stream_loss(model: LanguageModel, ids: Tensor, segments: int = 1, burn_in: int = 0,
+                chunk_length: int = 4096) -> float:
+    """Mean next-character cross-entropy (nats) over a text ``ids`` (N,), read statefully.
+
+    ``segments=1`` is exact: one pass over the whole text, the state carried from chunk to chunk, equal to
+    one long forward pass. With more, the text is cut into that many segments read in parallel (much
+    faster), each starting from the state after reading the ``burn_in`` characters before it unscored: an
+    estimate, used for validation during training.
+    """
+    model.eval()
+    predictions = ids.shape[0] - 1
+    if predictions < 1:
+        raise ValueError("a text of fewer than two characters has nothing to predict")
+    segments = max(1, min(segments, predictions))
+    edges = [predictions * s // segments for s in range(segments + 1)]
+    rows = []
+    for s in range(segments):
+        begin = max(0, edges[s] - burn_in)
+        targets = ids[begin + 1 : edges[s + 1] + 1].clone()
+        targets[: edges[s] - begin] = 0  # burn-in: read, not scored
+        rows.append((ids[begin : edges[s + 1]], targets))
+    rows.sort(key=lambda row: -row[0].shape[0])  # longest first: the rows still running are a prefix
+    lengths = torch.tensor([row[0].shape[0] for row in rows])
+    inputs = nn.utils.rnn.pad_sequence([row[0] for row in rows], batch_first=True)
+    targets = nn.utils.rnn.pad_sequence([row[1] for row in rows], batch_first=True)
+    total, state = 0.0, None
+    for start in range(0, int(lengths[0]), chunk_length):
+        running = int((lengths > start).sum())
+        steps = (lengths[:running] - start).clamp(max=chunk_length)
+        width = int(steps[0])
+        logits, state = model(inputs[:running, start : start + width], None if state is None else state[:, :running],
+                              lengths=None if bool((steps == width).all()) else steps)
+        total += float(nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                   targets[:running, start : start + width].reshape(-1),
+                                                   ignore_index=0, reduction="sum"))
+    return total / predictions
+
+
+@torch.no_grad()
+def line_loss(model: LanguageModel, ids: Tensor, lengths: Tensor, conditions: Tensor | None,
+              batch_size: int = 512) -> float:
+    """Mean next-token cross-entropy (nats) over lines encoded ``<bos> chars <eos>`` (rows of ``ids``
+    (N, T), ``lengths`` (N,)); every character and each line's end are predicted."""
+    model.eval()
+    total, count = 0.0, 0
+    for batch in line_batches(ids, lengths, conditions, batch_size):
+        logits, _ = model(batch.inputs, lengths=batch.lengths, conditions=batch.conditions)
+        total += float(nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.targets.reshape(-1),
+                                                   ignore_index=0, reduction="sum"))
+        count += int(batch.lengths.sum())
+    return total / count

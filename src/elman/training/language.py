@@ -1,0 +1,289 @@
+"""Training a character language model: one long text by stateful truncated BPTT, or separate lines
+(optionally conditioned on a label) -> AdamW steps -> best checkpoint by validation loss, metrics, plot.
+
+Long text: the text is cut into ``batch_size`` parallel streams and time into chunks of ``chunk_length``
+steps; each chunk starts from the previous chunk's final state, detached, so gradients flow back at most
+one chunk while the state runs through the whole epoch. Lines (names, one sequence per row): each is read
+``<bos> chars <eos>`` from a fresh state, or from its condition's embedding in a conditioned model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from elman.data.batches import TextBatch, line_batches, stream_batches
+from elman.data.reader import DataError, LabelledTexts, read_labelled_csv
+from elman.data.splits import stratified_split
+from elman.data.text import read_lines, read_text
+from elman.data.vocabulary import Vocabulary, vectorize
+from elman.files import atomic_write_text
+from elman.models.language_model import LanguageModel, LanguageModelConfig, line_loss, stream_loss
+from elman.training.checkpoint import save_checkpoint
+from elman.training.plots import plot_language_curves
+from elman.training.schedule import warmup_cosine
+
+VALIDATION_SEGMENTS, VALIDATION_BURN_IN = 32, 256  # the fast estimate used during training
+
+
+@dataclass
+class LanguageTrainConfig:
+    epochs: int = 100  # upper bound; a time budget or early stopping usually ends the run first
+    batch_size: int = 64  # parallel streams of a long text, or lines per batch
+    chunk_length: int = 128  # truncated-BPTT steps per chunk of a long text
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.0
+    warmup_fraction: float = 0.02
+    clip_norm: float = 1.0
+    time_budget: float | None = None  # seconds; the schedule then runs on time and ends at the budget
+    eval_interval: int | None = None  # steps between validations; None: after every epoch
+    patience: int = 5  # validations without improvement before stopping
+    val_fraction: float = 0.1  # held out when no validation data is given: a long text's end, or random lines
+    max_length: int = 64  # characters kept per line
+    seed: int = 0
+    threads: int | None = None
+
+
+@dataclass
+class LanguageData:
+    """A language-model corpus turned into tensors once. Long text: ``train``/``val`` are ``(N,)`` ids.
+    Lines: each is ``(ids (N, T), lengths (N,), conditions (N,) or None)``."""
+
+    vocabulary: Vocabulary
+    kind: str  # "text" or "lines"
+    train: tuple
+    val: tuple
+    conditions: list[str] | None = None  # the labels a conditioned model is steered by
+    source: str = ""
+    columns: dict | None = None  # CSV lines: {"text": ..., "condition": ...}, for evaluating on the same layout
+
+    @property
+    def train_characters(self) -> int:
+        return self.train[0].shape[0] if self.kind == "text" else int(self.train[1].sum()) - 2 * len(self.train[1])
+
+
+def prepare_text(text: str, val_text: str | None = None, val_fraction: float = 0.1, source: str = "") -> LanguageData:
+    """A long text, validated on ``val_text`` or else on its last ``val_fraction``."""
+    if val_text is None:
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+        cut = int(len(text) * (1 - val_fraction))
+        text, val_text = text[:cut], text[cut:]
+    if len(text) < 2 or len(val_text) < 2:
+        raise DataError(f"{source}: too little text ({len(text)} characters to train on, {len(val_text)} to "
+                        "validate on); a language model needs at least two of each")
+    vocabulary = Vocabulary.from_texts([text])
+    return LanguageData(vocabulary, "text", (_text_ids(text, vocabulary),), (_text_ids(val_text, vocabulary),),
+                        source=source)
+
+
+def _text_ids(text: str, vocabulary: Vocabulary) -> torch.Tensor:
+    return torch.tensor([vocabulary.index(char) for char in text], dtype=torch.int64)
+
+
+def prepare_lines(data: LabelledTexts, conditioned: bool, val_fraction: float = 0.1, max_length: int = 64,
+                  seed: int = 0) -> LanguageData:
+    """Separate lines (CSV rows or lines of a text file). The file's train/val split is used when it has
+    one; otherwise a seeded ``val_fraction`` of the lines (per label, when conditioned) is held out."""
+    if conditioned and data.labels is None:
+        raise DataError(f"{data.path}: a conditioned model needs a condition column")
+    if data.splits is not None:
+        splits = data.splits
+    else:
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+        strata = data.labels if conditioned else [""] * len(data)
+        splits = stratified_split(strata, (1 - val_fraction, val_fraction, 0.0), seed)
+    rows = {name: [i for i, s in enumerate(splits) if s == name] for name in ("train", "val")}
+    if not rows["train"] or not rows["val"]:
+        raise DataError(f"{data.path}: training needs lines in both the train and the val split (found "
+                        f"{len(rows['train'])} and {len(rows['val'])})")
+    vocabulary = Vocabulary.from_texts(data.texts[i] for i in rows["train"])
+    labels = sorted({data.labels[i] for i in rows["train"]}) if conditioned else None
+    if labels is not None:
+        unseen = sorted({data.labels[i] for i in rows["val"]} - set(labels))
+        if unseen:
+            raise DataError(f"{data.path}: conditions {unseen} occur in val but never in train")
+
+    def tensors(chosen: list[int]) -> tuple:
+        ids, lengths = vectorize([data.texts[i] for i in chosen], vocabulary, max_length + 2)
+        index = {label: k for k, label in enumerate(labels or [])}
+        conditions = torch.tensor([index[data.labels[i]] for i in chosen]) if labels else None
+        return ids, lengths, conditions
+
+    columns = {"text": data.text_column, "condition": data.label_column if conditioned else None}
+    return LanguageData(vocabulary, "lines", tensors(rows["train"]), tensors(rows["val"]), labels, data.path, columns)
+
+
+def read_lines_file(path: str | Path, text_column: str | None = None, condition_column: str | None = None,
+                    split_column: str | None = None) -> LabelledTexts:
+    """Separate lines: the rows of a CSV file (``.csv``, or any file when a column is named), else the
+    non-empty lines of a text file."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv" or text_column or condition_column or split_column:
+        return read_labelled_csv(path, text_column, condition_column, split_column,
+                                 require_labels=condition_column is not None)
+    texts = read_lines(path)
+    return LabelledTexts(str(path), texts, None, None, 0, "line", None, None)
+
+
+def read_language_data(path: str | Path, config: LanguageTrainConfig, val_path: str | Path | None = None,
+                       lines: bool = False, text_column: str | None = None, condition_column: str | None = None,
+                       split_column: str | None = None) -> LanguageData:
+    """Read a training corpus: separate lines (a CSV file, ``lines=True``, or a named column), else one long
+    text validated on ``val_path`` or the end of the text."""
+    path = Path(path)
+    as_lines = lines or path.suffix.lower() == ".csv" or any((text_column, condition_column, split_column))
+    if not as_lines:
+        return prepare_text(read_text(path), None if val_path is None else read_text(val_path), config.val_fraction,
+                            str(path))
+    if val_path is not None:
+        raise ValueError("--val-data is for long texts; for lines, give the file a split column or use "
+                         "--val-fraction")
+    data = read_lines_file(path, text_column, condition_column, split_column)
+    return prepare_lines(data, condition_column is not None, config.val_fraction, config.max_length, config.seed)
+
+
+def validation_loss(model: LanguageModel, data: LanguageData, exact: bool = False) -> float:
+    if data.kind == "text":
+        if exact:
+            return stream_loss(model, data.val[0])
+        return stream_loss(model, data.val[0], VALIDATION_SEGMENTS, VALIDATION_BURN_IN)
+    return line_loss(model, *data.val)
+
+
+def loss_report(loss: float) -> dict:
+    """Cross-entropy in nats per character, with bits per character and perplexity."""
+    return {"loss": loss, "bits_per_char": loss / math.log(2), "perplexity": math.exp(loss)}
+
+
+def epoch_batches(data: LanguageData, config: LanguageTrainConfig, generator: torch.Generator) -> list[TextBatch]:
+    if data.kind == "text":
+        return stream_batches(data.train[0], config.batch_size, config.chunk_length)
+    return line_batches(*data.train, config.batch_size, generator)
+
+
+def train_language_model(data: LanguageData, out_dir: str | Path, model_options: dict | None = None,
+                         config: LanguageTrainConfig | None = None, progress: bool = True) -> dict:
+    """Train, keep the checkpoint with the best validation loss, write all outputs; returns metrics.json.
+
+    Writes into ``out_dir``: the checkpoint (model.safetensors, vocab.json, config.json), metrics.json
+    (history; exact validation loss, bits/char and perplexity of the kept model), curves.png, train.log.
+    """
+    config = config or LanguageTrainConfig()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    model_config = LanguageModelConfig(vocab_size=len(data.vocabulary), num_conditions=len(data.conditions or []),
+                                       **(model_options or {}))
+    model = LanguageModel(model_config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
+                                  fused=True)
+    generator = torch.Generator().manual_seed(config.seed)
+    steps_per_epoch = len(epoch_batches(data, config, torch.Generator().manual_seed(config.seed)))
+    total_steps = steps_per_epoch * config.epochs
+    checkpoint_config = {"task": "lm", "model": asdict(model_config), "kind": data.kind,
+                         "conditions": data.conditions, "columns": data.columns, "max_length": config.max_length,
+                         "training": asdict(config), "data": data.source}
+
+    with open(out_dir / "train.log", "w", encoding="utf-8") as log_file:
+        def log(message: str) -> None:
+            log_file.write(message + "\n")
+            log_file.flush()
+
+        log(f"data {data.source}: {data.kind}, {data.train_characters} training characters, vocabulary "
+            f"{len(data.vocabulary)}" + (f", {len(data.conditions)} conditions" if data.conditions else ""))
+        log(f"model {asdict(model_config)}; {sum(p.numel() for p in model.parameters())} parameters")
+        log(f"training {asdict(config)}")
+
+        history, best, best_state, stale = [], math.inf, None, 0
+        step, state, since = 0, None, {"loss": 0.0, "tokens": 0, "seconds": 0.0}
+        start = time.monotonic()
+        stopped = "epochs"
+
+        def validate(epoch: int) -> bool:
+            """Record a validation; returns True when early stopping says to stop."""
+            nonlocal best, best_state, stale
+            val_loss = validation_loss(model, data)
+            model.train()
+            record = {"step": step, "epoch": epoch, "seconds": time.monotonic() - start,
+                      "train_loss": since["loss"] / max(since["tokens"], 1), "val_loss": val_loss,
+                      "val_bits_per_char": val_loss / math.log(2),
+                      "chars_per_second": since["tokens"] / max(since["seconds"], 1e-9)}
+            since.update(loss=0.0, tokens=0, seconds=0.0)
+            history.append(record)
+            improved = val_loss < best
+            if improved:
+                best, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+                save_checkpoint(out_dir, model, data.vocabulary, {**checkpoint_config, "step": step})
+            else:
+                stale += 1
+            log(json.dumps(record) + ("  (best)" if improved else ""))
+            bar.set_postfix(val=f"{val_loss:.3f}", val_bpc=f"{record['val_bits_per_char']:.3f}")
+            return stale >= config.patience
+
+        bar = tqdm(total=None if config.time_budget else total_steps, desc="train", unit="step",
+                   disable=not progress)
+        model.train()
+        for epoch in range(1, config.epochs + 1):
+            for batch in epoch_batches(data, config, generator):
+                elapsed = time.monotonic() - start
+                if config.time_budget is not None and step > 0 and elapsed > config.time_budget:
+                    stopped = "time budget"
+                    break
+                run_progress = step / total_steps
+                if config.time_budget is not None:
+                    run_progress = max(run_progress, elapsed / config.time_budget)
+                for group in optimizer.param_groups:
+                    group["lr"] = warmup_cosine(run_progress, config.learning_rate, config.warmup_fraction)
+                began = time.monotonic()
+                logits, state = model(batch.inputs, state if batch.continues else None, batch.lengths,
+                                      batch.conditions)
+                state = state.detach()
+                loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.targets.reshape(-1),
+                                                   ignore_index=0)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm, foreach=True)
+                optimizer.step()
+                step += 1
+                tokens = int((batch.targets != 0).sum())
+                since["loss"] += loss.item() * tokens
+                since["tokens"] += tokens
+                since["seconds"] += time.monotonic() - began
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.3f}", bpc=f"{loss.item() / math.log(2):.3f}",
+                                chars_s=f"{since['tokens'] / max(since['seconds'], 1e-9):.0f}")
+                if config.eval_interval and step % config.eval_interval == 0 and validate(epoch):
+                    stopped = "early stopping"
+                    break
+            if stopped != "epochs":
+                break
+            if not config.eval_interval and validate(epoch):
+                stopped = "early stopping"
+                break
+        if since["tokens"]:  # steps since the last validation
+            validate(epoch)
+        bar.close()
+        training_seconds = time.monotonic() - start
+        log(f"stopped by {stopped} after {training_seconds:.1f} s, {step} steps")
+
+        model.load_state_dict(best_state)
+        metrics = {"stopped_by": stopped, "steps": step, "training_seconds": training_seconds,
+                   "val": {**loss_report(validation_loss(model, data, exact=True)),
+                           "characters": int(data.val[0].shape[0]) if data.kind == "text" else None},
+                   "history": history}
+        atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+        plot_language_curves(history, out_dir / "curves.png")
+        log(f"validation loss {metrics['val']['loss']:.4f} nats/char, {metrics['val']['bits_per_char']:.4f} bits/char")
+    return metrics

@@ -1,0 +1,71 @@
+"""The language-model commands as a user runs them: real processes, clear errors, no tracebacks."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def elman(*args):
+    return subprocess.run([sys.executable, "-m", "elman", *map(str, args)], capture_output=True, text=True)
+
+
+def test_train_evaluate_generate_from_the_command_line(story_txt, tmp_path):
+    out = tmp_path / "lm"
+    run = elman("train", "--task", "lm", "--data", story_txt, "--out", out, "--epochs", "2", "--hidden-size", "32",
+                "--num-layers", "1", "--batch-size", "8", "--chunk-length", "16", "--json")
+    assert run.returncode == 0, run.stderr
+    trained = json.loads(run.stdout)
+    assert trained["stopped_by"] == "epochs" and trained["val"]["loss"] > 0
+    validation = tmp_path / "val.txt"
+    text = story_txt.read_text()
+    validation.write_text(text[int(len(text) * 0.9):])
+    run = elman("evaluate", "--model", out, "--data", validation, "--json")
+    assert run.returncode == 0, run.stderr
+    scores = json.loads(run.stdout)
+    assert scores["loss"] == pytest.approx(trained["val"]["loss"], rel=1e-6)
+    assert set(scores) >= {"loss", "bits_per_char", "perplexity", "characters"}
+    first = elman("generate", "--model", out, "--prime", "the", "--length", "40", "--seed", "3", "--num-samples", "2",
+                  "--top-k", "5", "--top-p", "0.9", "--temperature", "0.8", "--json")
+    again = elman("generate", "--model", out, "--prime", "the", "--length", "40", "--seed", "3", "--num-samples", "2",
+                  "--top-k", "5", "--top-p", "0.9", "--temperature", "0.8", "--json")
+    assert first.returncode == 0, first.stderr
+    samples = json.loads(first.stdout)["samples"]
+    assert samples == json.loads(again.stdout)["samples"] and len(samples) == 2
+    assert all(s.startswith("the") and len(s) == 43 for s in samples)
+
+
+def test_conditioned_names_from_the_command_line(conditioned_lm):
+    out, _ = conditioned_lm
+    run = elman("generate", "--model", out, "--condition", "Japanese", "--num-samples", "5", "--seed", "0")
+    assert run.returncode == 0, run.stderr
+    assert len(run.stdout.splitlines()) == 5
+    run = elman("generate", "--model", out, "--condition", "Klingon")
+    assert run.returncode == 2 and "unknown condition 'Klingon'; this model knows ['Japanese'" in run.stderr
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", "the file is empty"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00binary", "NUL byte; this looks like a binary"),
+])
+def test_bad_training_files_get_one_clear_line(tmp_path, content, message):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(content)
+    run = elman("train", "--task", "lm", "--data", path, "--out", tmp_path / "out")
+    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_prime_with_unknown_characters_and_wrong_model_kind(trained_lm, trained_model):
+    run = elman("generate", "--model", trained_lm[0], "--prime", "the ☃ ")
+    assert run.returncode == 2 and "never saw: ['☃']" in run.stderr and "Traceback" not in run.stderr
+    run = elman("generate", "--model", trained_model[0])
+    assert run.returncode == 2 and "needs a language model (--task lm)" in run.stderr
+    run = elman("predict", "--model", trained_lm[0], "Sato")
+    assert run.returncode == 2 and "needs a classifier (--task classify)" in run.stderr
+
+
+def test_options_of_the_other_task_are_refused(story_txt, tmp_path):
+    run = elman("train", "--task", "lm", "--data", story_txt, "--out", tmp_path, "--class-weighting", "none")
+    assert run.returncode == 2 and "--class-weighting applies to --task classify only" in run.stderr

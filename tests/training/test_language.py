@@ -1,0 +1,121 @@
+"""Language models end to end on generated text: train, outputs, evaluate, generate."""
+
+import json
+import math
+from collections import Counter
+
+import pytest
+
+import elman
+from elman.data.reader import DataError, read_labelled_csv
+from elman.data.text import read_text
+from elman.inference import TextGenerator
+from elman.training.language import LanguageTrainConfig, prepare_text, read_language_data, train_language_model
+
+
+def test_training_writes_every_output_and_learns_the_text(trained_lm):
+    out, metrics = trained_lm
+    for name in ("model.safetensors", "vocab.json", "config.json", "metrics.json", "curves.png", "train.log"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob(".*.tmp"))
+    history = metrics["history"]
+    assert len(history) == 12 and history[-1]["val_loss"] < history[0]["val_loss"]
+    # a uniform guess over ~25 characters costs ln 25 = 3.2 nats; the grammar leaves about 0.3 per character
+    assert metrics["val"]["loss"] < 0.6
+    assert metrics["val"]["bits_per_char"] == pytest.approx(metrics["val"]["loss"] / math.log(2))
+    assert json.loads((out / "metrics.json").read_text())["val"] == metrics["val"]
+
+
+def test_evaluating_the_validation_text_reproduces_the_training_figure(trained_lm, story_txt):
+    out, metrics = trained_lm
+    generator = elman.load(out)
+    assert isinstance(generator, TextGenerator) and generator.kind == "text"
+    text = read_text(story_txt)
+    held_out = text[int(len(text) * 0.9):]
+    assert generator.evaluate_text(held_out)["loss"] == pytest.approx(metrics["val"]["loss"], rel=1e-6)
+
+
+def test_generation_begins_with_the_prime_and_is_reproducible(trained_lm):
+    generator = elman.load(trained_lm[0])
+    first = generator.generate("the ", length=60, seed=7, num_samples=3)
+    assert first == generator.generate("the ", length=60, seed=7, num_samples=3)
+    assert first != generator.generate("the ", length=60, seed=8, num_samples=3)
+    assert all(sample.startswith("the ") and len(sample) == 64 for sample in first)
+    words = set(" ".join(first).replace(".", " ").split())
+    assert words & {"cat", "dog", "aunt", "king", "sees", "likes", "eats", "fish", "cake", "moon", "bread"}
+    [greedy] = generator.generate("my aunt ", length=20, temperature=0)
+    assert greedy == generator.generate("my aunt ", length=20, temperature=0, seed=1)[0]
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"prime": "the ☃"}, r"characters the model never saw: \['☃'\]; it knows"),
+    ({"temperature": -1}, "temperature must be a number from 0"),
+    ({"top_k": 0}, "top_k must be a positive integer"),
+    ({"top_p": 1.5}, r"top_p must be a number in \(0, 1\]"),
+    ({"length": -3}, "length must be an integer"),
+    ({"num_samples": 0}, "num_samples must be an integer"),
+    ({"condition": "French"}, "not conditioned"),
+])
+def test_bad_generation_options_are_refused(trained_lm, options, message):
+    with pytest.raises(ValueError, match=message):
+        elman.load(trained_lm[0]).generate(**options)
+
+
+def test_conditioned_names_stop_at_the_end_of_the_line(conditioned_lm):
+    out, metrics = conditioned_lm
+    generator = elman.load(out)
+    assert generator.kind == "lines" and generator.conditions == ["Japanese", "Slavic", "Spanish"]
+    for condition in generator.conditions:
+        samples = generator.generate(num_samples=50, seed=0, condition=condition, temperature=0.5)
+        assert all(0 < len(s) <= generator.max_length and "\n" not in s for s in samples)
+        counts = Counter(ending_label(s) for s in samples)
+        assert counts.most_common(1)[0][0] == condition and counts[condition] >= 20  # the condition steers
+
+
+ENDINGS = {"Japanese": ("moto", "yama", "ko", "da"), "Slavic": ("ov", "ova", "enko", "ski"),
+           "Spanish": ("ez", "ado", "ero", "os")}  # as in the names_csv fixture
+
+
+def ending_label(name):
+    """The fixture's label whose longest ending the name has, or None."""
+    matches = [(len(e), label) for label, endings in ENDINGS.items() for e in endings if name.endswith(e)]
+    return max(matches)[1] if matches else None
+
+
+def test_conditioned_generation_accepts_a_prime(conditioned_lm):
+    generator = elman.load(conditioned_lm[0])
+    assert generator.generate(prime="Ka", num_samples=5, seed=1, condition="Spanish")[0].startswith("Ka")
+
+
+def test_conditioned_generation_needs_a_known_condition(conditioned_lm):
+    generator = elman.load(conditioned_lm[0])
+    with pytest.raises(ValueError, match=r"unknown condition 'French'; this model knows \['Japanese'"):
+        generator.generate(condition="French")
+    with pytest.raises(ValueError, match="this model is conditioned; give a condition"):
+        generator.generate()
+
+
+def test_line_models_evaluate_the_test_split(conditioned_lm, names_csv):
+    out, metrics = conditioned_lm
+    result = elman.load(out).evaluate_lines(read_labelled_csv(names_csv))
+    assert result["lines"] == 30 and 0 < result["loss"] < 2.0
+    test_texts = [t for t, s in zip(*_texts_and_splits(names_csv), strict=True) if s == "test"]
+    assert result["characters"] == sum(len(t) + 1 for t in test_texts)  # every character and each line's end
+
+
+def _texts_and_splits(path):
+    data = read_labelled_csv(path)
+    return data.texts, data.splits
+
+
+def test_time_budget_ends_training_with_a_usable_checkpoint(story_txt, tmp_path):
+    config = LanguageTrainConfig(epochs=1000, batch_size=8, chunk_length=16, time_budget=1.0)
+    metrics = train_language_model(read_language_data(story_txt, config), tmp_path,
+                                   {"hidden_size": 32, "num_layers": 1}, config, progress=False)
+    assert metrics["stopped_by"] == "time budget" and metrics["training_seconds"] < 10
+    assert elman.load(tmp_path).generate("the", length=5, seed=0)[0].startswith("the")
+
+
+def test_too_little_text_is_refused():
+    with pytest.raises(DataError, match="too little text"):
+        prepare_text("ab", val_fraction=0.1, source="tiny.txt")

@@ -1,0 +1,21 @@
+import pytest
+
+from elman.training.schedule import WARMUP_START, warmup_cosine
+
+
+def test_warm_up_then_cosine_to_zero():
+    assert warmup_cosine(0.0, 2.0, 0.1) == pytest.approx(2.0 * WARMUP_START)
+    assert warmup_cosine(0.05, 2.0, 0.1) == pytest.approx(1.0)
+    assert warmup_cosine(0.1, 2.0, 0.1) == pytest.approx(2.0)
+    assert warmup_cosine(0.55, 2.0, 0.1) == pytest.approx(1.0)
+    assert warmup_cosine(1.0, 2.0, 0.1) == pytest.approx(0.0, abs=1e-12)
+    assert warmup_cosine(3.0, 2.0, 0.1) == warmup_cosine(1.0, 2.0, 0.1)  # past the end: clamped
+
+
+def test_rate_never_rises_after_the_warm_up():
+    rates = [warmup_cosine(step / 100, 1.0, 0.05) for step in range(5, 101)]
+    assert all(a >= b for a, b in zip(rates[:-1], rates[1:], strict=True))
+
+
+def test_no_warm_up():
+    assert warmup_cosine(0.0, 1.0, 0.0) == pytest.approx(1.0)
