@@ -187,6 +187,52 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    import elman
+    from elman.inference import Classifier
+    from elman.inference.inspection import plot_inspection
+
+    model = elman.load(args.model)
+    if isinstance(model, Classifier):
+        if args.condition is not None:
+            raise ValueError("--condition is for conditioned language models; this is a classifier")
+        inspection = model.inspect(args.text)
+    else:
+        inspection = model.inspect(args.text, args.condition)
+    if args.out:
+        plot_inspection(inspection, args.out)
+    if args.json:
+        print(json.dumps({"task": inspection.task, "characters": inspection.characters, "labels": inspection.labels,
+                          "probabilities": inspection.probabilities.tolist(), "hidden": inspection.hidden.tolist()}))
+        return 0
+    heading = "after prefix" if inspection.task == "classify" else "after character -> next character"
+    print(f"{heading}:")
+    for i, top in enumerate(inspection.top(3)):
+        shown = "".join(inspection.characters[: i + 1]) if inspection.task == "classify" else inspection.characters[i]
+        print(f"  {shown!r:<24} " + "  ".join(f"{label!r} {p:5.1%}" if inspection.task == "lm" else f"{label} {p:5.1%}"
+                                              for label, p in top))
+    print(f"hidden state: {inspection.hidden.shape[1]} units over {len(inspection.characters)} characters"
+          + (f"; figure in {args.out}" if args.out else "; --out FILE.png draws it"))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from elman.serve import Limits, create_app, load_models
+
+    limits = Limits(**{f.name: getattr(args, f.name) for f in fields(Limits) if getattr(args, f.name) is not None})
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    app = create_app(load_models(args.model), limits)
+    print(f"serving {', '.join(app.state.model_names)} on http://{args.host}:{args.port}/ (API under /v1, "
+          f"OpenAPI at /openapi.json); Ctrl-C stops", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from elman.experiments import report
 
@@ -288,6 +334,27 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--condition", help="the label to steer a conditioned model by, e.g. a nationality")
     generate.add_argument("--json", action="store_true")
     generate.set_defaults(handler=_generate)
+
+    inspect = commands.add_parser("inspect", help="see a model read a text: predictions and hidden states")
+    inspect.add_argument("--model", type=Path, required=True, help="checkpoint directory")
+    inspect.add_argument("text", metavar="TEXT")
+    inspect.add_argument("--condition", help="the label of a conditioned language model")
+    inspect.add_argument("--out", type=Path, help="PNG file for the figure (probabilities and hidden-state heatmap)")
+    inspect.add_argument("--json", action="store_true", help="print the arrays as JSON")
+    inspect.set_defaults(handler=_inspect)
+
+    serve = commands.add_parser("serve", help="serve models over HTTP: JSON API and a web page")
+    serve.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR",
+                       help="checkpoint directory, optionally named; repeat to serve several")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
+    for name, default in (("max_texts", "texts per predict request"), ("max_chars", "characters per text or prime"),
+                          ("max_body_bytes", "bytes per request body"),
+                          ("max_generate_length", "characters generated per sample"),
+                          ("max_samples", "samples per generate request")):
+        serve.add_argument("--" + name.replace("_", "-"), dest=name, type=_positive_int, help=f"limit: {default}")
+    serve.set_defaults(handler=_serve)
 
     demo = commands.add_parser("demo", help="re-run Elman's (1990) four experiments and write a report")
     demo.add_argument("--experiment", choices=["xor", "letters", "words", "sentences", "all"], default="all")

@@ -9,6 +9,7 @@ import torch
 
 from elman.data.reader import LabelledTexts, normalise_text
 from elman.data.vocabulary import Vocabulary, vectorize
+from elman.inference.inspection import Inspection
 from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits
 from elman.training.checkpoint import CheckpointError
 from elman.training.metrics import classification_metrics
@@ -70,6 +71,20 @@ class Classifier:
             Prediction(text, [(self.labels[i], float(p)) for p, i in zip(row_p.tolist(), row_i.tolist(), strict=True)])
             for text, row_p, row_i in zip(cleaned, values, indices, strict=True)
         ]
+
+    @torch.no_grad()
+    def inspect(self, text: str) -> Inspection:
+        """How the class probabilities evolve prefix by prefix, and the hidden states over the characters."""
+        if not isinstance(text, str):
+            raise TypeError(f"inspect takes one text, got {type(text).__name__}")
+        [text] = self.clean(text)
+        characters = list(text[: self.max_length - 2])
+        prefixes = ["".join(characters[: i + 1]) for i in range(len(characters))]
+        ids, lengths = vectorize([text], self.vocabulary, self.max_length)
+        _, states = self.model.eval().features(ids, lengths)  # (T, 1, D * H), T = <bos> + characters + <eos>
+        hidden = states[1 : len(characters) + 1, 0]
+        return Inspection("classify", characters, hidden.numpy(), self._probabilities(prefixes).numpy(),
+                          list(self.labels))
 
     def evaluate(self, data: LabelledTexts) -> dict:
         """Metrics on the test split of ``data``, or on every row when it has no split column."""

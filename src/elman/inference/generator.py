@@ -9,6 +9,7 @@ from torch import Tensor
 
 from elman.data.reader import LabelledTexts, normalise_text
 from elman.data.vocabulary import BOS, EOS, SPECIALS, Vocabulary, vectorize
+from elman.inference.inspection import Inspection
 from elman.models.language_model import LanguageModel, LanguageModelConfig, line_loss, stream_loss
 from elman.training.checkpoint import CheckpointError
 from elman.training.language import loss_report
@@ -41,7 +42,7 @@ def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = No
 
 
 def check_sampling_options(length: int, temperature: float, top_k: int | None, top_p: float | None,
-                           num_samples: int) -> None:
+                           num_samples: int, seed: int | None) -> None:
     if isinstance(length, bool) or not isinstance(length, int) or not 0 <= length <= MAX_GENERATE_CHARS:
         raise ValueError(f"length must be an integer from 0 to {MAX_GENERATE_CHARS}, got {length!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or not 1 <= num_samples <= MAX_SAMPLES:
@@ -52,6 +53,8 @@ def check_sampling_options(length: int, temperature: float, top_k: int | None, t
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
         raise ValueError(f"top_p must be a number in (0, 1], got {top_p!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+        raise ValueError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
 
 
 class TextGenerator:
@@ -112,7 +115,7 @@ class TextGenerator:
         500 for a long-text model, the training line length for a line model, which also stops at the
         line's end). The same ``seed`` gives the same texts."""
         length = (500 if self.kind == "text" else self.max_length) if length is None else length
-        check_sampling_options(length, temperature, top_k, top_p, num_samples)
+        check_sampling_options(length, temperature, top_k, top_p, num_samples, seed)
         ids, condition_ids = self.context(prime, condition)
         generator = torch.Generator()
         if seed is None:
@@ -137,6 +140,17 @@ class TextGenerator:
             logits, state = self.model(chosen[:, None], state)
             logits = logits[:, -1]
         return [prime + self._decode_until_end(row) for row in sampled.tolist()]
+
+    @torch.no_grad()
+    def inspect(self, text: str, condition: str | None = None) -> Inspection:
+        """The next-character distribution after each character of ``text``, and the hidden states."""
+        if not text:
+            raise ValueError("give a text to inspect")
+        ids, conditions = self.context(text, condition)
+        states, _ = self.model.hidden_states(torch.tensor([ids]), conditions=conditions)
+        states = states[-len(text) :, 0]  # after each character of the text, not the start symbol before it
+        probabilities = self.model.output(states).softmax(-1)
+        return Inspection("lm", list(text), states.numpy(), probabilities.numpy(), list(self.vocabulary.tokens))
 
     def _decode_until_end(self, ids: list[int]) -> str:
         eos = self.vocabulary.index(EOS)

@@ -64,11 +64,16 @@ class LanguageModel(nn.Module):
         layers, hidden = self.config.num_layers, self.config.hidden_size
         return self.conditions(conditions).view(batch_size, layers, hidden).transpose(0, 1).contiguous()
 
-    def forward(self, ids: Tensor, state: Tensor | None = None, lengths: Tensor | None = None,
-                conditions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def hidden_states(self, ids: Tensor, state: Tensor | None = None, lengths: Tensor | None = None,
+                      conditions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """-> (the top layer's state after each step (T, B, H), final states (L, B, H))."""
         if state is None:
             state = self.initial_state(ids.shape[0], conditions)
-        states, state = self.rnn(self.embedding(ids.t()), state, lengths=lengths)
+        return self.rnn(self.embedding(ids.t()), state, lengths=lengths)
+
+    def forward(self, ids: Tensor, state: Tensor | None = None, lengths: Tensor | None = None,
+                conditions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        states, state = self.hidden_states(ids, state, lengths, conditions)
         logits = self.output(self.dropout(states))  # (T, B, V)
         return logits.transpose(0, 1), state
 

@@ -1,0 +1,77 @@
+"""Looking inside a trained model, character by character: what it predicts after each prefix of a text
+and what its hidden units do meanwhile (Karpathy's "visualizing and understanding recurrent networks")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from elman.plots import new_figure, save_figure
+
+HEATMAP_UNITS = 64  # the most active units shown in the figure; the arrays keep them all
+VISIBLE = {" ": "\u2423", "\n": "\u23ce", "\t": "\u21e5"}  # blanks drawn as symbols in figures
+
+
+@dataclass
+class Inspection:
+    """One text read by a model.
+
+    characters: the N characters read (after normalisation and the model's length limit).
+    hidden: ``(N, units)``, the top recurrent layer's state after each character (for a bidirectional
+        classifier, both directions side by side: the reverse direction has read the rest of the text).
+    probabilities: ``(N, len(labels))``. Classifier: the class probabilities of each prefix
+        ``text[:i + 1]`` classified on its own. Language model: the distribution of the character after
+        ``text[:i + 1]``.
+    labels: the columns of ``probabilities``: class names, or the model's characters (``"<eos>"`` is the
+        end of a line).
+    """
+
+    task: str
+    characters: list[str]
+    hidden: np.ndarray
+    probabilities: np.ndarray
+    labels: list[str]
+
+    def top(self, k: int = 5) -> list[list[tuple[str, float]]]:
+        """The ``k`` most probable labels after each character, most probable first."""
+        order = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :k]
+        return [[(self.labels[j], float(row[j])) for j in ranks] for row, ranks in zip(self.probabilities, order,
+                                                                                        strict=True)]
+
+    def most_active_units(self, count: int = HEATMAP_UNITS) -> np.ndarray:
+        """Indices of the ``count`` units whose state varies most over the text, in unit order."""
+        spread = self.hidden.std(axis=0) if len(self.characters) > 1 else np.abs(self.hidden[0])
+        return np.sort(np.argsort(-spread, kind="stable")[:count])
+
+
+def plot_inspection(inspection: Inspection, path: str | Path, classes_shown: int = 5) -> None:
+    """Top: how the prediction evolves over the characters; bottom: a heatmap of the most active units."""
+    n = len(inspection.characters)
+    ticks = [VISIBLE.get(c, c) for c in inspection.characters]
+    units = inspection.most_active_units()
+    figure, (upper, lower) = new_figure(2, 1, figsize=(max(6.0, 0.38 * n + 2.5), 7.5),
+                                        gridspec_kw={"height_ratios": [1, 1.6]})
+    if inspection.task == "classify":
+        final = np.argsort(-inspection.probabilities[-1], kind="stable")[:classes_shown]
+        for j in final:
+            upper.plot(range(n), inspection.probabilities[:, j], marker="o", label=inspection.labels[j])
+        upper.set(ylim=(0, 1), ylabel="probability", title="class probabilities after each prefix")
+        upper.legend(fontsize=8, loc="upper left")
+    else:
+        best = inspection.probabilities.max(axis=1)
+        upper.bar(range(n), best, color="tab:blue")
+        for i, ((label, _),) in enumerate(inspection.top(1)):
+            upper.text(i, best[i] + 0.02, VISIBLE.get(label, label), ha="center", fontsize=8)
+        upper.set(ylim=(0, 1.1), ylabel="probability", title="most likely next character after each character")
+    upper.set_xticks(range(n), ticks)
+    upper.grid(alpha=0.3)
+    extreme = float(np.abs(inspection.hidden).max(initial=1e-9))
+    image = lower.imshow(inspection.hidden[:, units].T, aspect="auto", cmap="RdBu_r", interpolation="nearest",
+                         vmin=-extreme, vmax=extreme)
+    lower.set_xticks(range(n), ticks)
+    lower.set(ylabel=f"unit ({len(units)} most active of {inspection.hidden.shape[1]})", title="hidden state")
+    lower.set_yticks([])
+    figure.colorbar(image, ax=lower, fraction=0.03)
+    save_figure(figure, path)

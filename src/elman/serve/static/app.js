@@ -1,0 +1,149 @@
+// The page talks to the JSON API only: /v1/models, /v1/inspect and /v1/generate.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const VISIBLE = { " ": "\u2423", "\n": "\u23ce", "\t": "\u21e5" };
+let models = [];
+let limits = {};
+let current = null;
+let pending = 0; // the latest request wins: slower answers to older keystrokes are dropped
+
+async function api(path, body) {
+  const response = await fetch(path, body === undefined ? {} : {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  });
+  const data = await response.json();
+  if (!response.ok) throw new Error(data.error ? data.error.message : response.statusText);
+  return data;
+}
+
+function showError(error) { $("error").textContent = error ? String(error.message || error) : ""; }
+
+function drawBars(labels, probabilities) {
+  const order = probabilities.map((p, i) => [p, i]).sort((a, b) => b[0] - a[0]).slice(0, 5);
+  $("bars").replaceChildren(...order.map(([p, i]) => {
+    const row = document.createElement("div");
+    row.className = "bar-row";
+    const name = document.createElement("span");
+    name.textContent = labels[i];
+    const track = document.createElement("div");
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.style.width = `${(100 * p).toFixed(1)}%`;
+    track.appendChild(bar);
+    const value = document.createElement("span");
+    value.className = "bar-value";
+    value.textContent = `${(100 * p).toFixed(1)}%`;
+    row.append(name, track, value);
+    return row;
+  }));
+}
+
+function drawCells(container, characters, tops) {
+  container.replaceChildren(...characters.map((c, i) => {
+    const cell = document.createElement("span");
+    cell.className = "cell";
+    const char = document.createElement("b");
+    char.textContent = VISIBLE[c] || c;
+    const best = tops[i][0];
+    cell.append(char, `${VISIBLE[best.label] || best.label} ${(100 * best.probability).toFixed(0)}%`);
+    return cell;
+  }));
+}
+
+function drawHeatmap(characters, hidden, units) {
+  const canvas = $("heatmap");
+  const context = canvas.getContext("2d");
+  const rows = units.length, columns = characters.length;
+  const label = 18, cellW = Math.max(8, Math.min(40, (canvas.width - 4) / Math.max(columns, 1)));
+  const cellH = (canvas.height - label) / Math.max(rows, 1);
+  let extreme = 1e-9;
+  for (const step of hidden) for (const u of units) extreme = Math.max(extreme, Math.abs(step[u]));
+  context.clearRect(0, 0, canvas.width, canvas.height);
+  characters.forEach((c, x) => {
+    units.forEach((u, y) => {
+      const v = hidden[x][u] / extreme; // -1 blue .. 0 white .. 1 red
+      const r = v > 0 ? 255 : Math.round(255 * (1 + v)), b = v < 0 ? 255 : Math.round(255 * (1 - v));
+      const g = Math.round(255 * (1 - Math.abs(v)));
+      context.fillStyle = `rgb(${r},${g},${b})`;
+      context.fillRect(x * cellW, y * cellH, cellW, cellH + 0.5);
+    });
+    context.fillStyle = "#1d2330";
+    context.font = "13px monospace";
+    context.fillText(VISIBLE[c] || c, x * cellW + cellW / 2 - 4, canvas.height - 4);
+  });
+  canvas.dataset.characters = String(columns);
+}
+
+async function inspectText(text) {
+  const ticket = ++pending;
+  if (!text.trim()) { $("bars").replaceChildren(); $("prefixes").replaceChildren(); return; }
+  try {
+    const body = { model: current.name, text };
+    const result = await api("/v1/inspect", body);
+    if (ticket !== pending) return;
+    showError(null);
+    drawBars(result.labels, result.probabilities[result.probabilities.length - 1]);
+    drawCells($("prefixes"), result.characters, result.top);
+    drawHeatmap(result.characters, result.hidden, result.most_active_units.slice(0, 48));
+  } catch (error) { if (ticket === pending) showError(error); }
+}
+
+async function generate() {
+  const body = {
+    model: current.name, prime: $("prime").value, length: Number($("length").value),
+    temperature: Number($("temperature").value),
+  };
+  if (current.conditions) body.condition = $("condition").value;
+  $("generate").disabled = true;
+  try {
+    const result = await api("/v1/generate", body);
+    $("generated").textContent = result.samples[0];
+    showError(null);
+    if (body.prime) {
+      const inspected = await api("/v1/inspect", { model: current.name, text: body.prime, condition: body.condition });
+      drawCells($("next"), inspected.characters, inspected.top);
+      drawHeatmap(inspected.characters, inspected.hidden, inspected.most_active_units.slice(0, 48));
+    }
+  } catch (error) { showError(error); } finally { $("generate").disabled = false; }
+}
+
+function choose(name) {
+  current = models.find((m) => m.name === name);
+  const classifier = current.task === "classify";
+  $("classify").hidden = !classifier;
+  $("lm").hidden = classifier;
+  const metrics = current.metrics || {};
+  const figure = classifier && metrics.test ? `test accuracy ${(100 * metrics.test.accuracy).toFixed(1)}%`
+    : metrics.val && metrics.val.loss !== undefined ? `validation ${metrics.val.loss.toFixed(3)} nats/char` : "";
+  $("model-info").textContent = `${current.task}, ${current.vocabulary_size} symbols${figure ? ", " + figure : ""}`;
+  $("condition-label").hidden = !current.conditions;
+  if (current.conditions) {
+    $("condition").replaceChildren(...current.conditions.map((c) => new Option(c, c)));
+  }
+  if (classifier) inspectText($("text").value);
+}
+
+let typing = null;
+$("text").addEventListener("input", () => {
+  clearTimeout(typing);
+  typing = setTimeout(() => inspectText($("text").value), 80);
+});
+$("generate").addEventListener("click", generate);
+for (const id of ["temperature", "length"]) {
+  $(id).addEventListener("input", () => { $(`${id}-value`).textContent = $(id).value; });
+}
+$("model").addEventListener("change", () => choose($("model").value));
+
+api("/v1/models").then((data) => {
+  models = data.models;
+  limits = data.limits;
+  const length = $("length");  // the slider stays within what the server allows
+  length.max = String(Math.min(Number(length.max), limits.max_generate_length));
+  length.value = String(Math.min(Number(length.value), limits.max_generate_length));
+  $("length-value").textContent = length.value;
+  $("text").maxLength = limits.max_chars;
+  $("prime").maxLength = limits.max_chars;
+  $("model").replaceChildren(...models.map((m) => new Option(`${m.name} (${m.task})`, m.name)));
+  choose(models[0].name);
+}).catch(showError);
