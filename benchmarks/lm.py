@@ -54,7 +54,8 @@ def surnames(path: Path, budget: float, classifier_budget: float, out: Path) -> 
     config = LanguageTrainConfig(time_budget=budget)
     data = read_language_data(path, config, condition_column="nationality")
     train_language_model(data, out / "surname_lm", config=config)
-    train_classifier(read_labelled_csv(path), out / "surname_classifier", config=TrainConfig(time_budget=classifier_budget))
+    train_classifier(read_labelled_csv(path), out / "surname_classifier",
+                     config=TrainConfig(time_budget=classifier_budget))
     generator, classifier = elman.load(out / "surname_lm"), elman.load(out / "surname_classifier")
     table = read_labelled_csv(path)
     seen = {text for text, split in zip(table.texts, table.splits, strict=True) if split == "train"}

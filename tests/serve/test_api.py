@@ -143,7 +143,11 @@ def test_concurrent_requests_get_the_same_answers_as_sequential_ones(client, ser
 
     with ThreadPoolExecutor(16) as pool:
         for name, answer in pool.map(ask, names):
-            assert answer == expected[name]
+            # concurrent predictions are classified together: the same answer up to float rounding
+            [got], [want] = answer["predictions"], expected[name]["predictions"]
+            assert [e["label"] for e in got["labels"]] == [e["label"] for e in want["labels"]]
+            assert [e["probability"] for e in got["labels"]] == pytest.approx(
+                [e["probability"] for e in want["labels"]], abs=1e-5)
 
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30),

@@ -3,7 +3,8 @@
 Every request is checked against the configured ``Limits`` before a model sees it, and every error is a
 JSON body ``{"error": {"code": ..., "message": ...}}`` with a 4xx status naming what was wrong. Models run
 one call at a time (a lock): torch already spreads one call over the cores, and the layer's thread
-heuristic changes a process-wide setting, so parallel calls would only contend.
+heuristic changes a process-wide setting, so parallel calls would only contend. Concurrent predictions
+are classified together (``batching``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import elman
 from elman.inference import Classifier, TextGenerator
+from elman.serve.batching import PredictionBatcher
 
 STATIC = Path(__file__).parent / "static"
 
@@ -211,15 +213,22 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
         entry = served(model, (Classifier, TextGenerator))
         return {**entry.summary(), "limits": asdict(limits)}
 
+    batchers = {name: PredictionBatcher(entry.model, lock) for name, entry in models.items()
+                if isinstance(entry.model, Classifier)}
+
     @app.post("/v1/predict")
-    def predict(request: PredictRequest) -> dict:
+    async def predict(request: PredictRequest) -> dict:
         entry = served(request.model, Classifier)
         within(len(request.texts), limits.max_texts, "the number of texts", "max_texts")
         if not request.texts:
             raise RequestError(422, "invalid_input", "texts is empty; give at least one text")
         for position, text in enumerate(request.texts):
             within(len(text), limits.max_chars, f"the length of text {position}", "max_chars")
-        predictions = run(lambda: entry.model.predict(request.texts, top_k=request.top_k))
+        try:
+            texts = Classifier.clean(request.texts)
+        except (ValueError, TypeError) as error:
+            raise RequestError(422, "invalid_input", str(error)) from None
+        predictions = await batchers[entry.name].predict(texts, min(request.top_k, len(entry.model.labels)))
         return {"model": entry.name, "predictions": [
             {"text": p.text, "labels": [{"label": label, "probability": prob} for label, prob in p.labels]}
             for p in predictions]}
