@@ -69,7 +69,7 @@ def test_gradcheck_single_direction(nonlinearity, padded):
         steps_active, valid = [batch] * steps, None
 
     def run(x, h0, w_ih, w_hh, b_ih, b_hh):
-        return FusedElmanDirection.apply(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, steps_active, valid)
+        return FusedElmanDirection.apply(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, steps_active, valid, False)
 
     assert torch.autograd.gradcheck(run, (x, h0, *params))
 
@@ -205,3 +205,48 @@ def test_cuda_fast_path_matches_cpu():
     out_gpu, h_gpu = gpu(x.cuda(), lengths=lengths)
     torch.testing.assert_close(out_gpu.cpu(), out_cpu, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(h_gpu.cpu(), h_cpu, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid"])
+def test_mixed_precision_loops_stay_close_to_float32(monkeypatch, compiled, activation):
+    if compiled and (fused.compiled_loops is None or not fused.compiled_loops.has_bf16):
+        pytest.skip("compiled bfloat16 loop not available")
+    if not compiled:
+        monkeypatch.setattr(fused, "compiled_loops", None)
+    torch.manual_seed(0)
+    steps_active = [7, 7, 6, 3, 1]
+    pre, h0 = torch.randn(5, 7, 32), torch.randn(7, 32)
+    w_hh = torch.randn(32, 32) / 32**0.5
+    exact, mixed = pre.clone(), pre.clone()
+    fused._run_forward_loop(exact, h0, w_hh, steps_active, activation, mixed=False)
+    fused._run_forward_loop(mixed, h0, w_hh, steps_active, activation, mixed=True)
+    torch.testing.assert_close(mixed, exact, atol=3e-2, rtol=0)
+    assert not torch.equal(mixed, exact)  # bfloat16 products really were used
+    slope = fused.activation_slope(exact, activation)
+    dz = torch.randn_like(pre)
+    exact_dz, mixed_dz = dz.clone(), dz.clone()
+    fused._run_backward_loop(exact_dz, slope, w_hh, steps_active, mixed=False)
+    fused._run_backward_loop(mixed_dz, slope, w_hh, steps_active, mixed=True)
+    torch.testing.assert_close(mixed_dz, exact_dz, atol=3e-2, rtol=0)
+
+
+@pytest.mark.parametrize("lengths", [None, LENGTHS])
+def test_autocast_bfloat16_gives_float32_results_close_to_full_precision(lengths):
+    torch.manual_seed(0)
+    layer = ElmanRNN(3, 16, num_layers=2, bidirectional=True)
+    x = torch.randn(6, 5, 3, requires_grad=True)
+    h0 = torch.randn(4, 5, 16, requires_grad=True)
+    results = []
+    for enabled in (False, True):
+        layer.zero_grad()
+        x.grad = h0.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            out, h_n = layer(x, h0, lengths=lengths)
+        assert out.dtype == h_n.dtype == torch.float32
+        (out.square().sum() + h_n.sum()).backward()
+        results.append([out, h_n, x.grad, h0.grad, *[p.grad for p in layer.parameters()]])
+    for exact, mixed in zip(*results, strict=True):
+        assert mixed.dtype == torch.float32
+        scale = exact.abs().max().item()
+        torch.testing.assert_close(mixed, exact, atol=0.03 * scale, rtol=0)

@@ -6,6 +6,10 @@
 // library carries) and applies the activation on the same pointers (MKL's vectorised vsTanh/vdTanh;
 // sigmoid(x) = (1 + tanh(x / 2)) / 2), with no tensor created inside the loop.
 //
+// Mixed precision (under torch.autocast with bfloat16): the state and every sum stay float32; only the
+// per-step GEMM reads its operands as bfloat16 (MKL's cblas_gemm_bf16bf16f32, float32 accumulation, on
+// AMX where the CPU has it). The bfloat16 copy of each step's rows is made in a small scratch buffer.
+//
 // Row-major (n x H) matrices are column-major (H x n) ones to Fortran BLAS, so
 //     C += A W^T   is   gemm('T', 'N', H, n, H, 1, W, H, A, H, 1, C, H)
 //     C += A W     is   gemm('N', 'N', H, n, H, 1, W, H, A, H, 1, C, H)
@@ -13,6 +17,8 @@
 #include <torch/extension.h>
 
 #include <climits>
+#include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <vector>
 
@@ -25,6 +31,9 @@ void dgemm_(const char*, const char*, const int*, const int*, const int*, const 
             const int*, const double*, const int*, const double*, double*, const int*) __attribute__((weak));
 void vsTanh(int, const float*, float*) __attribute__((weak));
 void vdTanh(int, const double*, double*) __attribute__((weak));
+// MKL's CBLAS enums are ints: layout 101 = row-major; transpose 111 = no, 112 = yes.
+void cblas_gemm_bf16bf16f32(int, int, int, int, int, int, float, const uint16_t*, int, const uint16_t*, int,
+                            float, float*, int) __attribute__((weak));
 }
 
 namespace {
@@ -42,6 +51,20 @@ void gemm_accumulate(bool transpose_w, int rows, int H, const double* w, const d
   const char transa = transpose_w ? 'T' : 'N', transb = 'N';
   const double one = 1.0;
   dgemm_(&transa, &transb, &H, &rows, &H, &one, w, &H, a, &H, &one, c, &H);
+}
+
+// c (rows x H, float32) += a (rows x H, bfloat16) . op(w), w (H x H, bfloat16). All row-major.
+void gemm_accumulate_bf16(bool transpose_w, int rows, int H, const uint16_t* w, const uint16_t* a, float* c) {
+  cblas_gemm_bf16bf16f32(101, 111, transpose_w ? 112 : 111, rows, H, H, 1.0f, a, H, w, H, 1.0f, c, H);
+}
+
+// float32 -> bfloat16, rounding to nearest even (the values here are finite).
+void to_bf16(const float* x, uint16_t* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, x + i, sizeof bits);
+    y[i] = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+  }
 }
 
 void tanh_inplace(int n, float* x) { vsTanh(n, x, x); }
@@ -119,6 +142,58 @@ void backward_loop(at::Tensor dz, const at::Tensor& slope, const at::Tensor& w_h
   });
 }
 
+void check_mixed(const at::Tensor& t, const char* name, at::ScalarType type) {
+  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == type, name,
+              " must be a contiguous CPU tensor of ", type);
+  TORCH_CHECK(t.numel() < INT_MAX, name, " is too large for 32-bit BLAS");
+}
+
+// As forward_loop, for float32 out/h0 and a bfloat16 w_hh.
+void forward_loop_bf16(at::Tensor out, const at::Tensor& h0, const at::Tensor& w_hh,
+                       const std::vector<int64_t>& steps_active, int64_t activation) {
+  check_mixed(out, "out", at::kFloat);
+  check_mixed(h0, "h0", at::kFloat);
+  check_mixed(w_hh, "w_hh", at::kBFloat16);
+  const int H = static_cast<int>(out.size(2));
+  const int64_t stride = out.size(1) * H;
+  const auto* w = reinterpret_cast<const uint16_t*>(w_hh.data_ptr<at::BFloat16>());
+  std::vector<uint16_t> previous(static_cast<size_t>(stride));
+  float* base = out.data_ptr<float>();
+  const float* source = h0.data_ptr<float>();
+  for (size_t t = 0; t < steps_active.size(); ++t) {
+    const int rows = static_cast<int>(steps_active[t]);
+    float* step = base + static_cast<int64_t>(t) * stride;
+    to_bf16(source, previous.data(), static_cast<int64_t>(rows) * H);
+    gemm_accumulate_bf16(true, rows, H, w, previous.data(), step);
+    activate_(step, rows * H, activation);
+    source = step;
+  }
+}
+
+// As backward_loop, for float32 dz/slope and a bfloat16 w_hh.
+void backward_loop_bf16(at::Tensor dz, const at::Tensor& slope, const at::Tensor& w_hh,
+                        const std::vector<int64_t>& steps_active) {
+  check_mixed(dz, "dz", at::kFloat);
+  check_mixed(slope, "slope", at::kFloat);
+  check_mixed(w_hh, "w_hh", at::kBFloat16);
+  const int H = static_cast<int>(dz.size(2));
+  const int64_t stride = dz.size(1) * H;
+  const auto* w = reinterpret_cast<const uint16_t*>(w_hh.data_ptr<at::BFloat16>());
+  std::vector<uint16_t> current(static_cast<size_t>(stride));
+  float* base = dz.data_ptr<float>();
+  const float* slopes = slope.data_ptr<float>();
+  for (int64_t t = static_cast<int64_t>(steps_active.size()) - 1; t >= 0; --t) {
+    const int rows = static_cast<int>(steps_active[t]);
+    float* step = base + t * stride;
+    const float* step_slope = slopes + t * stride;
+    for (int64_t i = 0; i < static_cast<int64_t>(rows) * H; ++i) step[i] *= step_slope[i];
+    if (t > 0) {
+      to_bf16(step, current.data(), static_cast<int64_t>(rows) * H);
+      gemm_accumulate_bf16(false, rows, H, w, current.data(), step - stride);
+    }
+  }
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -127,4 +202,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   }
   m.def("forward_loop", &forward_loop, "Elman recurrence, forward, in place (CPU)");
   m.def("backward_loop", &backward_loop, "Elman recurrence, BPTT, in place (CPU)");
+  // Mixed precision needs MKL's bfloat16 GEMM, which older builds lack: then the Python loop runs it.
+  m.attr("has_bf16") = cblas_gemm_bf16bf16f32 != nullptr;
+  m.def("forward_loop_bf16", &forward_loop_bf16, "Elman recurrence, forward, bfloat16 GEMMs (CPU)");
+  m.def("backward_loop_bf16", &backward_loop_bf16, "Elman recurrence, BPTT, bfloat16 GEMMs (CPU)");
 }

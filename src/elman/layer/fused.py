@@ -29,6 +29,10 @@ positions of ``out`` are zeroed once after the loop. Nothing is packed or copied
 The two sequential loops exist twice: here in Python (any device) and in ``_loops.cpp`` (CPU, compiled
 at install time). They are the same few lines; the compiled one is used for CPU tensors when it was
 built, because on small problems the interpreter's per-step cost is most of the run time.
+
+Mixed precision: under ``torch.autocast(device, dtype=torch.bfloat16)`` every GEMM above reads bfloat16
+operands (float32 accumulation; AMX on CPUs that have it, several times the float32 speed), while the
+states ``h_t``, the ``dz_t`` and every gradient stay float32. The layer's output is float32.
 """
 
 from __future__ import annotations
@@ -69,13 +73,22 @@ def activation_slope(h: Tensor, activation: str) -> Tensor:
     return (h > 0).to(h.dtype)
 
 
+def accumulate_product(c: Tensor, a: Tensor, w: Tensor) -> None:
+    """``c += a @ w`` in place; a ``w`` of lower precision than ``c`` (mixed precision) makes the product
+    read ``a`` in that precision too."""
+    if w.dtype == c.dtype:
+        c.addmm_(a, w)
+    else:
+        c.add_(torch.mm(a.to(w.dtype), w))
+
+
 def forward_loop(out: Tensor, h0: Tensor, w_hh: Tensor, steps_active: list[int], activation: str) -> None:
     """In place: ``out[t]`` holds the input projection on entry and ``h_t`` on return."""
     w_hh_t = w_hh.t()
     h = h0
     for t, n in enumerate(steps_active):
         step = out[t, :n]
-        step.addmm_(h[:n], w_hh_t)
+        accumulate_product(step, h[:n], w_hh_t)
         activate_(step, activation)
         h = step
 
@@ -87,14 +100,22 @@ def backward_loop(dz: Tensor, slope: Tensor, w_hh: Tensor, steps_active: list[in
         step = dz[t, :n]
         step.mul_(slope[t, :n])
         if t > 0:
-            dz[t - 1, :n].addmm_(step, w_hh)
+            accumulate_product(dz[t - 1, :n], step, w_hh)
 
 
-def _use_compiled(*tensors: Tensor) -> bool:
-    """The compiled loops take contiguous float32/float64 CPU tensors; anything else runs the Python loop."""
-    return compiled_loops is not None and all(
-        t.device.type == "cpu" and t.is_contiguous() and t.dtype in (torch.float32, torch.float64) for t in tensors
-    )
+def matmul(a: Tensor, b: Tensor, mixed: bool) -> Tensor:
+    """``a @ b``; with ``mixed``, computed from bfloat16 copies and returned as float32."""
+    if not mixed:
+        return torch.mm(a, b)
+    return torch.mm(a.to(torch.bfloat16), b.to(torch.bfloat16)).float()
+
+
+def _use_compiled(*tensors: Tensor, mixed: bool = False) -> bool:
+    """The compiled loops take contiguous float32/float64 CPU tensors (float32 only in mixed precision, with
+    MKL's bfloat16 GEMM); anything else runs the Python loop."""
+    dtypes = (torch.float32,) if mixed else (torch.float32, torch.float64)
+    return (compiled_loops is not None and (not mixed or compiled_loops.has_bf16)
+            and all(t.device.type == "cpu" and t.is_contiguous() and t.dtype in dtypes for t in tensors))
 
 
 @contextmanager
@@ -111,29 +132,36 @@ def _threads_for(batch: int, hidden: int, device: torch.device):
         torch.set_num_threads(threads)
 
 
-def _run_forward_loop(out: Tensor, h0: Tensor, w_hh: Tensor, steps_active: list[int], activation: str):
+def _run_forward_loop(out: Tensor, h0: Tensor, w_hh: Tensor, steps_active: list[int], activation: str,
+                      mixed: bool):
+    if mixed:
+        w_hh = w_hh.to(torch.bfloat16).contiguous()
     with _threads_for(out.shape[1], out.shape[2], out.device):
-        if _use_compiled(out, h0):
-            compiled_loops.forward_loop(out, h0, w_hh, steps_active, ACTIVATIONS.index(activation))
+        if _use_compiled(out, h0, mixed=mixed):
+            loop = compiled_loops.forward_loop_bf16 if mixed else compiled_loops.forward_loop
+            loop(out, h0, w_hh, steps_active, ACTIVATIONS.index(activation))
         else:
             forward_loop(out, h0, w_hh, steps_active, activation)
 
 
-def _run_backward_loop(dz: Tensor, slope: Tensor, w_hh: Tensor, steps_active: list[int]):
+def _run_backward_loop(dz: Tensor, slope: Tensor, w_hh: Tensor, steps_active: list[int], mixed: bool):
+    if mixed:
+        w_hh = w_hh.to(torch.bfloat16).contiguous()
     with _threads_for(dz.shape[1], dz.shape[2], dz.device):
-        if _use_compiled(dz, slope):
-            compiled_loops.backward_loop(dz, slope, w_hh, steps_active)
+        if _use_compiled(dz, slope, mixed=mixed):
+            (compiled_loops.backward_loop_bf16 if mixed else compiled_loops.backward_loop)(dz, slope, w_hh,
+                                                                                          steps_active)
         else:
             backward_loop(dz, slope, w_hh, steps_active)
 
 
-def recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, valid) -> Tensor:
+def recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, valid, mixed=False) -> Tensor:
     """The forward pass alone (arguments as ``FusedElmanDirection``); used directly when no gradient is wanted."""
     T, B, I = x.shape
-    x_flat = x.reshape(T * B, I)
-    out = torch.mm(x_flat, w_ih.t()) if b_ih is None else torch.addmm(b_ih + b_hh, x_flat, w_ih.t())
-    out = out.view(T, B, w_hh.shape[0])
-    _run_forward_loop(out, h0.contiguous(), w_hh, steps_active, activation)
+    out = matmul(x.reshape(T * B, I), w_ih.t(), mixed).view(T, B, w_hh.shape[0])
+    if b_ih is not None:
+        out += b_ih + b_hh
+    _run_forward_loop(out, h0.contiguous(), w_hh, steps_active, activation, mixed)
     if valid is not None:
         out.masked_fill_(~valid, 0)
     return out
@@ -149,16 +177,17 @@ class FusedElmanDirection(torch.autograd.Function):
         activation: one of ``ACTIVATIONS``.
         steps_active: T ints, non-increasing; rows >= steps_active[t] are padding at step t.
         valid: (T, B, 1) bool, False at padded positions; None when every sequence has length T.
+        mixed: bfloat16 GEMMs with float32 states and sums (see the module docstring).
 
     Returns:
         out: (T, B, H), h_t at valid positions and 0 at padded ones.
     """
 
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, valid):
-        out = recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, valid)
-        ctx.save_for_backward(x, h0, w_ih, w_hh, out)
-        ctx.activation, ctx.steps_active, ctx.valid = activation, steps_active, valid
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, valid, mixed):
+        out = recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, valid, mixed)
+        ctx.save_for_backward(x.to(torch.bfloat16) if mixed else x, h0, w_ih, w_hh, out)
+        ctx.activation, ctx.steps_active, ctx.valid, ctx.mixed = activation, steps_active, valid, mixed
         ctx.has_bias = b_ih is not None
         return out
 
@@ -172,20 +201,22 @@ class FusedElmanDirection(torch.autograd.Function):
         if ctx.valid is not None:
             dz.masked_fill_(~ctx.valid, 0)  # padded outputs are constants
         slope = activation_slope(out, ctx.activation)
-        _run_backward_loop(dz, slope, w_hh, ctx.steps_active)
+        mixed = ctx.mixed
+        _run_backward_loop(dz, slope, w_hh, ctx.steps_active, mixed)
 
         need = ctx.needs_input_grad
         dz_flat = dz.view(T * B, H)
-        grad_x = torch.mm(dz_flat, w_ih).view(T, B, I) if need[0] else None
+        dz_gemm = dz_flat.to(torch.bfloat16) if mixed else dz_flat  # converted once for the GEMMs below
+        grad_x = matmul(dz_gemm, w_ih, mixed).view(T, B, I) if need[0] else None
         grad_h0 = torch.mm(dz[0], w_hh) if need[1] else None
-        grad_w_ih = torch.mm(dz_flat.t(), x.reshape(T * B, I)) if need[2] else None
+        grad_w_ih = matmul(dz_gemm.t(), x.reshape(T * B, I), mixed) if need[2] else None
         grad_w_hh = None
         if need[3]:
             grad_w_hh = torch.mm(dz[0].t(), h0)
             if T > 1:
-                grad_w_hh.addmm_(dz[1:].reshape(-1, H).t(), out[:-1].reshape(-1, H))
+                grad_w_hh += matmul(dz_gemm[B:].t(), out[:-1].reshape(-1, H), mixed)
         grad_b = dz_flat.sum(0) if ctx.has_bias and (need[4] or need[5]) else None
-        return grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b, grad_b, None, None, None
+        return grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b, grad_b, None, None, None, None
 
 
 @dataclass(frozen=True)
@@ -258,10 +289,14 @@ def fused_direction(
     steps_active = [x.shape[1]] * x.shape[0] if padding is None else padding.steps_active
     valid = None if padding is None else padding.valid
     tensors = (x, h0, w_ih, w_hh, b_ih, b_hh)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        out = FusedElmanDirection.apply(*tensors, activation, steps_active, valid)
-    else:  # inference: skip the autograd bookkeeping
-        out = recurrence_forward(*tensors, activation, steps_active, valid)
+    device = x.device.type
+    mixed = (x.dtype == torch.float32 and torch.is_autocast_enabled(device)
+             and torch.get_autocast_dtype(device) == torch.bfloat16)
+    with torch.autocast(device, enabled=False):  # the precision of every GEMM is chosen here, explicitly
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+            out = FusedElmanDirection.apply(*tensors, activation, steps_active, valid, mixed)
+        else:  # inference: skip the autograd bookkeeping
+            out = recurrence_forward(*tensors, activation, steps_active, valid, mixed)
     h_n = out[-1] if padding is None else padding.last_valid(out)
     if reverse:
         out = out.flip(0) if padding is None else padding.reverse_in_time(out)

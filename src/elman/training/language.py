@@ -29,6 +29,7 @@ from elman.files import atomic_write_text
 from elman.models.language_model import LanguageModel, LanguageModelConfig, line_loss, stream_loss
 from elman.training.checkpoint import save_checkpoint
 from elman.training.plots import plot_language_curves
+from elman.training.precision import autocast, resolve
 from elman.training.schedule import warmup_cosine
 
 VALIDATION_SEGMENTS, VALIDATION_BURN_IN = 32, 256  # the fast estimate used during training
@@ -50,6 +51,7 @@ class LanguageTrainConfig:
     max_length: int = 64  # characters kept per line
     seed: int = 0
     threads: int | None = None
+    precision: str = "auto"  # "bf16": bfloat16 GEMMs, float32 states and weights; "auto": bf16 where fast
 
 
 @dataclass
@@ -204,7 +206,7 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
         log(f"data {data.source}: {data.kind}, {data.train_characters} training characters, vocabulary "
             f"{len(data.vocabulary)}" + (f", {len(data.conditions)} conditions" if data.conditions else ""))
         log(f"model {asdict(model_config)}; {sum(p.numel() for p in model.parameters())} parameters")
-        log(f"training {asdict(config)}")
+        log(f"training {asdict(config)}; precision here: {resolve(config.precision)}")
 
         history, best, best_state, stale = [], math.inf, None, 0
         step, state, since = 0, None, {"loss": 0.0, "tokens": 0, "seconds": 0.0}
@@ -247,11 +249,12 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
                 for group in optimizer.param_groups:
                     group["lr"] = warmup_cosine(run_progress, config.learning_rate, config.warmup_fraction)
                 began = time.monotonic()
-                logits, state = model(batch.inputs, state if batch.continues else None, batch.lengths,
-                                      batch.conditions)
+                with autocast(config.precision):
+                    logits, state = model(batch.inputs, state if batch.continues else None, batch.lengths,
+                                          batch.conditions)
                 state = state.detach()
-                loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.targets.reshape(-1),
-                                                   ignore_index=0)
+                loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                   batch.targets.reshape(-1), ignore_index=0)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm, foreach=True)

@@ -1,0 +1,38 @@
+"""Training precision: float32, or bfloat16 GEMMs with float32 states and weights (mixed precision).
+
+``"auto"`` picks mixed precision where the CPU computes bfloat16 natively (AMX or AVX512-BF16: several
+times the float32 GEMM speed); elsewhere bfloat16 would be emulated and slower, so float32 is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from pathlib import Path
+
+import torch
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@functools.cache
+def cpu_has_fast_bfloat16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:  # not Linux: no cheap way to tell, so stay exact
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve(precision: str) -> str:
+    """"auto" -> "bf16" or "fp32" for this machine; the others are returned as they are."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if cpu_has_fast_bfloat16() else "fp32"
+    return precision
+
+
+def autocast(precision: str) -> contextlib.AbstractContextManager:
+    """The context the forward pass runs in: bfloat16 autocast on the CPU for "bf16", nothing for "fp32"."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=resolve(precision) == "bf16")
