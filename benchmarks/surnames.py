@@ -184,16 +184,18 @@ def run_elman(data, out: Path, model_options: dict, config: TrainConfig) -> dict
 def interleaved_throughput(data, rounds: int = 3) -> dict:
     """Training epochs of the book's pipeline and of elman's (book's configuration) taking turns, so that
     machine noise hits both alike; the median surnames/second of each."""
+    from elman.data.batches import length_bucketed_batches
     from elman.models.classifier import ClassifierConfig, SequenceClassifier
-    from elman.training.classify import class_weights, prepare, train_one_epoch
+    from elman.training.classify import batch_loss, class_weights, prepare
+    from elman.training.loop import Optimisation, Processes
 
     _, book_model, book_loss, book_optimizer, loader = build_book(data)
     config = TrainConfig(batch_size=64, learning_rate=1e-3, weight_decay=0.0, warmup_fraction=0.0)
     prepared = prepare(data, config.max_length, config.seed)
     train = prepared.splits["train"]
     model = SequenceClassifier(ClassifierConfig(len(prepared.vocabulary), len(prepared.labels), **BOOK_CONFIGURATION))
-    loss = nn.CrossEntropyLoss(weight=class_weights(train.targets, len(prepared.labels), "balanced"))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0, fused=True)
+    loss = nn.CrossEntropyLoss(weight=class_weights(train.targets, len(prepared.labels), "balanced"), reduction="sum")
+    run = Optimisation(model, 1e-3, 0.0, config.clip_norm, config.precision, Processes())
     generator = torch.Generator().manual_seed(0)
     book_rates, elman_rates = [], []
     for _ in range(rounds):
@@ -201,8 +203,9 @@ def interleaved_throughput(data, rounds: int = 3) -> dict:
         trained = book_epoch(book_model, loader("train", True), book_loss, book_optimizer)
         book_rates.append(trained / (time.perf_counter() - start))
         start = time.perf_counter()
-        stats, _, _ = train_one_epoch(model, train, optimizer, loss, generator, config, 0, 10**9, None)
-        elman_rates.append(stats.seen / (time.perf_counter() - start))
+        for rows in length_bucketed_batches(train.lengths, config.batch_size, generator):
+            run.step(1e-3, lambda network, rows=rows: batch_loss(network, train, rows, loss)[:2])
+        elman_rates.append(len(train) / (time.perf_counter() - start))
     book_rate, elman_rate = sorted(book_rates)[rounds // 2], sorted(elman_rates)[rounds // 2]
     return {"book_surnames_per_second": book_rate, "elman_surnames_per_second": elman_rate,
             "speedup": elman_rate / book_rate, "rounds": rounds}

@@ -52,6 +52,12 @@ def _refuse_options_of_other_tasks(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     _refuse_options_of_other_tasks(args)
+    if args.resume is not None:
+        if args.out is not None and args.out.resolve() != args.resume.resolve():
+            raise ValueError(f"--resume {args.resume} continues in its own directory; leave out --out {args.out}")
+        args.out = args.resume
+    elif args.out is None:
+        raise ValueError("give --out DIR for the outputs (or --resume DIR to continue a run)")
     return _train_classifier(args) if args.task == "classify" else _train_language_model(args)
 
 
@@ -61,7 +67,8 @@ def _train_classifier(args: argparse.Namespace) -> int:
 
     data = _read(args)
     model_options, training = _options(args, ClassifierConfig, TrainConfig)
-    metrics = train_classifier(data, args.out, model_options, TrainConfig(**training), progress=not args.json)
+    metrics = train_classifier(data, args.out, model_options, TrainConfig(**training), progress=not args.json,
+                               resume=args.resume is not None)
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     else:
@@ -81,7 +88,8 @@ def _train_language_model(args: argparse.Namespace) -> int:
     config = LanguageTrainConfig(**training)
     data = read_language_data(args.data, config, args.val_data, args.lines, args.text_column, args.condition_column,
                               args.split_column)
-    metrics = train_language_model(data, args.out, model_options, config, progress=not args.json)
+    metrics = train_language_model(data, args.out, model_options, config, progress=not args.json,
+                                   resume=args.resume is not None)
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     else:
@@ -271,7 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="classify: texts -> labels; lm: next-character model for generation (default classify)")
     train.add_argument("--data", type=Path, required=True,
                        help="classify: CSV with texts and labels; lm: a text file, or a CSV/--lines file of lines")
-    train.add_argument("--out", type=Path, required=True, help="directory for the checkpoint, metrics and figures")
+    train.add_argument("--out", type=Path, help="directory for the checkpoint, metrics and figures")
+    train.add_argument("--resume", type=Path, metavar="DIR",
+                       help="continue the run whose outputs are in DIR where it stopped (same other options)")
+    train.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, metavar="STEPS",
+                       help="steps between training states for --resume (default 200; 0: none)")
     _add_columns(train)
     train.add_argument("--condition-column", dest="condition_column",
                        help="lm on CSV lines: steer the model by this column (e.g. nationality)")

@@ -29,7 +29,7 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be loaded; the message names the file and what is wrong with it."""
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
@@ -49,7 +49,7 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module, vocabulary: V
     record = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "elman_version": __version__,
         "torch_version": torch.__version__, **config,
-        "sha256": {WEIGHTS: _sha256(directory / WEIGHTS), VOCAB: _sha256(directory / VOCAB)},
+        "sha256": {WEIGHTS: sha256_of(directory / WEIGHTS), VOCAB: sha256_of(directory / VOCAB)},
     }
     atomic_write_text(directory / CONFIG, json.dumps(record, indent=2, ensure_ascii=False))
     return directory
@@ -84,7 +84,7 @@ def load_checkpoint(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor
         path = directory / name
         if not path.is_file():
             raise CheckpointError(f"{path}: missing from the checkpoint")
-        if _sha256(path) != hashes.get(name):
+        if sha256_of(path) != hashes.get(name):
             raise CheckpointError(f"{path}: content does not match the hash in {CONFIG}; the file is truncated, "
                                   "corrupted or from another checkpoint")
     try:

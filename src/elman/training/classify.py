@@ -6,6 +6,7 @@ end, with the selected weights.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -24,8 +25,18 @@ from elman.data.vocabulary import Vocabulary, vectorize
 from elman.files import atomic_write_text
 from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits
 from elman.training.checkpoint import save_checkpoint
+from elman.training.loop import Optimisation, join_processes
 from elman.training.metrics import classification_metrics
 from elman.training.plots import plot_confusion, plot_curves
+from elman.training.precision import resolve
+from elman.training.resume import (
+    check_same_config,
+    clean_interrupted_writes,
+    load_training_state,
+    prefixed,
+    save_training_state,
+    unprefixed,
+)
 from elman.training.schedule import warmup_cosine
 
 CLASS_WEIGHTINGS = ("none", "sqrt", "balanced")
@@ -47,6 +58,8 @@ class TrainConfig:
     max_length: int = 32  # characters kept per text (longer texts are cut)
     seed: int = 0  # weights, dropout, batch order (and the split, for files without one)
     threads: int | None = None  # torch threads; None keeps torch's default
+    precision: str = "fp32"  # or "bf16" / "auto": bfloat16 GEMMs with float32 weights and states
+    checkpoint_every: int = 200  # steps between training states for --resume (0: none)
 
 
 @dataclass
@@ -104,38 +117,18 @@ def class_weights(targets: torch.Tensor, num_classes: int, scheme: str) -> torch
     return (weights / (weights * counts).sum() * counts.sum()).float()  # mean weight per example is 1
 
 
-@dataclass
-class EpochStats:
-    seen: int = 0
-    loss_sum: float = 0.0
-    correct: int = 0
-    seconds: float = 0.0
+def batch_loss(network: nn.Module, split: Split, rows: torch.Tensor, loss_function: nn.CrossEntropyLoss,
+               ) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """(summed loss, summed class weights of the targets, logits) of one batch of rows."""
+    targets = split.targets[rows]
+    logits = network(trim(split.ids[rows], split.lengths[rows]), split.lengths[rows])
+    loss = loss_function(logits.float(), targets)
+    weights = loss_function.weight
+    divisor = float(weights[targets].sum()) if weights is not None else float(targets.numel())
+    return loss, divisor, logits
 
 
-def train_one_epoch(model, train: Split, optimizer, loss_function, generator, config: TrainConfig, first_step: int,
-                    total_steps: int, deadline: float | None) -> tuple[EpochStats, int, bool]:
-    """One pass over the training batches; stops early (returning True) once ``deadline`` has passed,
-    after at least one step of the whole run."""
-    model.train()
-    stats, step, started = EpochStats(), first_step, time.monotonic()
-    for batch in length_bucketed_batches(train.lengths, config.batch_size, generator):
-        if deadline is not None and step > 0 and time.monotonic() > deadline:
-            stats.seconds = time.monotonic() - started
-            return stats, step, True
-        for group in optimizer.param_groups:
-            group["lr"] = warmup_cosine(step / total_steps, config.learning_rate, config.warmup_fraction)
-        logits = model(trim(train.ids[batch], train.lengths[batch]), train.lengths[batch])
-        loss = loss_function(logits, train.targets[batch])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm, foreach=True)
-        optimizer.step()
-        step += 1
-        stats.seen += batch.numel()
-        stats.loss_sum += loss.item() * batch.numel()
-        stats.correct += int((logits.argmax(1) == train.targets[batch]).sum())
-    stats.seconds = time.monotonic() - started
-    return stats, step, False
+RESUMABLE_CHANGES = ("time_budget", "threads", "checkpoint_every")  # settings a resumed run may change
 
 
 def train_classifier(
@@ -144,89 +137,170 @@ def train_classifier(
     model_options: dict | None = None,
     config: TrainConfig | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict:
     """Train, keep the best checkpoint by validation, score the test split, write all outputs.
 
     Writes into ``out_dir``: the checkpoint (model.safetensors, vocab.json, config.json), metrics.json,
-    curves.png, confusion.png and train.log. Returns the contents of metrics.json.
+    curves.png, confusion.png, train.log, and every ``checkpoint_every`` steps the training state under
+    ``resume/``. With ``resume``, continues from the newest intact training state in ``out_dir`` exactly
+    as the interrupted run would have gone on. Returns the contents of metrics.json.
     """
     config = config or TrainConfig()
     if config.select_by not in ("macro_f1", "loss"):
         raise ValueError(f"select_by must be 'macro_f1' or 'loss', got {config.select_by!r}")
     if config.threads:
         torch.set_num_threads(config.threads)
+    processes = join_processes()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if processes.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        clean_interrupted_writes(out_dir)
     torch.manual_seed(config.seed)
     prepared = prepare(data, config.max_length, config.seed)
     train, val = prepared.splits["train"], prepared.splits["val"]
     model_config = ClassifierConfig(vocab_size=len(prepared.vocabulary), num_classes=len(prepared.labels),
                                     **(model_options or {}))
     model = SequenceClassifier(model_config)
+    run = Optimisation(model, config.learning_rate, config.weight_decay, config.clip_norm, config.precision,
+                       processes)
     weights = class_weights(train.targets, len(prepared.labels), config.class_weighting)
-    loss_function = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
-                                  fused=True)  # one kernel for all parameters: the per-parameter loop costs more
+    loss_function = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing, reduction="sum")
     generator = torch.Generator().manual_seed(config.seed)
-    total_steps = math.ceil(len(train) / config.batch_size) * config.epochs
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
     checkpoint_config = {"task": "classify", "model": asdict(model_config), "labels": prepared.labels,
                          "max_length": config.max_length, "training": asdict(config), "data": data.path}
 
-    with open(out_dir / "train.log", "w", encoding="utf-8") as log_file:
+    p = {"epoch": 1, "batch": 0, "step": 0, "history": [], "best": None, "stale": 0, "elapsed": 0.0,
+         "since": {"seen": 0, "loss": 0.0, "divisor": 0.0, "correct": 0, "seconds": 0.0}, "stopped": None}
+    best_state, epoch_start, notes = None, generator.get_state(), []
+    if resume:
+        tensors, meta, problems = load_training_state(out_dir)
+        check_same_config(meta["training"], asdict(config), out_dir, RESUMABLE_CHANGES)
+        check_same_config(meta["model"], asdict(model_config), out_dir)
+        run.restore(tensors, meta["optimizer"])
+        p = meta["progress"]
+        best_state = unprefixed("best", tensors) or None
+        epoch_start = tensors["rng.epoch_start"]
+        notes = [f"{problem}; resuming from the training state before it" for problem in problems]
+        notes.append(f"resumed at step {meta['step']} (epoch {p['epoch']}) from {out_dir / 'resume'}")
+
+    def save_state() -> None:
+        tensors, optimizer_rest = run.snapshot()
+        tensors["rng.epoch_start"] = epoch_start
+        if best_state is not None:
+            tensors.update(prefixed("best", best_state))
+        if processes.main:
+            meta = {"progress": p, "optimizer": optimizer_rest, "training": asdict(config),
+                    "model": asdict(model_config)}
+            save_training_state(out_dir, p["step"], tensors, meta)
+
+    with contextlib.ExitStack() as closing:
+        log_file = closing.enter_context(open(out_dir / "train.log", "a" if resume else "w", encoding="utf-8")) \
+            if processes.main else None
+
         def log(message: str) -> None:
-            log_file.write(message + "\n")
-            log_file.flush()
+            if log_file is not None:
+                log_file.write(message + "\n")
+                log_file.flush()
 
-        log(f"data {data.path}: {len(data)} rows ({data.skipped_empty} empty skipped); "
-            + ", ".join(f"{name} {len(split)}" for name, split in prepared.splits.items())
-            + f"; {len(prepared.labels)} labels; vocabulary {len(prepared.vocabulary)}")
-        log(f"model {asdict(model_config)}; {sum(p.numel() for p in model.parameters())} parameters")
-        log(f"training {asdict(config)}")
+        for note in notes:
+            log(note)
+        if not resume:
+            log(f"data {data.path}: {len(data)} rows ({data.skipped_empty} empty skipped); "
+                + ", ".join(f"{name} {len(split)}" for name, split in prepared.splits.items())
+                + f"; {len(prepared.labels)} labels; vocabulary {len(prepared.vocabulary)}")
+            log(f"model {asdict(model_config)}; {sum(q.numel() for q in model.parameters())} parameters")
+            log(f"training {asdict(config)}; precision here: {resolve(config.precision)}; "
+                f"{processes.world} process(es)")
 
-        history, best, best_state, stale, step, out_of_time = [], None, None, 0, 0, False
-        start = time.monotonic()
-        deadline = None if config.time_budget is None else start + config.time_budget
-        bar = tqdm(range(config.epochs), desc="train", unit="epoch", disable=not progress)
-        for epoch in bar:
-            stats, step, out_of_time = train_one_epoch(model, train, optimizer, loss_function, generator, config,
-                                                       step, total_steps, deadline)
-            if stats.seen == 0:
-                break
+        started = time.monotonic() - p["elapsed"]
+        bar = tqdm(total=config.epochs, initial=p["epoch"] - 1, desc="train", unit="epoch",
+                   disable=not (progress and processes.main))
+
+        def validate() -> bool:
+            """Score the validation split after an epoch; returns True when early stopping says to stop."""
+            nonlocal best_state
+            since = p["since"]
             val_logits = batched_logits(model, val.ids, val.lengths)
             val_loss = float(nn.functional.cross_entropy(val_logits, val.targets))
             val_metrics = classification_metrics(val_logits.argmax(1), val.targets, prepared.labels)
-            record = {"epoch": epoch + 1, "train_loss": stats.loss_sum / stats.seen,
-                      "train_accuracy": stats.correct / stats.seen, "val_loss": val_loss,
+            record = {"epoch": p["epoch"], "train_loss": since["loss"] / max(since["divisor"], 1e-12),
+                      "train_accuracy": since["correct"] / max(since["seen"], 1), "val_loss": val_loss,
                       "val_accuracy": val_metrics["accuracy"], "val_macro_f1": val_metrics["macro_f1"],
-                      "texts_per_second": stats.seen / stats.seconds, "seconds": time.monotonic() - start}
-            history.append(record)
+                      "texts_per_second": since["seen"] / max(since["seconds"], 1e-9),
+                      "seconds": time.monotonic() - started}
+            p["since"] = {"seen": 0, "loss": 0.0, "divisor": 0.0, "correct": 0, "seconds": 0.0}
+            p["history"].append(record)
             score = val_metrics["macro_f1"] if config.select_by == "macro_f1" else -val_loss
-            improved = best is None or score > best
+            improved = p["best"] is None or score > p["best"]
             if improved:
-                best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
-                save_checkpoint(out_dir, model, prepared.vocabulary, {**checkpoint_config, "epoch": epoch + 1})
+                p["best"], p["stale"] = score, 0
+                best_state = copy.deepcopy(model.state_dict())
+                if processes.main:
+                    save_checkpoint(out_dir, model, prepared.vocabulary, {**checkpoint_config, "epoch": p["epoch"]})
             else:
-                stale += 1
+                p["stale"] += 1
             log(json.dumps(record) + ("  (best)" if improved else ""))
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_acc=f"{record['val_accuracy']:.3f}",
                             val_f1=f"{record['val_macro_f1']:.3f}", texts_s=f"{record['texts_per_second']:.0f}")
-            if out_of_time or stale >= config.patience:
-                break
+            return p["stale"] >= config.patience
+
+        while p["stopped"] is None and p["epoch"] <= config.epochs:
+            generator.set_state(epoch_start)
+            batches = length_bucketed_batches(train.lengths, config.batch_size, generator)
+            for rows in batches[p["batch"] :]:
+                if config.time_budget is not None and p["step"] > 0 and \
+                        time.monotonic() - started > config.time_budget:
+                    p["stopped"] = "time budget"
+                    break
+                began = time.monotonic()
+                mine = processes.rows(rows) if processes.world > 1 else rows
+                logits = None
+
+                def loss_sum(network, mine=mine):
+                    nonlocal logits
+                    loss, divisor, logits = batch_loss(network, train, mine, loss_function)
+                    return loss, divisor
+
+                rate = warmup_cosine(p["step"] / total_steps, config.learning_rate, config.warmup_fraction)
+                total, divisor = run.step(rate, loss_sum)
+                correct = processes.total(torch.tensor([int((logits.argmax(1) == train.targets[mine]).sum())]))
+                p["step"] += 1
+                p["batch"] += 1
+                since = p["since"]
+                since["seen"] += rows.numel()
+                since["loss"] += total
+                since["divisor"] += divisor
+                since["correct"] += int(correct)
+                since["seconds"] += time.monotonic() - began
+                if config.checkpoint_every and p["step"] % config.checkpoint_every == 0:
+                    p["elapsed"] = time.monotonic() - started
+                    save_state()
+            if p["since"]["seen"] and validate():
+                p["stopped"] = p["stopped"] or "early stopping"
+            if p["stopped"] is None:
+                p["epoch"] += 1
+                p["batch"] = 0
+                epoch_start = generator.get_state()
+                bar.update()
         bar.close()
-        stopped = "time budget" if out_of_time else "early stopping" if stale >= config.patience else "epochs"
-        log(f"stopped by {stopped} after {time.monotonic() - start:.1f} s")
+        stopped = p["stopped"] or "epochs"
+        log(f"stopped by {stopped} after {time.monotonic() - started:.1f} s")
 
         model.load_state_dict(best_state)
-        metrics = {"stopped_by": stopped, "epochs_run": len(history), "training_seconds": time.monotonic() - start,
-                   "history": history}
+        metrics = {"stopped_by": stopped, "epochs_run": len(p["history"]),
+                   "training_seconds": time.monotonic() - started, "history": p["history"]}
         for name, split in prepared.splits.items():
             if name != "train":
                 predictions = batched_logits(model, split.ids, split.lengths).argmax(1)
                 metrics[name] = classification_metrics(predictions, split.targets, prepared.labels)
-        atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
-        plot_curves(history, out_dir / "curves.png")
-        shown = "test" if "test" in metrics else "val"
-        plot_confusion(metrics[shown]["confusion_matrix"], prepared.labels, out_dir / "confusion.png", shown)
+        if processes.main:
+            atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+            plot_curves(p["history"], out_dir / "curves.png")
+            shown = "test" if "test" in metrics else "val"
+            plot_confusion(metrics[shown]["confusion_matrix"], prepared.labels, out_dir / "confusion.png", shown)
         log(" ".join(f"{name} accuracy {metrics[name]['accuracy']:.4f} macro-F1 {metrics[name]['macro_f1']:.4f}"
                      for name in ("val", "test") if name in metrics))
     return metrics

@@ -9,6 +9,7 @@ one chunk while the state runs through the whole epoch. Lines (names, one sequen
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -28,8 +29,17 @@ from elman.data.vocabulary import Vocabulary, vectorize
 from elman.files import atomic_write_text
 from elman.models.language_model import LanguageModel, LanguageModelConfig, line_loss, stream_loss
 from elman.training.checkpoint import save_checkpoint
+from elman.training.loop import Optimisation, Processes, join_processes
 from elman.training.plots import plot_language_curves
-from elman.training.precision import autocast, resolve
+from elman.training.precision import resolve
+from elman.training.resume import (
+    check_same_config,
+    clean_interrupted_writes,
+    load_training_state,
+    prefixed,
+    save_training_state,
+    unprefixed,
+)
 from elman.training.schedule import warmup_cosine
 
 VALIDATION_SEGMENTS, VALIDATION_BURN_IN = 32, 256  # the fast estimate used during training
@@ -52,6 +62,7 @@ class LanguageTrainConfig:
     seed: int = 0
     threads: int | None = None
     precision: str = "auto"  # "bf16": bfloat16 GEMMs, float32 states and weights; "auto": bf16 where fast
+    checkpoint_every: int = 200  # steps between training states for --resume (0: none)
 
 
 @dataclass
@@ -173,24 +184,45 @@ def epoch_batches(data: LanguageData, config: LanguageTrainConfig, generator: to
     return line_batches(*data.train, config.batch_size, generator)
 
 
+def share(batch: TextBatch, processes: Processes) -> TextBatch:
+    """This process's rows of a global batch."""
+    if processes.world == 1:
+        return batch
+    return TextBatch(processes.rows(batch.inputs), processes.rows(batch.targets), processes.rows(batch.lengths),
+                     processes.rows(batch.conditions), batch.continues)
+
+
+RESUMABLE_CHANGES = ("time_budget", "threads", "checkpoint_every")  # settings a resumed run may change
+
+
 def train_language_model(data: LanguageData, out_dir: str | Path, model_options: dict | None = None,
-                         config: LanguageTrainConfig | None = None, progress: bool = True) -> dict:
+                         config: LanguageTrainConfig | None = None, progress: bool = True,
+                         resume: bool = False) -> dict:
     """Train, keep the checkpoint with the best validation loss, write all outputs; returns metrics.json.
 
     Writes into ``out_dir``: the checkpoint (model.safetensors, vocab.json, config.json), metrics.json
-    (history; exact validation loss, bits/char and perplexity of the kept model), curves.png, train.log.
+    (history; exact validation loss, bits/char and perplexity of the kept model), curves.png, train.log,
+    and every ``checkpoint_every`` steps the training state under ``resume/``. With ``resume``, continues
+    from the newest intact training state in ``out_dir`` exactly as the interrupted run would have gone
+    on (a run under a time budget continues with the time it had left).
     """
     config = config or LanguageTrainConfig()
     if config.threads:
         torch.set_num_threads(config.threads)
+    processes = join_processes()
+    if data.kind == "text" and processes.world > 1 and config.batch_size % processes.world:
+        raise ValueError(f"--batch-size {config.batch_size} streams cannot be shared evenly by {processes.world} "
+                         "processes; use a multiple of the number of processes")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if processes.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        clean_interrupted_writes(out_dir)
     torch.manual_seed(config.seed)
     model_config = LanguageModelConfig(vocab_size=len(data.vocabulary), num_conditions=len(data.conditions or []),
                                        **(model_options or {}))
     model = LanguageModel(model_config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
-                                  fused=True)
+    run = Optimisation(model, config.learning_rate, config.weight_decay, config.clip_norm, config.precision,
+                       processes)
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = len(epoch_batches(data, config, torch.Generator().manual_seed(config.seed)))
     total_steps = steps_per_epoch * config.epochs
@@ -198,95 +230,143 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
                          "conditions": data.conditions, "columns": data.columns, "max_length": config.max_length,
                          "training": asdict(config), "data": data.source}
 
-    with open(out_dir / "train.log", "w", encoding="utf-8") as log_file:
+    # Everything that changes as the run goes; a training state is a snapshot of it.
+    progress_state = {"epoch": 1, "batch": 0, "step": 0, "history": [], "best": math.inf, "stale": 0,
+                      "elapsed": 0.0, "since": {"loss": 0.0, "tokens": 0, "seconds": 0.0}, "stopped": None}
+    state, best_state, epoch_start = None, None, generator.get_state()
+    notes = []
+    if resume:
+        tensors, meta, problems = load_training_state(out_dir)
+        check_same_config(meta["training"], asdict(config), out_dir, RESUMABLE_CHANGES)
+        check_same_config(meta["model"], asdict(model_config), out_dir)
+        run.restore(tensors, meta["optimizer"])
+        progress_state = meta["progress"]
+        best_state = unprefixed("best", tensors) or None
+        epoch_start = tensors["rng.epoch_start"]
+        if "carried" in tensors:
+            state = processes.rows(tensors["carried"].transpose(0, 1)).transpose(0, 1).contiguous() \
+                if processes.world > 1 else tensors["carried"]
+        notes = [f"{problem}; resuming from the training state before it" for problem in problems]
+        notes.append(f"resumed at step {meta['step']} (epoch {progress_state['epoch']}) from {out_dir / 'resume'}")
+
+    def save_state() -> None:
+        tensors, optimizer_rest = run.snapshot()
+        tensors["rng.epoch_start"] = epoch_start
+        if best_state is not None:
+            tensors.update(prefixed("best", best_state))
+        if state is not None and data.kind == "text":  # lines start afresh; a long text carries its state
+            tensors["carried"] = processes.gather_rows(state.transpose(0, 1), 0).transpose(0, 1)
+        if processes.main:
+            save_training_state(out_dir, progress_state["step"], tensors,
+                                {"progress": progress_state, "optimizer": optimizer_rest, "training": asdict(config),
+                                 "model": asdict(model_config)})
+
+    with contextlib.ExitStack() as closing:
+        log_file = closing.enter_context(open(out_dir / "train.log", "a" if resume else "w", encoding="utf-8")) \
+            if processes.main else None
+
         def log(message: str) -> None:
-            log_file.write(message + "\n")
-            log_file.flush()
+            if log_file is not None:
+                log_file.write(message + "\n")
+                log_file.flush()
 
-        log(f"data {data.source}: {data.kind}, {data.train_characters} training characters, vocabulary "
-            f"{len(data.vocabulary)}" + (f", {len(data.conditions)} conditions" if data.conditions else ""))
-        log(f"model {asdict(model_config)}; {sum(p.numel() for p in model.parameters())} parameters")
-        log(f"training {asdict(config)}; precision here: {resolve(config.precision)}")
+        for note in notes:
+            log(note)
+        if not resume:
+            log(f"data {data.source}: {data.kind}, {data.train_characters} training characters, vocabulary "
+                f"{len(data.vocabulary)}" + (f", {len(data.conditions)} conditions" if data.conditions else ""))
+            log(f"model {asdict(model_config)}; {sum(p.numel() for p in model.parameters())} parameters")
+            log(f"training {asdict(config)}; precision here: {resolve(config.precision)}; "
+                f"{processes.world} process(es)")
+        bar = tqdm(total=None if config.time_budget else total_steps, initial=progress_state["step"], desc="train",
+                   unit="step", disable=not (progress and processes.main))
+        started = time.monotonic() - progress_state["elapsed"]
 
-        history, best, best_state, stale = [], math.inf, None, 0
-        step, state, since = 0, None, {"loss": 0.0, "tokens": 0, "seconds": 0.0}
-        start = time.monotonic()
-        stopped = "epochs"
-
-        def validate(epoch: int) -> bool:
+        def validate() -> bool:
             """Record a validation; returns True when early stopping says to stop."""
-            nonlocal best, best_state, stale
+            nonlocal best_state
+            p, since = progress_state, progress_state["since"]
             val_loss = validation_loss(model, data)
-            model.train()
-            record = {"step": step, "epoch": epoch, "seconds": time.monotonic() - start,
+            record = {"step": p["step"], "epoch": p["epoch"], "seconds": time.monotonic() - started,
                       "train_loss": since["loss"] / max(since["tokens"], 1), "val_loss": val_loss,
                       "val_bits_per_char": val_loss / math.log(2),
                       "chars_per_second": since["tokens"] / max(since["seconds"], 1e-9)}
             since.update(loss=0.0, tokens=0, seconds=0.0)
-            history.append(record)
-            improved = val_loss < best
+            p["history"].append(record)
+            improved = val_loss < p["best"]
             if improved:
-                best, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
-                save_checkpoint(out_dir, model, data.vocabulary, {**checkpoint_config, "step": step})
+                p["best"], p["stale"] = val_loss, 0
+                best_state = copy.deepcopy(model.state_dict())
+                if processes.main:
+                    save_checkpoint(out_dir, model, data.vocabulary, {**checkpoint_config, "step": p["step"]})
             else:
-                stale += 1
+                p["stale"] += 1
             log(json.dumps(record) + ("  (best)" if improved else ""))
             bar.set_postfix(val=f"{val_loss:.3f}", val_bpc=f"{record['val_bits_per_char']:.3f}")
-            return stale >= config.patience
+            return p["stale"] >= config.patience
 
-        bar = tqdm(total=None if config.time_budget else total_steps, desc="train", unit="step",
-                   disable=not progress)
-        model.train()
-        for epoch in range(1, config.epochs + 1):
-            for batch in epoch_batches(data, config, generator):
-                elapsed = time.monotonic() - start
-                if config.time_budget is not None and step > 0 and elapsed > config.time_budget:
-                    stopped = "time budget"
+        p = progress_state
+        while p["stopped"] is None and p["epoch"] <= config.epochs:
+            generator.set_state(epoch_start)
+            batches = epoch_batches(data, config, generator)
+            for batch in batches[p["batch"] :]:
+                elapsed = time.monotonic() - started
+                if config.time_budget is not None and p["step"] > 0 and elapsed > config.time_budget:
+                    p["stopped"] = "time budget"
                     break
-                run_progress = step / total_steps
+                run_progress = p["step"] / total_steps
                 if config.time_budget is not None:
                     run_progress = max(run_progress, elapsed / config.time_budget)
-                for group in optimizer.param_groups:
-                    group["lr"] = warmup_cosine(run_progress, config.learning_rate, config.warmup_fraction)
                 began = time.monotonic()
-                with autocast(config.precision):
-                    logits, state = model(batch.inputs, state if batch.continues else None, batch.lengths,
-                                          batch.conditions)
+                mine = share(batch, processes)
+
+                def loss_sum(network, mine=mine):
+                    nonlocal state
+                    logits, state = network(mine.inputs, state if mine.continues else None, mine.lengths,
+                                            mine.conditions)
+                    loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                       mine.targets.reshape(-1), ignore_index=0, reduction="sum")
+                    return loss, int((mine.targets != 0).sum())
+
+                total, count = run.step(warmup_cosine(run_progress, config.learning_rate, config.warmup_fraction),
+                                        loss_sum)
                 state = state.detach()
-                loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                   batch.targets.reshape(-1), ignore_index=0)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm, foreach=True)
-                optimizer.step()
-                step += 1
-                tokens = int((batch.targets != 0).sum())
-                since["loss"] += loss.item() * tokens
-                since["tokens"] += tokens
+                p["step"] += 1
+                p["batch"] += 1
+                since = p["since"]
+                since["loss"] += total
+                since["tokens"] += count
                 since["seconds"] += time.monotonic() - began
                 bar.update()
-                bar.set_postfix(loss=f"{loss.item():.3f}", bpc=f"{loss.item() / math.log(2):.3f}",
+                bar.set_postfix(loss=f"{total / count:.3f}", bpc=f"{total / count / math.log(2):.3f}",
                                 chars_s=f"{since['tokens'] / max(since['seconds'], 1e-9):.0f}")
-                if config.eval_interval and step % config.eval_interval == 0 and validate(epoch):
-                    stopped = "early stopping"
+                if config.eval_interval and p["step"] % config.eval_interval == 0 and validate():
+                    p["stopped"] = "early stopping"
+                if config.checkpoint_every and p["step"] % config.checkpoint_every == 0:
+                    p["elapsed"] = time.monotonic() - started
+                    save_state()
+                if p["stopped"]:
                     break
-            if stopped != "epochs":
-                break
-            if not config.eval_interval and validate(epoch):
-                stopped = "early stopping"
-                break
-        if since["tokens"]:  # steps since the last validation
-            validate(epoch)
+            if p["stopped"] is None:
+                if not config.eval_interval and validate():
+                    p["stopped"] = "early stopping"
+                p["epoch"] += 1
+                p["batch"] = 0
+                epoch_start = generator.get_state()
+        if p["since"]["tokens"]:  # steps since the last validation
+            validate()
         bar.close()
-        training_seconds = time.monotonic() - start
-        log(f"stopped by {stopped} after {training_seconds:.1f} s, {step} steps")
+        stopped = p["stopped"] or "epochs"
+        training_seconds = time.monotonic() - started
+        log(f"stopped by {stopped} after {training_seconds:.1f} s, {p['step']} steps")
 
         model.load_state_dict(best_state)
-        metrics = {"stopped_by": stopped, "steps": step, "training_seconds": training_seconds,
+        metrics = {"stopped_by": stopped, "steps": p["step"], "training_seconds": training_seconds,
                    "val": {**loss_report(validation_loss(model, data, exact=True)),
                            "characters": int(data.val[0].shape[0]) if data.kind == "text" else None},
-                   "history": history}
-        atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
-        plot_language_curves(history, out_dir / "curves.png")
+                   "history": p["history"]}
+        if processes.main:
+            atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+            plot_language_curves(p["history"], out_dir / "curves.png")
         log(f"validation loss {metrics['val']['loss']:.4f} nats/char, {metrics['val']['bits_per_char']:.4f} bits/char")
     return metrics

@@ -1,0 +1,103 @@
+"""What both trainers do the same way: processes (one, or several under torchrun), the optimisation step,
+and the snapshot of everything a resumed run needs.
+
+Several processes: ``torchrun --nproc_per_node=N -m elman train ...`` starts N copies; each joins the
+process group (gloo: the models train on the CPU), wraps its model in ``DistributedDataParallel`` and
+takes every N-th row of each global batch. The loss of a step is summed over a process's rows and divided
+by the number of scored items in the whole global batch (times N, since DDP averages the gradients), so the
+update equals the one a single process makes on the whole batch. Every process validates (the weights are
+the same everywhere, so every process takes the same decisions); only the first writes files and progress.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch import distributed as dist
+
+from elman.training.precision import autocast
+from elman.training.resume import optimizer_tensors, prefixed, restore_optimizer, unprefixed
+
+
+@dataclass(frozen=True)
+class Processes:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        """The process that writes files and shows progress."""
+        return self.rank == 0
+
+    def total(self, value: Tensor) -> Tensor:
+        """``value`` summed over all processes."""
+        if self.world > 1:
+            value = value.clone()
+            dist.all_reduce(value)
+        return value
+
+    def rows(self, tensor: Tensor | None) -> Tensor | None:
+        """This process's share of a global batch: every ``world``-th row, starting at ``rank``."""
+        return None if tensor is None or self.world == 1 else tensor[self.rank :: self.world]
+
+    def gather_rows(self, tensor: Tensor, dim: int) -> Tensor:
+        """Inverse of ``rows`` along ``dim``: every process's share, interleaved back into the global batch."""
+        if self.world == 1:
+            return tensor
+        shares = [torch.empty_like(tensor) for _ in range(self.world)]
+        dist.all_gather(shares, tensor.contiguous())
+        return torch.stack(shares, dim=dim + 1).flatten(dim, dim + 1)
+
+
+def join_processes() -> Processes:
+    """Under torchrun (``WORLD_SIZE`` > 1) join the process group; otherwise a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Processes()
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return Processes(dist.get_rank(), dist.get_world_size())
+
+
+class Optimisation:
+    """The model (DDP-wrapped when there are several processes), AdamW, and one training step."""
+
+    def __init__(self, model: nn.Module, learning_rate: float, weight_decay: float, clip_norm: float,
+                 precision: str, processes: Processes):
+        self.module = model
+        self.model = nn.parallel.DistributedDataParallel(model) if processes.world > 1 else model
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay,
+                                           fused=True)  # one kernel for all parameters
+        self.clip_norm, self.precision, self.processes = clip_norm, precision, processes
+
+    def step(self, learning_rate: float, loss_sum: Callable[[nn.Module], tuple[Tensor, float]]) -> tuple[float, float]:
+        """One update. ``loss_sum(model)`` runs the forward pass on this process's rows and returns (summed
+        loss, what the mean divides by: the number of scored items, or their summed class weights).
+        Returns the global batch's (summed loss, divisor)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+        self.model.train()
+        with autocast(self.precision):
+            total, count = loss_sum(self.model)
+        counts = self.processes.total(torch.tensor([float(count)]))
+        self.optimizer.zero_grad(set_to_none=True)
+        (total * self.processes.world / counts.clamp(min=1)).backward()
+        nn.utils.clip_grad_norm_(self.module.parameters(), self.clip_norm, foreach=True)
+        self.optimizer.step()
+        return float(self.processes.total(total.detach().float().reshape(1))), float(counts)
+
+    def snapshot(self) -> tuple[dict[str, Tensor], dict]:
+        """Model, optimizer and the global random generator (dropout): (named tensors, JSON-able rest)."""
+        optimizer, rest = optimizer_tensors(self.optimizer)
+        tensors = {**prefixed("model", self.module.state_dict()), **prefixed("optimizer", optimizer),
+                   "rng.torch": torch.get_rng_state()}
+        return tensors, rest
+
+    def restore(self, tensors: dict[str, Tensor], optimizer_rest: dict) -> None:
+        self.module.load_state_dict(unprefixed("model", tensors))
+        restore_optimizer(self.optimizer, unprefixed("optimizer", tensors), optimizer_rest)
+        torch.set_rng_state(tensors["rng.torch"])
