@@ -67,3 +67,17 @@ def conditioned_lm(names_csv, tmp_path_factory):
     metrics = train_language_model(data, out, {"embedding_dim": 16, "hidden_size": 48, "num_layers": 1}, config,
                                    progress=False)
     return out, metrics
+
+
+HOSTILE_CASES: dict[str, int] = {}  # cases tried by the hostile-input tests, reported at the end of the run
+
+
+@pytest.fixture(scope="session")
+def hostile_cases():
+    return HOSTILE_CASES
+
+
+def pytest_terminal_summary(terminalreporter):
+    if HOSTILE_CASES:
+        parts = ", ".join(f"{name} {count}" for name, count in sorted(HOSTILE_CASES.items()))
+        terminalreporter.write_line(f"hostile-input suite: {sum(HOSTILE_CASES.values())} cases tried ({parts})")

@@ -38,7 +38,7 @@ def _options(args: argparse.Namespace, *configs) -> list[dict]:
 
 TASK_ONLY_OPTIONS = {
     "classify": ("label_column", "label_smoothing", "class_weighting", "select_by"),
-    "lm": ("val_data", "val_fraction", "lines", "condition_column", "chunk_length", "eval_interval", "precision"),
+    "lm": ("val_data", "val_fraction", "lines", "condition_column", "chunk_length", "eval_interval"),
 }
 
 
@@ -309,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--threads", type=_positive_int)
     train.add_argument("--precision", choices=["auto", "bf16", "fp32"],
-                       help="bf16: bfloat16 GEMMs with float32 weights and states (auto: where the CPU is fast at it)")
+                       help="bf16: bfloat16 GEMMs, float32 weights and states; auto: bf16 where the CPU is fast at it "
+                       "(default: auto for lm, fp32 for classify)")
     train.add_argument("--embedding-dim", dest="embedding_dim", type=_positive_int)
     train.add_argument("--hidden-size", dest="hidden_size", type=_positive_int)
     train.add_argument("--num-layers", dest="num_layers", type=_positive_int)

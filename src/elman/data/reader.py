@@ -96,14 +96,17 @@ def read_labelled_csv(
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     data = path.read_bytes()
-    if not data.strip():
-        raise DataError(f"{path}: the file is empty; expected a header row and at least one data row")
     if b"\x00" in data:
         line = data[: data.index(b"\x00")].count(b"\n") + 1
         raise DataError(f"{path}: line {line}: contains a NUL byte; this is not a text CSV file")
-    reader = csv.reader(io.StringIO(decode_utf8(path, data), newline=""), strict=True)
+    text = decode_utf8(path, data)
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty; expected a header row and at least one data row")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)
+    except StopIteration:  # only blank lines of characters csv does not take for content
+        raise DataError(f"{path}: the file is empty; expected a header row and at least one data row") from None
     except csv.Error as error:
         raise DataError(f"{path}: line 1: malformed header ({error})") from None
     header = [name.strip() for name in header]

@@ -22,12 +22,12 @@ def read_text(path: str | Path) -> str:
     if size > MAX_TEXT_BYTES:
         raise DataError(f"{path}: {size} bytes; the limit for a text file is {MAX_TEXT_BYTES} bytes")
     data = path.read_bytes()
-    if not data.strip():
-        raise DataError(f"{path}: the file is empty; a language model needs text to learn from")
     if b"\x00" in data:
         line = data[: data.index(b"\x00")].count(b"\n") + 1
         raise DataError(f"{path}: line {line}: contains a NUL byte; this looks like a binary file, not text")
     text = decode_utf8(path, data).replace("\r\n", "\n").replace("\r", "\n")
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty; a language model needs text to learn from")
     return unicodedata.normalize("NFC", text)
 
 

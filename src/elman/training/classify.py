@@ -151,13 +151,13 @@ def train_classifier(
         raise ValueError(f"select_by must be 'macro_f1' or 'loss', got {config.select_by!r}")
     if config.threads:
         torch.set_num_threads(config.threads)
+    prepared = prepare(data, config.max_length, config.seed)  # refuses unusable data before anything is written
     processes = join_processes()
     out_dir = Path(out_dir)
     if processes.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         clean_interrupted_writes(out_dir)
     torch.manual_seed(config.seed)
-    prepared = prepare(data, config.max_length, config.seed)
     train, val = prepared.splits["train"], prepared.splits["val"]
     model_config = ClassifierConfig(vocab_size=len(prepared.vocabulary), num_classes=len(prepared.labels),
                                     **(model_options or {}))
@@ -251,8 +251,9 @@ def train_classifier(
             generator.set_state(epoch_start)
             batches = length_bucketed_batches(train.lengths, config.batch_size, generator)
             for rows in batches[p["batch"] :]:
-                if config.time_budget is not None and p["step"] > 0 and \
-                        time.monotonic() - started > config.time_budget:
+                out_of_time = config.time_budget is not None and \
+                    processes.agreed(time.monotonic() - started) > config.time_budget
+                if p["step"] > 0 and out_of_time:
                     p["stopped"] = "time budget"
                     break
                 began = time.monotonic()

@@ -40,6 +40,12 @@ class Processes:
             dist.all_reduce(value)
         return value
 
+    def agreed(self, seconds: float) -> float:
+        """The mean of a clock reading over the processes: what is decided on the clock (the end of a time
+        budget, a learning rate following it) must be decided alike everywhere."""
+        return float(self.total(torch.tensor([seconds], dtype=torch.float64))) / self.world if self.world > 1 \
+            else seconds
+
     def rows(self, tensor: Tensor | None) -> Tensor | None:
         """This process's share of a global batch: every ``world``-th row, starting at ``rank``."""
         return None if tensor is None or self.world == 1 else tensor[self.rank :: self.world]

@@ -119,6 +119,7 @@ def load_training_state(out_dir: Path) -> tuple[dict[str, torch.Tensor], dict, l
 
 def check_same_config(saved: dict, current: dict, out_dir: Path, ignore: tuple[str, ...] = ()) -> None:
     """A resumed run must use the settings it started with (a time budget may change)."""
+    current = json.loads(json.dumps(current))  # as it would read back: tuples become lists
     changed = sorted(key for key in set(saved) | set(current)
                      if key not in ignore and saved.get(key) != current.get(key))
     if changed:

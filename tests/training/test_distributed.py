@@ -1,0 +1,36 @@
+"""Two processes under torchrun (gloo) train like one process with the same global batch."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def train(task, data, out, processes):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] \
+        if processes > 1 else [sys.executable]
+    options = ["--task", task, "--data", str(data), "--out", str(out), "--seed", "5", "--batch-size", "8",
+               "--hidden-size", "24", "--num-layers", "2", "--epochs", "2", "--precision", "fp32", "--json",
+               "--dropout", "0",  # dropout masks differ between one process and two
+               "--checkpoint-every", "5"]
+    if task == "lm":
+        options += ["--chunk-length", "16"]
+    run = subprocess.run([*launcher, "-m", "elman", "train", *options], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["lm", "classify"])
+def test_two_processes_follow_the_single_process_loss_curve(task, story_txt, names_csv, tmp_path):
+    data = story_txt if task == "lm" else names_csv
+    single = train(task, data, tmp_path / "one", 1)
+    double = train(task, data, tmp_path / "two", 2)
+    assert len(single["history"]) == len(double["history"]) == 2
+    for one, two in zip(single["history"], double["history"], strict=True):
+        assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
+        assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-4)
+    log = (tmp_path / "two" / "train.log").read_text()
+    assert log.count("stopped by") == 1 and "2 process(es)" in log  # written once, by the first process
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())

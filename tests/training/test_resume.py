@@ -1,0 +1,113 @@
+"""Killed runs resume exactly: SIGKILL at random points (also in the middle of writing a training state),
+then --resume gives the same weights and metrics as a run that was never interrupted; damaged training
+states are refused by name and the run goes on from the one before."""
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from elman.training.checkpoint import CheckpointError
+from elman.training.resume import load_training_state
+
+TIMING = {"seconds", "texts_per_second", "chars_per_second", "training_seconds"}
+
+
+def without_timing(value):
+    if isinstance(value, dict):
+        return {k: without_timing(v) for k, v in value.items() if k not in TIMING}
+    if isinstance(value, list):
+        return [without_timing(v) for v in value]
+    return value
+
+
+def training_command(task, data, out, resume=False):
+    common = ["--data", str(data), "--checkpoint-every", "3", "--seed", "3", "--batch-size", "8", "--json",
+              "--hidden-size", "24", "--dropout", "0.1"]  # dropout: the random-generator state must resume too
+    if task == "lm":
+        common += ["--task", "lm", "--epochs", "6", "--num-layers", "2", "--chunk-length", "16"]
+    else:
+        common += ["--task", "classify", "--epochs", "30", "--num-layers", "1", "--patience", "30"]
+    target = ["--resume", str(out)] if resume else ["--out", str(out)]
+    return [sys.executable, "-m", "elman", "train", *common, *target]
+
+
+def states(out):
+    """The complete training states (those whose state.json was written), oldest first."""
+    return sorted(p.parent.name for p in (out / "resume").glob("step-*/state.json"))
+
+
+def kill_at_random_points(task, data, out, kills, rng):
+    """Start (or resume) the run and SIGKILL it shortly after it writes a new training state, ``kills`` times;
+    one of the kills is aimed at the moment a training state is being written."""
+    done = 0
+    while done < kills:
+        seen = states(out)
+        process = subprocess.Popen(training_command(task, data, out, resume=bool(seen)), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        aim_at_write = done == kills - 1
+        while process.poll() is None and time.monotonic() < deadline:
+            if aim_at_write and list((out / "resume").glob("step-*/.*.tmp")):
+                break  # a temporary file of a training state exists right now
+            if not aim_at_write and states(out) != seen:
+                time.sleep(rng.uniform(0, 0.05))
+                break
+            time.sleep(0.002)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            done += 1
+        else:
+            pytest.fail(f"the run finished before kill {done + 1}; make it longer")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task,kills", [("lm", 5), ("classify", 3)])
+def test_killed_and_resumed_run_equals_the_uninterrupted_one(task, kills, story_txt, names_csv, tmp_path):
+    data = story_txt if task == "lm" else names_csv
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    run = subprocess.run(training_command(task, data, reference), capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+    kill_at_random_points(task, data, interrupted, kills, random.Random(kills))
+    # what a kill in the middle of writing leaves behind: a temporary file, a state without its state.json
+    (interrupted / ".model.safetensors.x1y2.tmp").write_bytes(b"half")
+    (interrupted / "resume" / "step-999999999").mkdir()
+    (interrupted / "resume" / "step-999999999" / "state.safetensors").write_bytes(b"partial")
+    # and a damaged newest training state: refused by name, the one before is used
+    newest = interrupted / "resume" / states(interrupted)[-1] / "state.safetensors"
+    data_bytes = bytearray(newest.read_bytes())
+    data_bytes[len(data_bytes) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data_bytes))
+
+    run = subprocess.run(training_command(task, data, interrupted, resume=True), capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    log = (interrupted / "train.log").read_text()
+    assert f"{newest}: missing, truncated or corrupted" in log and "resuming from the training state before it" in log
+    assert not list(interrupted.glob(".*.tmp")) and not (interrupted / "resume" / "step-999999999").exists()
+
+    expected, got = load_file(reference / "model.safetensors"), load_file(interrupted / "model.safetensors")
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[name], got[name]) for name in expected), "weights differ after resuming"
+    metrics = [json.loads((d / "metrics.json").read_text()) for d in (reference, interrupted)]
+    assert without_timing(metrics[0]) == without_timing(metrics[1])
+
+
+def test_resume_refuses_other_settings_and_missing_states(story_txt, tmp_path):
+    out = tmp_path / "run"
+    command = training_command("lm", story_txt, out)
+    command[command.index("--epochs") + 1] = "1"
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    resumed = training_command("lm", story_txt, out, resume=True)
+    resumed[resumed.index("--hidden-size") + 1] = "32"
+    run = subprocess.run(resumed, capture_output=True, text=True)
+    assert run.returncode == 2 and "was trained with other settings" in run.stderr and "Traceback" not in run.stderr
+    with pytest.raises(CheckpointError, match="no training state"):
+        load_training_state(tmp_path / "elsewhere")
