@@ -4,6 +4,7 @@ error (one line, exit code 2 from the command line), never a traceback or a half
 The number of cases tried is printed at the end of the test run ("hostile-input suite: ...")."""
 
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,13 +35,20 @@ def count(cases, name):
     cases[name] = cases.get(name, 0) + 1
 
 
+@contextmanager
+def written(content: bytes, name: str):
+    """A file holding ``content``, in a fresh directory that is removed afterwards."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / name
+        path.write_bytes(content)
+        yield path
+
+
 @SETTINGS
 @given(HOSTILE_FILES)
 def test_csv_reader_gives_rows_or_a_data_error(hostile_cases, content):
     count(hostile_cases, "csv")
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "hostile.csv"
-        path.write_bytes(content)
+    with written(content, "hostile.csv") as path:
         try:
             data = read_labelled_csv(path, require_labels=False)
         except DataError as error:
@@ -55,9 +63,7 @@ def test_csv_reader_gives_rows_or_a_data_error(hostile_cases, content):
 @given(HOSTILE_FILES)
 def test_text_reader_gives_text_or_a_data_error(hostile_cases, content):
     count(hostile_cases, "text")
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "hostile.txt"
-        path.write_bytes(content)
+    with written(content, "hostile.txt") as path:
         try:
             text = read_text(path)
         except DataError as error:

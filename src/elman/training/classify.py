@@ -6,8 +6,6 @@ end, with the selected weights.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 import math
 import time
@@ -25,18 +23,11 @@ from elman.data.vocabulary import Vocabulary, vectorize
 from elman.files import atomic_write_text
 from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits
 from elman.training.checkpoint import save_checkpoint
-from elman.training.loop import Optimisation, join_processes
+from elman.training.loop import Optimisation, RunLog, RunState, join_processes
 from elman.training.metrics import classification_metrics
 from elman.training.plots import plot_confusion, plot_curves
 from elman.training.precision import resolve
-from elman.training.resume import (
-    check_same_config,
-    clean_interrupted_writes,
-    load_training_state,
-    prefixed,
-    save_training_state,
-    unprefixed,
-)
+from elman.training.resume import clean_interrupted_writes
 from elman.training.schedule import warmup_cosine
 
 CLASS_WEIGHTINGS = ("none", "sqrt", "balanced")
@@ -128,9 +119,6 @@ def batch_loss(network: nn.Module, split: Split, rows: torch.Tensor, loss_functi
     return loss, divisor, logits
 
 
-RESUMABLE_CHANGES = ("time_budget", "threads", "checkpoint_every")  # settings a resumed run may change
-
-
 def train_classifier(
     data: LabelledTexts,
     out_dir: str | Path,
@@ -172,39 +160,14 @@ def train_classifier(
     checkpoint_config = {"task": "classify", "model": asdict(model_config), "labels": prepared.labels,
                          "max_length": config.max_length, "training": asdict(config), "data": data.path}
 
-    p = {"epoch": 1, "batch": 0, "step": 0, "history": [], "best": None, "stale": 0, "elapsed": 0.0,
-         "since": {"seen": 0, "loss": 0.0, "divisor": 0.0, "correct": 0, "seconds": 0.0}, "stopped": None}
-    best_state, epoch_start, notes = None, generator.get_state(), []
-    if resume:
-        tensors, meta, problems = load_training_state(out_dir)
-        check_same_config(meta["training"], asdict(config), out_dir, RESUMABLE_CHANGES)
-        check_same_config(meta["model"], asdict(model_config), out_dir)
-        run.restore(tensors, meta["optimizer"])
-        p = meta["progress"]
-        best_state = unprefixed("best", tensors) or None
-        epoch_start = tensors["rng.epoch_start"]
-        notes = [f"{problem}; resuming from the training state before it" for problem in problems]
-        notes.append(f"resumed at step {meta['step']} (epoch {p['epoch']}) from {out_dir / 'resume'}")
+    state = RunState({"epoch": 1, "batch": 0, "step": 0, "history": [], "best": None, "stale": 0, "elapsed": 0.0,
+                      "since": {"seen": 0, "loss": 0.0, "divisor": 0.0, "correct": 0, "seconds": 0.0},
+                      "stopped": None}, generator)
+    settings = {"training": asdict(config), "model": asdict(model_config)}
+    notes = state.resume(out_dir, run, settings) if resume else []
+    p = state.progress
 
-    def save_state() -> None:
-        tensors, optimizer_rest = run.snapshot()
-        tensors["rng.epoch_start"] = epoch_start
-        if best_state is not None:
-            tensors.update(prefixed("best", best_state))
-        if processes.main:
-            meta = {"progress": p, "optimizer": optimizer_rest, "training": asdict(config),
-                    "model": asdict(model_config)}
-            save_training_state(out_dir, p["step"], tensors, meta)
-
-    with contextlib.ExitStack() as closing:
-        log_file = closing.enter_context(open(out_dir / "train.log", "a" if resume else "w", encoding="utf-8")) \
-            if processes.main else None
-
-        def log(message: str) -> None:
-            if log_file is not None:
-                log_file.write(message + "\n")
-                log_file.flush()
-
+    with RunLog(out_dir / "train.log", processes, append=resume) as log:
         for note in notes:
             log(note)
         if not resume:
@@ -221,7 +184,6 @@ def train_classifier(
 
         def validate() -> bool:
             """Score the validation split after an epoch; returns True when early stopping says to stop."""
-            nonlocal best_state
             since = p["since"]
             val_logits = batched_logits(model, val.ids, val.lengths)
             val_loss = float(nn.functional.cross_entropy(val_logits, val.targets))
@@ -234,21 +196,16 @@ def train_classifier(
             p["since"] = {"seen": 0, "loss": 0.0, "divisor": 0.0, "correct": 0, "seconds": 0.0}
             p["history"].append(record)
             score = val_metrics["macro_f1"] if config.select_by == "macro_f1" else -val_loss
-            improved = p["best"] is None or score > p["best"]
-            if improved:
-                p["best"], p["stale"] = score, 0
-                best_state = copy.deepcopy(model.state_dict())
-                if processes.main:
-                    save_checkpoint(out_dir, model, prepared.vocabulary, {**checkpoint_config, "epoch": p["epoch"]})
-            else:
-                p["stale"] += 1
+            improved = state.record(score, model.state_dict())
+            if improved and processes.main:
+                save_checkpoint(out_dir, model, prepared.vocabulary, {**checkpoint_config, "epoch": p["epoch"]})
             log(json.dumps(record) + ("  (best)" if improved else ""))
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_acc=f"{record['val_accuracy']:.3f}",
                             val_f1=f"{record['val_macro_f1']:.3f}", texts_s=f"{record['texts_per_second']:.0f}")
             return p["stale"] >= config.patience
 
         while p["stopped"] is None and p["epoch"] <= config.epochs:
-            generator.set_state(epoch_start)
+            generator.set_state(state.epoch_start)
             batches = length_bucketed_batches(train.lengths, config.batch_size, generator)
             for rows in batches[p["batch"] :]:
                 out_of_time = config.time_budget is not None and \
@@ -278,19 +235,19 @@ def train_classifier(
                 since["seconds"] += time.monotonic() - began
                 if config.checkpoint_every and p["step"] % config.checkpoint_every == 0:
                     p["elapsed"] = time.monotonic() - started
-                    save_state()
+                    state.save(out_dir, run, settings, processes)
             if p["since"]["seen"] and validate():
                 p["stopped"] = p["stopped"] or "early stopping"
             if p["stopped"] is None:
                 p["epoch"] += 1
                 p["batch"] = 0
-                epoch_start = generator.get_state()
+                state.epoch_start = generator.get_state()
                 bar.update()
         bar.close()
         stopped = p["stopped"] or "epochs"
         log(f"stopped by {stopped} after {time.monotonic() - started:.1f} s")
 
-        model.load_state_dict(best_state)
+        model.load_state_dict(state.best_weights)
         metrics = {"stopped_by": stopped, "epochs_run": len(p["history"]),
                    "training_seconds": time.monotonic() - started, "history": p["history"]}
         for name, split in prepared.splits.items():

@@ -9,8 +9,6 @@ one chunk while the state runs through the whole epoch. Lines (names, one sequen
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 import math
 import time
@@ -29,17 +27,10 @@ from elman.data.vocabulary import Vocabulary, vectorize
 from elman.files import atomic_write_text
 from elman.models.language_model import LanguageModel, LanguageModelConfig, line_loss, stream_loss
 from elman.training.checkpoint import save_checkpoint
-from elman.training.loop import Optimisation, Processes, join_processes
+from elman.training.loop import Optimisation, Processes, RunLog, RunState, join_processes
 from elman.training.plots import plot_language_curves
 from elman.training.precision import resolve
-from elman.training.resume import (
-    check_same_config,
-    clean_interrupted_writes,
-    load_training_state,
-    prefixed,
-    save_training_state,
-    unprefixed,
-)
+from elman.training.resume import clean_interrupted_writes
 from elman.training.schedule import warmup_cosine
 
 VALIDATION_SEGMENTS, VALIDATION_BURN_IN = 32, 256  # the fast estimate used during training
@@ -192,9 +183,6 @@ def share(batch: TextBatch, processes: Processes) -> TextBatch:
                      processes.rows(batch.conditions), batch.continues)
 
 
-RESUMABLE_CHANGES = ("time_budget", "threads", "checkpoint_every")  # settings a resumed run may change
-
-
 def train_language_model(data: LanguageData, out_dir: str | Path, model_options: dict | None = None,
                          config: LanguageTrainConfig | None = None, progress: bool = True,
                          resume: bool = False) -> dict:
@@ -230,62 +218,33 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
                          "conditions": data.conditions, "columns": data.columns, "max_length": config.max_length,
                          "training": asdict(config), "data": data.source}
 
-    # Everything that changes as the run goes; a training state is a snapshot of it.
-    progress_state = {"epoch": 1, "batch": 0, "step": 0, "history": [], "best": math.inf, "stale": 0,
-                      "elapsed": 0.0, "since": {"loss": 0.0, "tokens": 0, "seconds": 0.0}, "stopped": None}
-    state, best_state, epoch_start = None, None, generator.get_state()
-    notes = []
-    if resume:
-        tensors, meta, problems = load_training_state(out_dir)
-        check_same_config(meta["training"], asdict(config), out_dir, RESUMABLE_CHANGES)
-        check_same_config(meta["model"], asdict(model_config), out_dir)
-        run.restore(tensors, meta["optimizer"])
-        progress_state = meta["progress"]
-        best_state = unprefixed("best", tensors) or None
-        epoch_start = tensors["rng.epoch_start"]
-        if "carried" in tensors:
-            state = processes.rows(tensors["carried"].transpose(0, 1)).transpose(0, 1).contiguous() \
-                if processes.world > 1 else tensors["carried"]
-        notes = [f"{problem}; resuming from the training state before it" for problem in problems]
-        notes.append(f"resumed at step {meta['step']} (epoch {progress_state['epoch']}) from {out_dir / 'resume'}")
+    state = RunState({"epoch": 1, "batch": 0, "step": 0, "history": [], "best": None, "stale": 0,
+                      "elapsed": 0.0, "since": {"loss": 0.0, "tokens": 0, "seconds": 0.0}, "stopped": None},
+                     generator)
+    settings = {"training": asdict(config), "model": asdict(model_config)}
+    notes = state.resume(out_dir, run, settings) if resume else []
+    hidden = None  # the carried state of this process's streams
+    if state.carried is not None:
+        hidden = processes.rows(state.carried.transpose(0, 1)).transpose(0, 1).contiguous() \
+            if processes.world > 1 else state.carried
+    p = state.progress
 
-    def save_state() -> None:
-        tensors, optimizer_rest = run.snapshot()
-        tensors["rng.epoch_start"] = epoch_start
-        if best_state is not None:
-            tensors.update(prefixed("best", best_state))
-        if state is not None and data.kind == "text":  # lines start afresh; a long text carries its state
-            tensors["carried"] = processes.gather_rows(state.transpose(0, 1), 0).transpose(0, 1)
-        if processes.main:
-            save_training_state(out_dir, progress_state["step"], tensors,
-                                {"progress": progress_state, "optimizer": optimizer_rest, "training": asdict(config),
-                                 "model": asdict(model_config)})
-
-    with contextlib.ExitStack() as closing:
-        log_file = closing.enter_context(open(out_dir / "train.log", "a" if resume else "w", encoding="utf-8")) \
-            if processes.main else None
-
-        def log(message: str) -> None:
-            if log_file is not None:
-                log_file.write(message + "\n")
-                log_file.flush()
-
+    with RunLog(out_dir / "train.log", processes, append=resume) as log:
         for note in notes:
             log(note)
         if not resume:
             log(f"data {data.source}: {data.kind}, {data.train_characters} training characters, vocabulary "
                 f"{len(data.vocabulary)}" + (f", {len(data.conditions)} conditions" if data.conditions else ""))
-            log(f"model {asdict(model_config)}; {sum(p.numel() for p in model.parameters())} parameters")
+            log(f"model {asdict(model_config)}; {sum(q.numel() for q in model.parameters())} parameters")
             log(f"training {asdict(config)}; precision here: {resolve(config.precision)}; "
                 f"{processes.world} process(es)")
-        bar = tqdm(total=None if config.time_budget else total_steps, initial=progress_state["step"], desc="train",
+        bar = tqdm(total=None if config.time_budget else total_steps, initial=p["step"], desc="train",
                    unit="step", disable=not (progress and processes.main))
-        started = time.monotonic() - progress_state["elapsed"]
+        started = time.monotonic() - p["elapsed"]
 
         def validate() -> bool:
             """Record a validation; returns True when early stopping says to stop."""
-            nonlocal best_state
-            p, since = progress_state, progress_state["since"]
+            since = p["since"]
             val_loss = validation_loss(model, data)
             record = {"step": p["step"], "epoch": p["epoch"], "seconds": time.monotonic() - started,
                       "train_loss": since["loss"] / max(since["tokens"], 1), "val_loss": val_loss,
@@ -293,21 +252,15 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
                       "chars_per_second": since["tokens"] / max(since["seconds"], 1e-9)}
             since.update(loss=0.0, tokens=0, seconds=0.0)
             p["history"].append(record)
-            improved = val_loss < p["best"]
-            if improved:
-                p["best"], p["stale"] = val_loss, 0
-                best_state = copy.deepcopy(model.state_dict())
-                if processes.main:
-                    save_checkpoint(out_dir, model, data.vocabulary, {**checkpoint_config, "step": p["step"]})
-            else:
-                p["stale"] += 1
+            improved = state.record(-val_loss, model.state_dict())
+            if improved and processes.main:
+                save_checkpoint(out_dir, model, data.vocabulary, {**checkpoint_config, "step": p["step"]})
             log(json.dumps(record) + ("  (best)" if improved else ""))
             bar.set_postfix(val=f"{val_loss:.3f}", val_bpc=f"{record['val_bits_per_char']:.3f}")
             return p["stale"] >= config.patience
 
-        p = progress_state
         while p["stopped"] is None and p["epoch"] <= config.epochs:
-            generator.set_state(epoch_start)
+            generator.set_state(state.epoch_start)
             batches = epoch_batches(data, config, generator)
             for batch in batches[p["batch"] :]:
                 elapsed = processes.agreed(time.monotonic() - started)
@@ -322,16 +275,16 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
                 mine = share(batch, processes)
 
                 def loss_sum(network, mine=mine):
-                    nonlocal state
-                    logits, state = network(mine.inputs, state if mine.continues else None, mine.lengths,
-                                            mine.conditions)
+                    nonlocal hidden
+                    logits, hidden = network(mine.inputs, hidden if mine.continues else None, mine.lengths,
+                                             mine.conditions)
                     loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
                                                        mine.targets.reshape(-1), ignore_index=0, reduction="sum")
                     return loss, int((mine.targets != 0).sum())
 
                 total, count = run.step(warmup_cosine(run_progress, config.learning_rate, config.warmup_fraction),
                                         loss_sum)
-                state = state.detach()
+                hidden = hidden.detach()
                 p["step"] += 1
                 p["batch"] += 1
                 since = p["since"]
@@ -345,7 +298,9 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
                     p["stopped"] = "early stopping"
                 if config.checkpoint_every and p["step"] % config.checkpoint_every == 0:
                     p["elapsed"] = time.monotonic() - started
-                    save_state()
+                    if data.kind == "text":  # lines start afresh; a long text carries its state on
+                        state.carried = processes.gather_rows(hidden.transpose(0, 1), 0).transpose(0, 1)
+                    state.save(out_dir, run, settings, processes)
                 if p["stopped"]:
                     break
             if p["stopped"] is None:
@@ -353,7 +308,7 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
                     p["stopped"] = "early stopping"
                 p["epoch"] += 1
                 p["batch"] = 0
-                epoch_start = generator.get_state()
+                state.epoch_start = generator.get_state()
         if p["since"]["tokens"]:  # steps since the last validation
             validate()
         bar.close()
@@ -361,7 +316,7 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
         training_seconds = time.monotonic() - started
         log(f"stopped by {stopped} after {training_seconds:.1f} s, {p['step']} steps")
 
-        model.load_state_dict(best_state)
+        model.load_state_dict(state.best_weights)
         metrics = {"stopped_by": stopped, "steps": p["step"], "training_seconds": training_seconds,
                    "val": {**loss_report(validation_loss(model, data, exact=True)),
                            "characters": int(data.val[0].shape[0]) if data.kind == "text" else None},

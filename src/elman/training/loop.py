@@ -11,16 +11,26 @@ the same everywhere, so every process takes the same decisions); only the first 
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch import distributed as dist
 
 from elman.training.precision import autocast
-from elman.training.resume import optimizer_tensors, prefixed, restore_optimizer, unprefixed
+from elman.training.resume import (
+    check_same_config,
+    load_training_state,
+    optimizer_tensors,
+    prefixed,
+    restore_optimizer,
+    save_training_state,
+    unprefixed,
+)
 
 
 @dataclass(frozen=True)
@@ -107,3 +117,75 @@ class Optimisation:
         self.module.load_state_dict(unprefixed("model", tensors))
         restore_optimizer(self.optimizer, unprefixed("optimizer", tensors), optimizer_rest)
         torch.set_rng_state(tensors["rng.torch"])
+
+
+RESUMABLE_CHANGES = ("time_budget", "threads", "checkpoint_every")  # settings a resumed run may change
+
+
+class RunState:
+    """Everything of a run that changes as it goes, besides model and optimizer; a training state under
+    ``resume/`` is a snapshot of it with them (see ``elman.training.resume``)."""
+
+    def __init__(self, progress: dict, generator: torch.Generator):
+        self.progress = progress  # step, epoch, position in the epoch, history, early stopping, elapsed time
+        self.best_weights: dict[str, Tensor] | None = None
+        self.epoch_start = generator.get_state()  # the batch-order generator as the current epoch began
+        self.carried: Tensor | None = None  # a long text's hidden state (L, B, H), whole global batch
+
+    def record(self, score: float, weights: dict[str, Tensor]) -> bool:
+        """Note a validation score (higher is better) for early stopping, keeping a copy of the best weights.
+        Returns whether the score improved on the best so far."""
+        p = self.progress
+        improved = p["best"] is None or score > p["best"]
+        if improved:
+            p["best"], p["stale"] = score, 0
+            self.best_weights = copy.deepcopy(weights)
+        else:
+            p["stale"] += 1
+        return improved
+
+    def resume(self, out_dir: Path, run: Optimisation, settings: dict[str, dict]) -> list[str]:
+        """Take up the newest intact training state; ``settings`` (config dicts by name) must match the
+        saved ones. Returns lines for the log."""
+        tensors, meta, problems = load_training_state(out_dir)
+        for name, current in settings.items():
+            check_same_config(meta[name], current, out_dir, RESUMABLE_CHANGES if name == "training" else ())
+        run.restore(tensors, meta["optimizer"])
+        self.progress = meta["progress"]
+        self.best_weights = unprefixed("best", tensors) or None
+        self.epoch_start = tensors["rng.epoch_start"]
+        self.carried = tensors.get("carried")
+        notes = [f"{problem}; resuming from the training state before it" for problem in problems]
+        return [*notes, f"resumed at step {meta['step']} (epoch {self.progress['epoch']}) from {out_dir / 'resume'}"]
+
+    def save(self, out_dir: Path, run: Optimisation, settings: dict[str, dict], processes: Processes) -> None:
+        tensors, optimizer_rest = run.snapshot()
+        tensors["rng.epoch_start"] = self.epoch_start
+        if self.best_weights is not None:
+            tensors.update(prefixed("best", self.best_weights))
+        if self.carried is not None:
+            tensors["carried"] = self.carried
+        if processes.main:
+            save_training_state(out_dir, self.progress["step"], tensors,
+                                {"progress": self.progress, "optimizer": optimizer_rest, **settings})
+
+
+class RunLog:
+    """``train.log``, written by the main process only (appended to when a run resumes); call it with a line."""
+
+    def __init__(self, path: Path, processes: Processes, append: bool):
+        self.path, self.processes, self.append, self.file = path, processes, append, None
+
+    def __enter__(self) -> RunLog:
+        if self.processes.main:
+            self.file = open(self.path, "a" if self.append else "w", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
+        return self
+
+    def __call__(self, message: str) -> None:
+        if self.file is not None:
+            self.file.write(message + "\n")
+            self.file.flush()
+
+    def __exit__(self, *exception) -> None:
+        if self.file is not None:
+            self.file.close()
