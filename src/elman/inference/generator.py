@@ -137,7 +137,7 @@ class TextGenerator:
             finished |= chosen == eos
             if self.kind == "lines" and bool(finished.all()):
                 break
-            logits, state = self.model(chosen[:, None], state)
+            logits, state = self.model(chosen[:, None], state, conditions=conditions)
             logits = logits[:, -1]
         return [prime + self._decode_until_end(row) for row in sampled.tolist()]
 

@@ -1,7 +1,8 @@
 """Character language model: characters -> embedding -> ElmanRNN -> linear -> next-character logits.
 
-Optionally conditioned (the book's chapter-7 "model 2"): a label, such as a nationality, is embedded and
-used as the initial hidden state of every layer, so that generation can be steered.
+Optionally conditioned: a label, such as a nationality, is embedded as the initial hidden state of every
+layer (the book's chapter-7 "model 2") and, so that its influence does not fade over a long name, also
+added to the input at every step; generation can then be steered by it.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ class LanguageModel(nn.Module):
         state: ``(L, B, H)`` hidden states to continue from (stateful truncated BPTT and generation);
             None starts from zeros, or from the condition's embedding in a conditioned model.
         lengths: ``(B,)`` valid steps of padded rows; ``state`` out is then each row's state at its end.
-        conditions: ``(B,)`` label indices, for a conditioned model starting without ``state``.
+        conditions: ``(B,)`` label indices; required by a conditioned model, refused by another.
     Returns ``(logits (B, T, V), state (L, B, H))``. Per layer, :math:`h_t = \\tanh(x_t W_{ih}^T + b_{ih}
     + h_{t-1} W_{hh}^T + b_{hh})` (or the configured nonlinearity), :math:`x_t` the character embedding for
-    the first layer and the layer below's :math:`h_t` above it; logits :math:`= h^{(L)}_t W_{out}^T + b`.
+    the first layer (plus the condition's input embedding) and the layer below's :math:`h_t` above it;
+    logits :math:`= h^{(L)}_t W_{out}^T + b`.
     """
 
     def __init__(self, config: LanguageModelConfig):
@@ -50,26 +52,37 @@ class LanguageModel(nn.Module):
         self.output = nn.Linear(config.hidden_size, config.vocab_size)
         self.conditions = (nn.Embedding(config.num_conditions, config.num_layers * config.hidden_size)
                            if config.num_conditions else None)
+        self.condition_inputs = (nn.Embedding(config.num_conditions, config.embedding_dim)
+                                 if config.num_conditions else None)
 
-    def initial_state(self, batch_size: int, conditions: Tensor | None = None) -> Tensor | None:
-        """(L, B, H) start states: the conditions' embeddings for a conditioned model, else None (zeros)."""
+    def check_conditions(self, batch_size: int, conditions: Tensor | None) -> None:
         if self.conditions is None:
             if conditions is not None:
                 raise ValueError("this language model is not conditioned; do not pass conditions")
-            return None
+            return
         if conditions is None:
             raise ValueError("this language model is conditioned; pass one condition per row")
         if conditions.shape != (batch_size,):
             raise ValueError(f"conditions must have shape ({batch_size},), got {tuple(conditions.shape)}")
+
+    def initial_state(self, batch_size: int, conditions: Tensor | None = None) -> Tensor | None:
+        """(L, B, H) start states: the conditions' embeddings for a conditioned model, else None (zeros)."""
+        self.check_conditions(batch_size, conditions)
+        if self.conditions is None:
+            return None
         layers, hidden = self.config.num_layers, self.config.hidden_size
         return self.conditions(conditions).view(batch_size, layers, hidden).transpose(0, 1).contiguous()
 
     def hidden_states(self, ids: Tensor, state: Tensor | None = None, lengths: Tensor | None = None,
                       conditions: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """-> (the top layer's state after each step (T, B, H), final states (L, B, H))."""
+        self.check_conditions(ids.shape[0], conditions)
         if state is None:
             state = self.initial_state(ids.shape[0], conditions)
-        return self.rnn(self.embedding(ids.t()), state, lengths=lengths)
+        inputs = self.embedding(ids.t())
+        if self.condition_inputs is not None:
+            inputs = inputs + self.condition_inputs(conditions)
+        return self.rnn(inputs, state, lengths=lengths)
 
     def forward(self, ids: Tensor, state: Tensor | None = None, lengths: Tensor | None = None,
                 conditions: Tensor | None = None) -> tuple[Tensor, Tensor]:
