@@ -47,7 +47,7 @@ class LanguageTrainConfig:
     clip_norm: float = 1.0
     time_budget: float | None = None  # seconds; the schedule then runs on time and ends at the budget
     eval_interval: int | None = None  # steps between validations; None: after every epoch
-    patience: int = 5  # validations without improvement before stopping
+    patience: int = 20  # validations without improvement before stopping (the best model is kept anyway)
     val_fraction: float = 0.1  # held out when no validation data is given: a long text's end, or random lines
     max_length: int = 64  # characters kept per line
     seed: int = 0
