@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import torch
@@ -76,8 +77,7 @@ class TextGenerator:
         self._never = torch.tensor([vocabulary.index(s) for s in SPECIALS if not (kind == "lines" and s == EOS)])
 
     def encode_prime(self, prime: str) -> list[int]:
-        if not isinstance(prime, str):
-            raise TypeError(f"prime must be a string, got {type(prime).__name__}")
+        """Character ids of an NFC-normalised prime (as ``clean_prime`` gives it)."""
         if len(prime) > MAX_GENERATE_CHARS:
             raise ValueError(f"the prime has {len(prime)} characters; the limit is {MAX_GENERATE_CHARS}")
         unknown = self.vocabulary.unknown_characters(prime)
@@ -85,6 +85,13 @@ class TextGenerator:
             known = "".join(t for t in self.vocabulary.tokens if t not in SPECIALS)
             raise ValueError(f"the prime contains characters the model never saw: {unknown}; it knows {known!r}")
         return [self.vocabulary.index(char) for char in prime]
+
+    @staticmethod
+    def clean_prime(prime: str) -> str:
+        """The prime in the normal form the training text was read in (NFC); kept otherwise as it is."""
+        if not isinstance(prime, str):
+            raise TypeError(f"prime must be a string, got {type(prime).__name__}")
+        return unicodedata.normalize("NFC", prime)
 
     def condition_index(self, condition: str | None) -> int | None:
         if self.conditions is None:
@@ -116,6 +123,7 @@ class TextGenerator:
         line's end). The same ``seed`` gives the same texts."""
         length = (500 if self.kind == "text" else self.max_length) if length is None else length
         check_sampling_options(length, temperature, top_k, top_p, num_samples, seed)
+        prime = self.clean_prime(prime)
         ids, condition_ids = self.context(prime, condition)
         generator = torch.Generator()
         if seed is None:
@@ -144,6 +152,7 @@ class TextGenerator:
     @torch.no_grad()
     def inspect(self, text: str, condition: str | None = None) -> Inspection:
         """The next-character distribution after each character of ``text``, and the hidden states."""
+        text = self.clean_prime(text)
         if not text:
             raise ValueError("give a text to inspect")
         ids, conditions = self.context(text, condition)
