@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 
 def train(task, data, out, processes):
@@ -34,3 +35,12 @@ def test_two_processes_follow_the_single_process_loss_curve(task, story_txt, nam
     log = (tmp_path / "two" / "train.log").read_text()
     assert log.count("stopped by") == 1 and "2 process(es)" in log  # written once, by the first process
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+def test_one_process_keeps_whole_batches():
+    from elman.training.loop import Processes
+
+    rows = torch.arange(6)
+    assert Processes().rows(rows) is rows and Processes().rows(None) is None
+    assert Processes(rank=1, world=2).rows(rows).tolist() == [1, 3, 5]
+    assert Processes().gather_rows(rows, 0) is rows

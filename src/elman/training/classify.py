@@ -214,7 +214,7 @@ def train_classifier(
                     p["stopped"] = "time budget"
                     break
                 began = time.monotonic()
-                mine = processes.rows(rows) if processes.world > 1 else rows
+                mine = processes.rows(rows)
                 logits = None
 
                 def loss_sum(network, mine=mine):

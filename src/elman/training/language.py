@@ -177,8 +177,6 @@ def epoch_batches(data: LanguageData, config: LanguageTrainConfig, generator: to
 
 def share(batch: TextBatch, processes: Processes) -> TextBatch:
     """This process's rows of a global batch."""
-    if processes.world == 1:
-        return batch
     return TextBatch(processes.rows(batch.inputs), processes.rows(batch.targets), processes.rows(batch.lengths),
                      processes.rows(batch.conditions), batch.continues)
 
@@ -225,8 +223,7 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
     notes = state.resume(out_dir, run, settings) if resume else []
     hidden = None  # the carried state of this process's streams
     if state.carried is not None:
-        hidden = processes.rows(state.carried.transpose(0, 1)).transpose(0, 1).contiguous() \
-            if processes.world > 1 else state.carried
+        hidden = processes.rows(state.carried.transpose(0, 1)).transpose(0, 1).contiguous()
     p = state.progress
 
     with RunLog(out_dir / "train.log", processes, append=resume) as log:

@@ -58,7 +58,7 @@ class Processes:
 
     def rows(self, tensor: Tensor | None) -> Tensor | None:
         """This process's share of a global batch: every ``world``-th row, starting at ``rank``."""
-        return None if tensor is None or self.world == 1 else tensor[self.rank :: self.world]
+        return tensor if tensor is None or self.world == 1 else tensor[self.rank :: self.world]
 
     def gather_rows(self, tensor: Tensor, dim: int) -> Tensor:
         """Inverse of ``rows`` along ``dim``: every process's share, interleaved back into the global batch."""
