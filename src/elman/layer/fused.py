@@ -37,7 +37,7 @@ states ``h_t``, the ``dz_t`` and every gradient stay float32. The layer's output
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -158,9 +158,14 @@ def _run_backward_loop(dz: Tensor, slope: Tensor, w_hh: Tensor, steps_active: li
 def recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, valid, mixed=False) -> Tensor:
     """The forward pass alone (arguments as ``FusedElmanDirection``); used directly when no gradient is wanted."""
     T, B, I = x.shape
-    out = matmul(x.reshape(T * B, I), w_ih.t(), mixed).view(T, B, w_hh.shape[0])
-    if b_ih is not None:
-        out += b_ih + b_hh
+    x_flat = x.reshape(T * B, I)
+    if b_ih is None or mixed:
+        out = matmul(x_flat, w_ih.t(), mixed)
+        if b_ih is not None:
+            out += b_ih + b_hh
+    else:  # the bias rides along in the GEMM
+        out = torch.addmm(b_ih + b_hh, x_flat, w_ih.t())
+    out = out.view(T, B, w_hh.shape[0])
     _run_forward_loop(out, h0.contiguous(), w_hh, steps_active, activation, mixed)
     if valid is not None:
         out.masked_fill_(~valid, 0)
@@ -290,9 +295,11 @@ def fused_direction(
     valid = None if padding is None else padding.valid
     tensors = (x, h0, w_ih, w_hh, b_ih, b_hh)
     device = x.device.type
-    mixed = (x.dtype == torch.float32 and torch.is_autocast_enabled(device)
-             and torch.get_autocast_dtype(device) == torch.bfloat16)
-    with torch.autocast(device, enabled=False):  # the precision of every GEMM is chosen here, explicitly
+    autocasting = torch.is_autocast_enabled(device)
+    mixed = autocasting and x.dtype == torch.float32 and torch.get_autocast_dtype(device) == torch.bfloat16
+    # Under autocast the precision of every GEMM is chosen here, explicitly; entering the context costs
+    # microseconds, which small inference calls notice, so it is entered only when autocast is on.
+    with torch.autocast(device, enabled=False) if autocasting else nullcontext():
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
             out = FusedElmanDirection.apply(*tensors, activation, steps_active, valid, mixed)
         else:  # inference: skip the autograd bookkeeping
