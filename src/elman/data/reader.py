@@ -50,7 +50,7 @@ def normalise_text(text: str) -> str:
     return unicodedata.normalize("NFC", text).strip()
 
 
-def decode_utf8(path: Path, data: bytes) -> str:
+def _decode_utf8(path: Path, data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -58,6 +58,24 @@ def decode_utf8(path: Path, data: bytes) -> str:
         raise DataError(
             f"{path}: line {line}: not valid UTF-8 (byte 0x{data[error.start]:02x}); save the file as UTF-8"
         ) from None
+
+
+def read_utf8(path: Path, empty: str, binary: str, max_bytes: int | None = None) -> str:
+    """The decoded contents of a text file. ``DataError`` for a missing, oversized, binary (NUL bytes),
+    non-UTF-8 or blank file; ``empty`` and ``binary`` finish those two messages for the kind of file."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise DataError(f"{path}: {size} bytes; the limit for this file is {max_bytes} bytes")
+    data = path.read_bytes()
+    if b"\x00" in data:
+        line = data[: data.index(b"\x00")].count(b"\n") + 1
+        raise DataError(f"{path}: line {line}: contains a NUL byte; {binary}")
+    text = _decode_utf8(path, data)
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty; {empty}")
+    return text
 
 
 def _pick_column(path: Path, header: list[str], wanted: str | None, defaults: tuple[str, ...], role: str,
@@ -93,15 +111,8 @@ def read_labelled_csv(
     empty labels, unknown split names, no usable text, or (with labels) a single class.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    data = path.read_bytes()
-    if b"\x00" in data:
-        line = data[: data.index(b"\x00")].count(b"\n") + 1
-        raise DataError(f"{path}: line {line}: contains a NUL byte; this is not a text CSV file")
-    text = decode_utf8(path, data)
-    if not text.strip():
-        raise DataError(f"{path}: the file is empty; expected a header row and at least one data row")
+    text = read_utf8(path, empty="expected a header row and at least one data row",
+                     binary="this is not a text CSV file")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 from pathlib import Path
 
-from elman.data.reader import DataError, decode_utf8
+from elman.data.reader import read_utf8
 
 MAX_TEXT_BYTES = 1 << 30  # a character model reads the whole file into memory
 
@@ -15,19 +15,9 @@ def read_text(path: str | Path) -> str:
 
     Raises ``DataError`` for a missing, empty, binary (NUL bytes), non-UTF-8 or oversized file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    size = path.stat().st_size
-    if size > MAX_TEXT_BYTES:
-        raise DataError(f"{path}: {size} bytes; the limit for a text file is {MAX_TEXT_BYTES} bytes")
-    data = path.read_bytes()
-    if b"\x00" in data:
-        line = data[: data.index(b"\x00")].count(b"\n") + 1
-        raise DataError(f"{path}: line {line}: contains a NUL byte; this looks like a binary file, not text")
-    text = decode_utf8(path, data).replace("\r\n", "\n").replace("\r", "\n")
-    if not text.strip():
-        raise DataError(f"{path}: the file is empty; a language model needs text to learn from")
+    text = read_utf8(Path(path), empty="a language model needs text to learn from",
+                     binary="this looks like a binary file, not text", max_bytes=MAX_TEXT_BYTES)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     return unicodedata.normalize("NFC", text)
 
 

@@ -51,10 +51,14 @@ class Vocabulary:
     def unknown_characters(self, text: str) -> list[str]:
         return sorted({c for c in text if c not in self._index})
 
+    def indices(self, text: str) -> list[int]:
+        """The index of each character (1, unknown, for characters not in the vocabulary)."""
+        return [self._index.get(c, 1) for c in text]
+
     def encode(self, text: str, max_length: int | None = None) -> list[int]:
         """<bos> + characters + <eos>; characters beyond ``max_length - 2`` are cut."""
         chars = text if max_length is None else text[: max(max_length - 2, 0)]
-        return [2, *(self._index.get(c, 1) for c in chars), 3]
+        return [2, *self.indices(chars), 3]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Inverse of ``encode`` for known characters: specials are dropped."""

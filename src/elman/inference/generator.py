@@ -84,7 +84,7 @@ class TextGenerator:
         if unknown:
             known = "".join(t for t in self.vocabulary.tokens if t not in SPECIALS)
             raise ValueError(f"the prime contains characters the model never saw: {unknown}; it knows {known!r}")
-        return [self.vocabulary.index(char) for char in prime]
+        return self.vocabulary.indices(prime)
 
     @staticmethod
     def clean_prime(prime: str) -> str:
@@ -169,7 +169,7 @@ class TextGenerator:
         """Loss over a whole text read statefully, as one long pass."""
         if self.kind != "text":
             raise ValueError("this model was trained on separate lines; evaluate it on a CSV or line file")
-        ids = torch.tensor([self.vocabulary.index(char) for char in text], dtype=torch.int64)
+        ids = torch.tensor(self.vocabulary.indices(text), dtype=torch.int64)
         if ids.shape[0] < 2:
             raise ValueError("the text has fewer than two characters; nothing to predict")
         return {**loss_report(stream_loss(self.model, ids)), "characters": ids.shape[0] - 1,

@@ -85,12 +85,8 @@ def prepare_text(text: str, val_text: str | None = None, val_fraction: float = 0
         raise DataError(f"{source}: too little text ({len(text)} characters to train on, {len(val_text)} to "
                         "validate on); a language model needs at least two of each")
     vocabulary = Vocabulary.from_texts([text])
-    return LanguageData(vocabulary, "text", (_text_ids(text, vocabulary),), (_text_ids(val_text, vocabulary),),
-                        source=source)
-
-
-def _text_ids(text: str, vocabulary: Vocabulary) -> torch.Tensor:
-    return torch.tensor([vocabulary.index(char) for char in text], dtype=torch.int64)
+    return LanguageData(vocabulary, "text", (torch.tensor(vocabulary.indices(text)),),
+                        (torch.tensor(vocabulary.indices(val_text)),), source=source)
 
 
 def prepare_lines(data: LabelledTexts, conditioned: bool, val_fraction: float = 0.1, max_length: int = 64,
@@ -296,7 +292,7 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
                 if config.checkpoint_every and p["step"] % config.checkpoint_every == 0:
                     p["elapsed"] = time.monotonic() - started
                     if data.kind == "text":  # lines start afresh; a long text carries its state on
-                        state.carried = processes.gather_rows(hidden.transpose(0, 1), 0).transpose(0, 1)
+                        state.carried = processes.gather_rows(hidden, dim=1)
                     state.save(out_dir, run, settings, processes)
                 if p["stopped"]:
                     break
