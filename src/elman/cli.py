@@ -37,7 +37,7 @@ def _options(args: argparse.Namespace, *configs) -> list[dict]:
 
 
 TASK_ONLY_OPTIONS = {
-    "classify": ("label_column", "label_smoothing", "class_weighting", "select_by"),
+    "classify": ("label_column", "label_smoothing", "class_weighting", "select_by", "members", "bag_ngrams"),
     "lm": ("val_data", "val_fraction", "lines", "condition_column", "chunk_length", "eval_interval"),
 }
 
@@ -262,6 +262,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _orders(text: str) -> tuple[int, ...]:
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        orders = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated n-gram orders like 1,2,3,4 or none, got {text!r}")
+    if any(order < 1 for order in orders):
+        raise argparse.ArgumentTypeError(f"n-gram orders must be positive, got {text!r}")
+    return orders
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -316,6 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-layers", dest="num_layers", type=_positive_int)
     train.add_argument("--nonlinearity", choices=["tanh", "relu", "sigmoid"])
     train.add_argument("--dropout", type=float)
+    train.add_argument("--members", type=_positive_int,
+                       help="classify: Elman RNNs trained side by side, their probabilities averaged (default 1)")
+    train.add_argument("--bag-ngrams", dest="bag_ngrams", type=_orders,
+                       help="classify: n-gram orders of the linear bag-of-n-grams member, e.g. 1,2,3,4 (the default), "
+                       "or none")
     train.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     train.set_defaults(handler=_train)
 

@@ -40,10 +40,12 @@ def test_evaluate_json(trained_model, names_csv):
 
 def test_train_from_the_command_line(names_csv, tmp_path):
     run = elman("train", "--task", "classify", "--data", names_csv, "--out", tmp_path / "m", "--epochs", "2",
-                "--hidden-size", "16", "--embedding-dim", "8", "--json")
+                "--hidden-size", "16", "--embedding-dim", "8", "--members", "2", "--bag-ngrams", "2,3", "--json")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["test"]["n"] == 30
     assert (tmp_path / "m" / "model.safetensors").exists()
+    model = json.loads((tmp_path / "m" / "config.json").read_text())["model"]
+    assert model["members"] == 2 and model["bag_ngrams"] == [2, 3]
 
 
 def test_errors_are_one_line_without_traceback(trained_model, tmp_path):
@@ -55,6 +57,8 @@ def test_errors_are_one_line_without_traceback(trained_model, tmp_path):
         (("predict", "--model", trained_model[0]), "give either texts"),
         (("predict", "--model", trained_model[0], "  "), "text 0 is empty"),
         (("train", "--data", bad, "--out", tmp_path / "o", "--epochs", "0"), "must be a positive integer"),
+        (("train", "--data", bad, "--out", tmp_path / "o", "--bag-ngrams", "1,x"), "comma-separated n-gram orders"),
+        (("train", "--data", bad, "--out", tmp_path / "o", "--bag-ngrams", "0,2"), "orders must be positive"),
     ]:
         run = elman(*args)
         assert run.returncode == 2, (args, run.stdout)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from elman.models.classifier import ClassifierConfig, SequenceClassifier, hashed_ngrams
+from elman.models.classifier import ClassifierConfig, NgramBag, SequenceClassifier, hashed_ngrams
 
 
 def model(**options):
@@ -12,8 +12,9 @@ def model(**options):
 
 @pytest.mark.parametrize("pooling", [("last",), ("max",), ("mean",), ("last", "max", "mean")])
 @pytest.mark.parametrize("ngrams", [(), (2, 3)])
-def test_logits_do_not_depend_on_padding_or_batch_neighbours(pooling, ngrams):
-    classifier = model(pooling=pooling, ngrams=ngrams)
+@pytest.mark.parametrize("bag_ngrams", [(), (1, 3)])
+def test_logits_do_not_depend_on_padding_or_batch_neighbours(pooling, ngrams, bag_ngrams):
+    classifier = model(pooling=pooling, ngrams=ngrams, bag_ngrams=bag_ngrams, bag_buckets=50)
     alone = torch.tensor([[2, 5, 6, 7, 3]])
     padded = torch.tensor([[2, 5, 6, 7, 3, 0, 0], [2, 9, 9, 9, 9, 9, 3]])
     expected = classifier(alone, torch.tensor([5]))
@@ -36,3 +37,34 @@ def test_config_rejects_unknown_pooling_and_unigram_ngrams():
         ClassifierConfig(vocab_size=5, num_classes=2, pooling=("median",))
     with pytest.raises(ValueError, match="orders >= 2"):
         ClassifierConfig(vocab_size=5, num_classes=2, ngrams=(1,))
+
+
+def test_the_ensemble_predicts_the_mean_of_its_members_probabilities():
+    classifier = model(members=3, bag_ngrams=(1, 2), bag_buckets=50)
+    for parameter in classifier.bag.parameters():  # starts at zero; any weights will do here
+        torch.nn.init.normal_(parameter)
+    ids, lengths = torch.tensor([[2, 5, 6, 7, 3], [2, 9, 3, 0, 0]]), torch.tensor([5, 3])
+    per_member = classifier(ids, lengths, per_member=True)
+    assert per_member.shape == (4, 2, 4)  # 3 recurrent members and the bag
+    expected = torch.stack([member(ids, lengths) for member in classifier.members]).softmax(2).mean(0)
+    torch.testing.assert_close(classifier(ids, lengths).exp(), expected)
+    assert not torch.allclose(per_member[0], per_member[1])  # members start from different weights
+    pooled, states = classifier.features(ids, lengths)
+    assert states.shape == (5, 2, 3 * 2 * 6) and pooled.shape[0] == 2
+
+
+def test_ngram_bag_is_linear_in_the_text_ngrams_scaled_by_their_count():
+    bag = NgramBag(ClassifierConfig(vocab_size=20, num_classes=2, bag_ngrams=(1, 2), bag_buckets=1000))
+    torch.nn.init.normal_(bag.weights.weight)
+    ids = torch.tensor([[2, 5, 3, 0]])
+    grams = torch.cat([hashed_ngrams(ids, 1, 1000), hashed_ngrams(ids, 2, 1000)], 1)[0]
+    grams = grams[grams != 0]
+    expected = bag.weights.weight[grams].sum(0) / len(grams) ** 0.5 + bag.bias
+    torch.testing.assert_close(bag(ids, torch.tensor([3]))[0], expected)
+
+
+def test_config_rejects_no_members_and_zero_order_bags():
+    with pytest.raises(ValueError, match="members"):
+        ClassifierConfig(vocab_size=5, num_classes=2, members=0)
+    with pytest.raises(ValueError, match="orders >= 1"):
+        ClassifierConfig(vocab_size=5, num_classes=2, bag_ngrams=(0, 2))

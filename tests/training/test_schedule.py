@@ -1,6 +1,6 @@
 import pytest
 
-from elman.training.schedule import WARMUP_START, warmup_cosine
+from elman.training.schedule import WARMUP_START, run_progress, warmup_cosine
 
 
 def test_warm_up_then_cosine_to_zero():
@@ -19,3 +19,9 @@ def test_rate_never_rises_after_the_warm_up():
 
 def test_no_warm_up():
     assert warmup_cosine(0.0, 1.0, 0.0) == pytest.approx(1.0)
+
+
+def test_run_progress_counts_steps_or_seconds_whichever_is_further():
+    assert run_progress(10, 100, elapsed=5.0, time_budget=None) == 0.1
+    assert run_progress(10, 100, elapsed=5.0, time_budget=10.0) == 0.5  # the budget is half spent
+    assert run_progress(90, 100, elapsed=5.0, time_budget=10.0) == 0.9  # the steps run out first

@@ -21,14 +21,14 @@ from elman.data.reader import DataError, LabelledTexts
 from elman.data.splits import stratified_split
 from elman.data.vocabulary import Vocabulary, vectorize
 from elman.files import atomic_write_text
-from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits
+from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits, ensemble
 from elman.training.checkpoint import save_checkpoint
 from elman.training.loop import Optimisation, RunLog, RunState, join_processes
 from elman.training.metrics import classification_metrics
 from elman.training.plots import plot_confusion, plot_curves
 from elman.training.precision import resolve
 from elman.training.resume import clean_interrupted_writes
-from elman.training.schedule import warmup_cosine
+from elman.training.schedule import run_progress, warmup_cosine
 
 CLASS_WEIGHTINGS = ("none", "sqrt", "balanced")
 
@@ -45,7 +45,7 @@ class TrainConfig:
     class_weighting: str = "sqrt"  # loss weight per class: 1, 1/sqrt(frequency) or 1/frequency (normalised)
     select_by: str = "macro_f1"  # validation metric for early stopping and the kept checkpoint: or "loss"
     patience: int = 8  # epochs without improvement before stopping
-    time_budget: float | None = None  # seconds; training stops cleanly when it is spent
+    time_budget: float | None = None  # seconds; the schedule then runs on time, and training stops at the budget
     max_length: int = 32  # characters kept per text (longer texts are cut)
     seed: int = 0  # weights, dropout, batch order (and the split, for files without one)
     threads: int | None = None  # torch threads; None keeps torch's default
@@ -110,13 +110,17 @@ def class_weights(targets: torch.Tensor, num_classes: int, scheme: str) -> torch
 
 def batch_loss(network: nn.Module, split: Split, rows: torch.Tensor, loss_function: nn.CrossEntropyLoss,
                ) -> tuple[torch.Tensor, float, torch.Tensor]:
-    """(summed loss, summed class weights of the targets, logits) of one batch of rows."""
+    """(summed loss, summed class weights of the targets, the ensemble's logits) of one batch of rows.
+
+    Every member is trained on its own loss (the loss is their mean), not on the ensemble's: members fitted
+    jointly would share their mistakes."""
     targets = split.targets[rows]
-    logits = network(trim(split.ids[rows], split.lengths[rows]), split.lengths[rows])
-    loss = loss_function(logits.float(), targets)
+    member_logits = network(trim(split.ids[rows], split.lengths[rows]), split.lengths[rows], per_member=True)
+    members = member_logits.shape[0]
+    loss = loss_function(member_logits.flatten(0, 1), targets.repeat(members)) / members
     weights = loss_function.weight
     divisor = float(weights[targets].sum()) if weights is not None else float(targets.numel())
-    return loss, divisor, logits
+    return loss, divisor, ensemble(member_logits.detach())
 
 
 def train_classifier(
@@ -208,11 +212,12 @@ def train_classifier(
             generator.set_state(state.epoch_start)
             batches = length_bucketed_batches(train.lengths, config.batch_size, generator)
             for rows in batches[p["batch"] :]:
-                out_of_time = config.time_budget is not None and \
-                    processes.agreed(time.monotonic() - started) > config.time_budget
+                elapsed = processes.agreed(time.monotonic() - started)
+                out_of_time = config.time_budget is not None and elapsed > config.time_budget
                 if p["step"] > 0 and out_of_time:
                     p["stopped"] = "time budget"
                     break
+                progress_now = run_progress(p["step"], total_steps, elapsed, config.time_budget)
                 began = time.monotonic()
                 mine = processes.rows(rows)
                 logits = None
@@ -222,7 +227,7 @@ def train_classifier(
                     loss, divisor, logits = batch_loss(network, train, mine, loss_function)
                     return loss, divisor
 
-                rate = warmup_cosine(p["step"] / total_steps, config.learning_rate, config.warmup_fraction)
+                rate = warmup_cosine(progress_now, config.learning_rate, config.warmup_fraction)
                 total, divisor = run.step(rate, loss_sum)
                 correct = processes.total(torch.tensor([int((logits.argmax(1) == train.targets[mine]).sum())]))
                 p["step"] += 1

@@ -31,7 +31,7 @@ from elman.training.loop import Optimisation, Processes, RunLog, RunState, join_
 from elman.training.plots import plot_language_curves
 from elman.training.precision import resolve
 from elman.training.resume import clean_interrupted_writes
-from elman.training.schedule import warmup_cosine
+from elman.training.schedule import run_progress, warmup_cosine
 
 VALIDATION_SEGMENTS, VALIDATION_BURN_IN = 32, 256  # the fast estimate used during training
 
@@ -261,9 +261,7 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
                 if p["step"] > 0 and out_of_time:
                     p["stopped"] = "time budget"
                     break
-                run_progress = p["step"] / total_steps
-                if config.time_budget is not None:
-                    run_progress = max(run_progress, elapsed / config.time_budget)
+                progress_now = run_progress(p["step"], total_steps, elapsed, config.time_budget)
                 began = time.monotonic()
                 mine = share(batch, processes)
 
@@ -275,7 +273,7 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
                                                        mine.targets.reshape(-1), ignore_index=0, reduction="sum")
                     return loss, int((mine.targets != 0).sum())
 
-                total, count = run.step(warmup_cosine(run_progress, config.learning_rate, config.warmup_fraction),
+                total, count = run.step(warmup_cosine(progress_now, config.learning_rate, config.warmup_fraction),
                                         loss_sum)
                 hidden = hidden.detach()
                 p["step"] += 1

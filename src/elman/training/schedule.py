@@ -20,3 +20,9 @@ def warmup_cosine(progress: float, peak: float, warmup_fraction: float) -> float
         return peak * max(progress / warmup_fraction, WARMUP_START)
     decayed = (progress - warmup_fraction) / max(1.0 - warmup_fraction, 1e-12)
     return peak * 0.5 * (1 + math.cos(math.pi * decayed))
+
+
+def run_progress(step: int, total_steps: int, elapsed: float, time_budget: float | None) -> float:
+    """How far a run is, 0 to 1: by steps, or by seconds under a time budget when those are further along."""
+    progress = step / total_steps
+    return progress if time_budget is None else max(progress, elapsed / time_budget)
