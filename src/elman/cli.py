@@ -268,7 +268,8 @@ def _orders(text: str) -> tuple[int, ...]:
     try:
         orders = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated n-gram orders like 1,2,3,4 or none, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated n-gram orders like 1,2,3,4 or none, got {text!r}") from None
     if any(order < 1 for order in orders):
         raise argparse.ArgumentTypeError(f"n-gram orders must be positive, got {text!r}")
     return orders

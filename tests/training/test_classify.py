@@ -8,7 +8,9 @@ import torch
 
 import elman
 from elman.data import read_labelled_csv
-from elman.training.checkpoint import CheckpointError, load_checkpoint
+from elman.data.vocabulary import vectorize
+from elman.models import ClassifierConfig, SequenceClassifier
+from elman.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from elman.training.classify import TrainConfig, class_weights
 
 
@@ -59,6 +61,21 @@ def test_checkpoint_round_trip_restores_identical_weights(trained_model):
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, state[name])
     assert config["task"] == "classify" and len(vocabulary) == config["model"]["vocab_size"]
+
+
+def test_a_checkpoint_from_before_the_ensemble_still_loads(trained_model, tmp_path):
+    """Classifiers used to be one recurrent network, its parameters at the top of the state dict."""
+    config, state, vocabulary = load_checkpoint(trained_model[0])
+    options = {k: v for k, v in config["model"].items() if k not in ("members", "bag_ngrams", "bag_buckets")}
+    single = SequenceClassifier(ClassifierConfig(**options, members=1, bag_ngrams=()))
+    single.load_state_dict({k: v for k, v in state.items() if k.startswith("recurrent.0.")})
+    old_layout = torch.nn.Module()
+    for name, child in single.recurrent[0].named_children():
+        old_layout.add_module(name, child)
+    kept = {key: value for key, value in config.items() if key not in ("model", "sha256")}
+    save_checkpoint(tmp_path, old_layout, vocabulary, kept | {"model": options})
+    expected = single.eval()(*vectorize(["Nakamoto"], vocabulary, config["max_length"])).softmax(1)
+    torch.testing.assert_close(elman.load(tmp_path).probabilities("Nakamoto"), expected)
 
 
 @pytest.fixture

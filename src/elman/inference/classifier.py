@@ -103,7 +103,11 @@ class Classifier:
 
 def load_classifier(directory: Path, config: dict, state: dict, vocabulary: Vocabulary) -> Classifier:
     try:
-        model = SequenceClassifier(ClassifierConfig(**config["model"]))
+        options = dict(config["model"])
+        if "members" not in options:  # written before classifiers were ensembles: one recurrent network
+            options.update(members=1, bag_ngrams=())
+            state = {f"recurrent.0.{name}": tensor for name, tensor in state.items()}
+        model = SequenceClassifier(ClassifierConfig(**options))
         model.load_state_dict(state)
         labels = list(config["labels"])
         max_length = int(config["max_length"])

@@ -167,7 +167,10 @@ class SequenceClassifier(nn.Module):
 
 
 def ensemble(member_logits: Tensor) -> Tensor:
-    """Members' logits (M, B, C) -> log of the mean of their probabilities (B, C)."""
+    """Members' logits (M, B, C) -> log of the mean of their probabilities (B, C); a single member's logits
+    as they are (their softmax is the same)."""
+    if member_logits.shape[0] == 1:
+        return member_logits[0]
     return torch.logsumexp(member_logits.log_softmax(dim=2), dim=0) - math.log(member_logits.shape[0])
 
 
