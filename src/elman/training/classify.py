@@ -28,7 +28,7 @@ from elman.training.metrics import classification_metrics
 from elman.training.plots import plot_confusion, plot_curves
 from elman.training.precision import resolve
 from elman.training.resume import clean_interrupted_writes
-from elman.training.schedule import run_progress, warmup_cosine
+from elman.training.schedule import warmup_cosine
 
 CLASS_WEIGHTINGS = ("none", "sqrt", "balanced")
 
@@ -208,46 +208,41 @@ def train_classifier(
                             val_f1=f"{record['val_macro_f1']:.3f}", texts_s=f"{record['texts_per_second']:.0f}")
             return p["stale"] >= config.patience
 
-        while p["stopped"] is None and p["epoch"] <= config.epochs:
-            generator.set_state(state.epoch_start)
-            batches = length_bucketed_batches(train.lengths, config.batch_size, generator)
-            for rows in batches[p["batch"] :]:
-                elapsed = processes.agreed(time.monotonic() - started)
-                out_of_time = config.time_budget is not None and elapsed > config.time_budget
-                if p["step"] > 0 and out_of_time:
-                    p["stopped"] = "time budget"
-                    break
-                progress_now = run_progress(p["step"], total_steps, elapsed, config.time_budget)
-                began = time.monotonic()
-                mine = processes.rows(rows)
-                logits = None
+        def this_epoch(generator: torch.Generator) -> list[torch.Tensor]:
+            return length_bucketed_batches(train.lengths, config.batch_size, generator)
 
-                def loss_sum(network, mine=mine):
-                    nonlocal logits
-                    loss, divisor, logits = batch_loss(network, train, mine, loss_function)
-                    return loss, divisor
-
-                rate = warmup_cosine(progress_now, config.learning_rate, config.warmup_fraction)
-                total, divisor = run.step(rate, loss_sum)
-                correct = processes.total(torch.tensor([int((logits.argmax(1) == train.targets[mine]).sum())]))
-                p["step"] += 1
-                p["batch"] += 1
-                since = p["since"]
-                since["seen"] += rows.numel()
-                since["loss"] += total
-                since["divisor"] += divisor
-                since["correct"] += int(correct)
-                since["seconds"] += time.monotonic() - began
-                if config.checkpoint_every and p["step"] % config.checkpoint_every == 0:
-                    p["elapsed"] = time.monotonic() - started
-                    state.save(out_dir, run, settings, processes)
-            if p["since"]["seen"] and validate():
-                p["stopped"] = p["stopped"] or "early stopping"
-            if p["stopped"] is None:
-                p["epoch"] += 1
-                p["batch"] = 0
-                state.epoch_start = generator.get_state()
+        for item in state.batches(this_epoch, config.epochs, total_steps, config.time_budget, started, processes):
+            if item is None:  # an epoch is complete
+                if validate():
+                    p["stopped"] = "early stopping"
                 bar.update()
+                continue
+            rows, progress_now = item
+            began = time.monotonic()
+            mine = processes.rows(rows)
+            logits = None
+
+            def loss_sum(network, mine=mine):
+                nonlocal logits
+                loss, divisor, logits = batch_loss(network, train, mine, loss_function)
+                return loss, divisor
+
+            rate = warmup_cosine(progress_now, config.learning_rate, config.warmup_fraction)
+            total, divisor = run.step(rate, loss_sum)
+            correct = processes.total(torch.tensor([int((logits.argmax(1) == train.targets[mine]).sum())]))
+            p["step"] += 1
+            p["batch"] += 1
+            since = p["since"]
+            since["seen"] += rows.numel()
+            since["loss"] += total
+            since["divisor"] += divisor
+            since["correct"] += int(correct)
+            since["seconds"] += time.monotonic() - began
+            if config.checkpoint_every and p["step"] % config.checkpoint_every == 0:
+                p["elapsed"] = time.monotonic() - started
+                state.save(out_dir, run, settings, processes)
+        if p["since"]["seen"]:  # the steps of an epoch cut short by the time budget
+            validate()
         bar.close()
         stopped = p["stopped"] or "epochs"
         log(f"stopped by {stopped} after {time.monotonic() - started:.1f} s")

@@ -31,7 +31,7 @@ from elman.training.loop import Optimisation, Processes, RunLog, RunState, join_
 from elman.training.plots import plot_language_curves
 from elman.training.precision import resolve
 from elman.training.resume import clean_interrupted_writes
-from elman.training.schedule import run_progress, warmup_cosine
+from elman.training.schedule import warmup_cosine
 
 VALIDATION_SEGMENTS, VALIDATION_BURN_IN = 32, 256  # the fast estimate used during training
 
@@ -252,54 +252,46 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
             bar.set_postfix(val=f"{val_loss:.3f}", val_bpc=f"{record['val_bits_per_char']:.3f}")
             return p["stale"] >= config.patience
 
-        while p["stopped"] is None and p["epoch"] <= config.epochs:
-            generator.set_state(state.epoch_start)
-            batches = epoch_batches(data, config, generator)
-            for batch in batches[p["batch"] :]:
-                elapsed = processes.agreed(time.monotonic() - started)
-                out_of_time = config.time_budget is not None and elapsed > config.time_budget
-                if p["step"] > 0 and out_of_time:
-                    p["stopped"] = "time budget"
-                    break
-                progress_now = run_progress(p["step"], total_steps, elapsed, config.time_budget)
-                began = time.monotonic()
-                mine = share(batch, processes)
+        def this_epoch(generator: torch.Generator) -> list[TextBatch]:
+            return epoch_batches(data, config, generator)
 
-                def loss_sum(network, mine=mine):
-                    nonlocal hidden
-                    logits, hidden = network(mine.inputs, hidden if mine.continues else None, mine.lengths,
-                                             mine.conditions)
-                    loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                       mine.targets.reshape(-1), ignore_index=0, reduction="sum")
-                    return loss, int((mine.targets != 0).sum())
-
-                total, count = run.step(warmup_cosine(progress_now, config.learning_rate, config.warmup_fraction),
-                                        loss_sum)
-                hidden = hidden.detach()
-                p["step"] += 1
-                p["batch"] += 1
-                since = p["since"]
-                since["loss"] += total
-                since["tokens"] += count
-                since["seconds"] += time.monotonic() - began
-                bar.update()
-                bar.set_postfix(loss=f"{total / count:.3f}", bpc=f"{total / count / math.log(2):.3f}",
-                                chars_s=f"{since['tokens'] / max(since['seconds'], 1e-9):.0f}")
-                if config.eval_interval and p["step"] % config.eval_interval == 0 and validate():
-                    p["stopped"] = "early stopping"
-                if config.checkpoint_every and p["step"] % config.checkpoint_every == 0:
-                    p["elapsed"] = time.monotonic() - started
-                    if data.kind == "text":  # lines start afresh; a long text carries its state on
-                        state.carried = processes.gather_rows(hidden, dim=1)
-                    state.save(out_dir, run, settings, processes)
-                if p["stopped"]:
-                    break
-            if p["stopped"] is None:
+        for item in state.batches(this_epoch, config.epochs, total_steps, config.time_budget, started,
+                                  processes):
+            if item is None:  # an epoch is complete
                 if not config.eval_interval and validate():
                     p["stopped"] = "early stopping"
-                p["epoch"] += 1
-                p["batch"] = 0
-                state.epoch_start = generator.get_state()
+                continue
+            batch, progress_now = item
+            began = time.monotonic()
+            mine = share(batch, processes)
+
+            def loss_sum(network, mine=mine):
+                nonlocal hidden
+                logits, hidden = network(mine.inputs, hidden if mine.continues else None, mine.lengths,
+                                         mine.conditions)
+                loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                   mine.targets.reshape(-1), ignore_index=0, reduction="sum")
+                return loss, int((mine.targets != 0).sum())
+
+            total, count = run.step(warmup_cosine(progress_now, config.learning_rate, config.warmup_fraction),
+                                    loss_sum)
+            hidden = hidden.detach()
+            p["step"] += 1
+            p["batch"] += 1
+            since = p["since"]
+            since["loss"] += total
+            since["tokens"] += count
+            since["seconds"] += time.monotonic() - began
+            bar.update()
+            bar.set_postfix(loss=f"{total / count:.3f}", bpc=f"{total / count / math.log(2):.3f}",
+                            chars_s=f"{since['tokens'] / max(since['seconds'], 1e-9):.0f}")
+            if config.eval_interval and p["step"] % config.eval_interval == 0 and validate():
+                p["stopped"] = "early stopping"
+            if config.checkpoint_every and p["step"] % config.checkpoint_every == 0:
+                p["elapsed"] = time.monotonic() - started
+                if data.kind == "text":  # lines start afresh; a long text carries its state on
+                    state.carried = processes.gather_rows(hidden, dim=1)
+                state.save(out_dir, run, settings, processes)
         if p["since"]["tokens"]:  # steps since the last validation
             validate()
         bar.close()

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +33,7 @@ from elman.training.resume import (
     save_training_state,
     unprefixed,
 )
+from elman.training.schedule import run_progress
 
 
 @dataclass(frozen=True)
@@ -129,8 +132,36 @@ class RunState:
     def __init__(self, progress: dict, generator: torch.Generator):
         self.progress = progress  # step, epoch, position in the epoch, history, early stopping, elapsed time
         self.best_weights: dict[str, Tensor] | None = None
+        self.generator = generator  # draws each epoch's batch order
         self.epoch_start = generator.get_state()  # the batch-order generator as the current epoch began
         self.carried: Tensor | None = None  # a long text's hidden state (L, B, H), whole global batch
+
+    def batches(self, epoch_batches: Callable[[torch.Generator], Sequence], epochs: int, total_steps: int,
+                time_budget: float | None, started: float, processes: Processes) -> Iterator[tuple[Any, float] | None]:
+        """The run's batches from where it stands, epoch after epoch, each with how far the run is (0 to 1,
+        for the learning-rate schedule); ``None`` after each complete epoch, where the caller validates.
+
+        Ends when the epochs are done, when the time budget is spent (``progress["stopped"]`` is then "time
+        budget"; at least one step is always taken) or when the caller sets ``progress["stopped"]``. The
+        caller counts the steps it takes in ``progress["step"]`` and ``progress["batch"]``, so that a
+        training state saved between batches knows where to go on.
+        """
+        p = self.progress
+        while p["stopped"] is None and p["epoch"] <= epochs:
+            self.generator.set_state(self.epoch_start)
+            for batch in epoch_batches(self.generator)[p["batch"] :]:
+                elapsed = processes.agreed(time.monotonic() - started)
+                if p["step"] > 0 and time_budget is not None and elapsed > time_budget:
+                    p["stopped"] = "time budget"
+                    return
+                yield batch, run_progress(p["step"], total_steps, elapsed, time_budget)
+                if p["stopped"] is not None:
+                    return
+            yield None
+            if p["stopped"] is None:
+                p["epoch"] += 1
+                p["batch"] = 0
+                self.epoch_start = self.generator.get_state()
 
     def record(self, score: float, weights: dict[str, Tensor]) -> bool:
         """Note a validation score (higher is better) for early stopping, keeping a copy of the best weights.
