@@ -81,7 +81,8 @@ class Classifier:
         characters = list(text[: self.max_length - 2])
         prefixes = ["".join(characters[: i + 1]) for i in range(len(characters))]
         ids, lengths = vectorize([text], self.vocabulary, self.max_length)
-        _, states = self.model.eval().features(ids, lengths)  # (T, 1, D * H), T = <bos> + characters + <eos>
+        # states: (T, 1, M * D * H) for M recurrent members; T = <bos> + characters + <eos>
+        _, states = self.model.eval().features(ids, lengths)
         hidden = states[1 : len(characters) + 1, 0]
         return Inspection("classify", characters, hidden.numpy(), self._probabilities(prefixes).numpy(),
                           list(self.labels))
