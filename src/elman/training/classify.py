@@ -26,7 +26,6 @@ from elman.training.checkpoint import save_checkpoint
 from elman.training.loop import Optimisation, RunLog, RunState, join_processes
 from elman.training.metrics import classification_metrics
 from elman.training.plots import plot_confusion, plot_curves
-from elman.training.precision import resolve
 from elman.training.resume import clean_interrupted_writes
 from elman.training.schedule import warmup_cosine
 
@@ -172,15 +171,10 @@ def train_classifier(
     p = state.progress
 
     with RunLog(out_dir / "train.log", processes, append=resume) as log:
-        for note in notes:
-            log(note)
-        if not resume:
-            log(f"data {data.path}: {len(data)} rows ({data.skipped_empty} empty skipped); "
-                + ", ".join(f"{name} {len(split)}" for name, split in prepared.splits.items())
-                + f"; {len(prepared.labels)} labels; vocabulary {len(prepared.vocabulary)}")
-            log(f"model {asdict(model_config)}; {sum(q.numel() for q in model.parameters())} parameters")
-            log(f"training {asdict(config)}; precision here: {resolve(config.precision)}; "
-                f"{processes.world} process(es)")
+        log.begin(notes, f"{data.path}: {len(data)} rows ({data.skipped_empty} empty skipped); "
+                  + ", ".join(f"{name} {len(split)}" for name, split in prepared.splits.items())
+                  + f"; {len(prepared.labels)} labels; vocabulary {len(prepared.vocabulary)}",
+                  model, model_config, config)
 
         started = time.monotonic() - p["elapsed"]
         bar = tqdm(total=config.epochs, initial=p["epoch"] - 1, desc="train", unit="epoch",

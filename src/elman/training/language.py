@@ -29,7 +29,6 @@ from elman.models.language_model import LanguageModel, LanguageModelConfig, line
 from elman.training.checkpoint import save_checkpoint
 from elman.training.loop import Optimisation, Processes, RunLog, RunState, join_processes
 from elman.training.plots import plot_language_curves
-from elman.training.precision import resolve
 from elman.training.resume import clean_interrupted_writes
 from elman.training.schedule import warmup_cosine
 
@@ -223,14 +222,9 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
     p = state.progress
 
     with RunLog(out_dir / "train.log", processes, append=resume) as log:
-        for note in notes:
-            log(note)
-        if not resume:
-            log(f"data {data.source}: {data.kind}, {data.train_characters} training characters, vocabulary "
-                f"{len(data.vocabulary)}" + (f", {len(data.conditions)} conditions" if data.conditions else ""))
-            log(f"model {asdict(model_config)}; {sum(q.numel() for q in model.parameters())} parameters")
-            log(f"training {asdict(config)}; precision here: {resolve(config.precision)}; "
-                f"{processes.world} process(es)")
+        log.begin(notes, f"{data.source}: {data.kind}, {data.train_characters} training characters, vocabulary "
+                  f"{len(data.vocabulary)}" + (f", {len(data.conditions)} conditions" if data.conditions else ""),
+                  model, model_config, config)
         bar = tqdm(total=None if config.time_budget else total_steps, initial=p["step"], desc="train",
                    unit="step", disable=not (progress and processes.main))
         started = time.monotonic() - p["elapsed"]

@@ -15,7 +15,7 @@ import copy
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch import distributed as dist
 
-from elman.training.precision import autocast
+from elman.training.precision import autocast, resolve
 from elman.training.resume import (
     check_same_config,
     load_training_state,
@@ -216,6 +216,16 @@ class RunLog:
         if self.file is not None:
             self.file.write(message + "\n")
             self.file.flush()
+
+    def begin(self, resume_notes: list[str], data: str, model: nn.Module, model_config, training_config) -> None:
+        """The opening lines: where a resumed run took up, or what a new run learns from and with what."""
+        for note in resume_notes:
+            self(note)
+        if not self.append:
+            self(f"data {data}")
+            self(f"model {asdict(model_config)}; {sum(q.numel() for q in model.parameters())} parameters")
+            self(f"training {asdict(training_config)}; precision here: {resolve(training_config.precision)}; "
+                 f"{self.processes.world} process(es)")
 
     def __exit__(self, *exception) -> None:
         if self.file is not None:
