@@ -39,15 +39,16 @@ def test_config_rejects_unknown_pooling_and_unigram_ngrams():
         ClassifierConfig(vocab_size=5, num_classes=2, ngrams=(1,))
 
 
-def test_the_ensemble_predicts_the_mean_of_its_members_probabilities():
+def test_the_ensemble_predicts_the_normalised_geometric_mean_of_its_members_probabilities():
     classifier = model(members=3, bag_ngrams=(1, 2), bag_buckets=50)
     for parameter in classifier.bag.parameters():  # starts at zero; any weights will do here
         torch.nn.init.normal_(parameter)
     ids, lengths = torch.tensor([[2, 5, 6, 7, 3], [2, 9, 3, 0, 0]]), torch.tensor([5, 3])
     per_member = classifier(ids, lengths, per_member=True)
     assert per_member.shape == (4, 2, 4)  # 3 recurrent members and the bag
-    expected = torch.stack([member(ids, lengths) for member in classifier.members]).softmax(2).mean(0)
-    torch.testing.assert_close(classifier(ids, lengths).exp(), expected)
+    probabilities = torch.stack([member(ids, lengths) for member in classifier.members]).softmax(2)
+    geometric_mean = probabilities.prod(0) ** (1 / 4)
+    torch.testing.assert_close(classifier(ids, lengths).exp(), geometric_mean / geometric_mean.sum(1, keepdim=True))
     assert not torch.allclose(per_member[0], per_member[1])  # members start from different weights
     pooled, states = classifier.features(ids, lengths)
     assert states.shape == (5, 2, 3 * 2 * 6) and pooled.shape[0] == 2
