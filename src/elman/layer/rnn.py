@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from elman.layer.dropout import dropout
 from elman.layer.fused import ACTIVATIONS, Padding, fused_direction
 from elman.layer.reference import reference_direction
 
@@ -268,7 +269,7 @@ class ElmanRNN(nn.Module):
                 final_states.append(h_last)
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
+                layer_input = dropout(layer_input, self.dropout)
         h_n = torch.stack(final_states)
 
         if order is not None:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from elman.data.batches import length_bucketed_batches, trim
 from elman.layer import ElmanRNN
+from elman.layer.dropout import Dropout
 
 POOLINGS = ("last", "max", "mean")
 
@@ -38,7 +39,7 @@ class ClassifierConfig:
     # surnames.csv in 150 s (validation split, three runs) it lifts accuracy from 0.805 to 0.807-0.813 at about
     # the same macro-F1 (0.515-0.540, without it 0.531-0.535); alone it scores 0.820 / 0.522.
     bag_ngrams: tuple[int, ...] = (1, 2, 3, 4)
-    bag_buckets: int = 65536
+    bag_buckets: int = 32768  # validation as with 65536 (0.823 / 0.536 vs 0.825 / 0.532 alone) at 13% less step time
 
     def __post_init__(self):
         self.pooling = tuple(self.pooling)
@@ -84,12 +85,12 @@ class RecurrentMember(nn.Module):
         self.rnn = ElmanRNN(config.embedding_dim, config.hidden_size, num_layers=config.num_layers,
                             nonlinearity=config.nonlinearity, bidirectional=config.bidirectional,
                             dropout=config.dropout if config.num_layers > 1 else 0.0)
-        self.dropout = nn.Dropout(config.dropout)
-        self.embedding_dropout = nn.Dropout(config.dropout if config.embedding_dropout is None
-                                            else config.embedding_dropout)
+        self.dropout = Dropout(config.dropout)
+        self.embedding_dropout = Dropout(config.dropout if config.embedding_dropout is None
+                                         else config.embedding_dropout)
         features = len(config.pooling) * directions * config.hidden_size
         if config.mlp_hidden:
-            self.head = nn.Sequential(nn.Linear(features, config.mlp_hidden), nn.ReLU(), nn.Dropout(config.dropout),
+            self.head = nn.Sequential(nn.Linear(features, config.mlp_hidden), nn.ReLU(), Dropout(config.dropout),
                                       nn.Linear(config.mlp_hidden, config.num_classes))
         else:
             self.head = nn.Linear(features, config.num_classes)

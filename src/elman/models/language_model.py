@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from elman.data.batches import line_batches
 from elman.layer import ElmanRNN
+from elman.layer.dropout import Dropout
 
 
 @dataclass
@@ -48,7 +49,7 @@ class LanguageModel(nn.Module):
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=0)
         self.rnn = ElmanRNN(config.embedding_dim, config.hidden_size, num_layers=config.num_layers,
                             nonlinearity=config.nonlinearity, dropout=config.dropout)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.output = nn.Linear(config.hidden_size, config.vocab_size)
         self.conditions = (nn.Embedding(config.num_conditions, config.num_layers * config.hidden_size)
                            if config.num_conditions else None)

@@ -1,0 +1,56 @@
+"""Dropout as ``torch.nn.functional.dropout`` computes it, with a mask that is cheaper to draw.
+
+For an input ``x`` of any shape, in training,
+
+    y = x * keep / (1 - p)        keep: same shape as x, each element 1 with probability 1 - p, else 0
+
+and ``y = x`` otherwise. torch's CPU dropout draws ``keep`` with ``bernoulli_``, which costs ~8 ns per
+element on our 2-core machine: a fifth to a third of a classifier's training step went into it. Here each
+element gets 16 bits of one 64-bit random word instead (four elements per word, ~1 ns each), and is kept
+when those bits, read as a number in [0, 65536), reach ``round(p * 65536)``. So ``p`` acts rounded to a
+multiple of 1/65536, and the scale uses that rounded value, which keeps E[y] = x exactly.
+
+Random numbers come from torch's global generator, so ``torch.manual_seed`` makes the masks repeatable.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+LEVELS = 1 << 16  # values of the 16 bits each element draws
+_WORD = torch.iinfo(torch.int64)
+
+
+def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """Zero each element of ``x`` with probability ``p`` and scale the others by ``1 / (1 - p)`` in training;
+    ``x`` itself otherwise. Same shape and dtype as ``x``; differentiable in ``x``."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    dropped_levels = round(p * LEVELS)
+    if not training or dropped_levels == 0:
+        return x
+    if dropped_levels == LEVELS:
+        return x * 0
+    count = x.numel()
+    # random_(min, max) covers every bit of a word (plain random_() leaves the sign bit 0)
+    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=x.device).random_(_WORD.min, _WORD.max)
+    bits = words.view(torch.int16)[:count].view(x.shape)  # signed: [-32768, 32768) stands for [0, 65536)
+    keep = bits >= dropped_levels - LEVELS // 2
+    return x * keep.to(x.dtype).mul_(LEVELS / (LEVELS - dropped_levels))
+
+
+class Dropout(nn.Module):
+    """``torch.nn.Dropout`` on ``dropout`` above: active in training mode, the identity in evaluation mode."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0 <= p <= 1:
+            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

@@ -1,0 +1,68 @@
+"""Dropout with 16-bit masks: the rate, the scale, the gradient, repeatability and the edge cases."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from elman.layer.dropout import LEVELS, Dropout, dropout
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5, 0.9])
+def test_drops_a_fraction_p_and_scales_the_rest_to_keep_the_mean(p):
+    torch.manual_seed(0)
+    x = torch.ones(400_000, dtype=torch.float64)
+    y = dropout(x, p)
+    dropped = (y == 0).double().mean().item()
+    assert abs(dropped - p) < 4 * (p * (1 - p) / x.numel()) ** 0.5 + 1e-9
+    kept = y[y != 0]
+    torch.testing.assert_close(kept, torch.full_like(kept, LEVELS / (LEVELS - round(p * LEVELS))))
+    assert abs(y.mean().item() - 1) < 0.01
+
+
+def test_masks_are_independent_across_positions_of_one_word():
+    """Four elements share a 64-bit word; each must still be dropped on its own."""
+    torch.manual_seed(1)
+    kept = dropout(torch.ones(200_000, 4), 0.5) != 0
+    both = (kept[:, 0] & kept[:, 3]).double().mean().item()  # the word's lowest and highest 16 bits
+    assert abs(both - 0.25) < 0.01
+    assert abs(kept[:, 3].double().mean().item() - 0.5) < 0.01
+
+
+def test_gradient_is_the_same_mask_and_scale():
+    torch.manual_seed(2)
+    x = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    y = dropout(x, 0.3)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(grad * x.detach(), y.detach())
+
+
+def test_same_seed_same_mask_and_the_module_follows_train_and_eval():
+    layer = Dropout(0.5)
+    x = torch.randn(3, 8, 16)
+    torch.manual_seed(3)
+    first = layer(x)
+    torch.manual_seed(3)
+    torch.testing.assert_close(layer(x), first)
+    assert not torch.equal(layer(x), first)
+    layer.eval()
+    assert layer(x) is x
+
+
+@given(st.lists(st.integers(1, 9), min_size=0, max_size=3), st.sampled_from([0.0, 1e-6, 0.25, 1.0]))
+@settings(max_examples=40, deadline=None)
+def test_any_shape_keeps_shape_dtype_and_the_edge_rates(shape, p):
+    x = torch.randn(shape, dtype=torch.float32) + 5  # no zeros of its own
+    y = dropout(x, p)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    if round(p * LEVELS) == 0:
+        assert y is x
+    if p == 1.0:
+        assert torch.count_nonzero(y) == 0
+
+
+def test_a_rate_outside_0_1_is_refused():
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        dropout(torch.ones(2), 1.5)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        Dropout(-0.1)
