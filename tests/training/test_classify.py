@@ -10,8 +10,9 @@ import elman
 from elman.data import read_labelled_csv
 from elman.data.vocabulary import vectorize
 from elman.models import ClassifierConfig, SequenceClassifier
+from elman.models.classifier import ensemble
 from elman.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from elman.training.classify import TrainConfig, class_weights
+from elman.training.classify import TrainConfig, class_weights, fit_member_weights
 
 
 def test_training_writes_every_output_and_learns(trained_model):
@@ -68,7 +69,8 @@ def test_a_checkpoint_from_before_the_ensemble_still_loads(trained_model, tmp_pa
     config, state, vocabulary = load_checkpoint(trained_model[0])
     options = {k: v for k, v in config["model"].items() if k not in ("members", "bag_ngrams", "bag_buckets")}
     single = SequenceClassifier(ClassifierConfig(**options, members=1, bag_ngrams=()))
-    single.load_state_dict({k: v for k, v in state.items() if k.startswith("recurrent.0.")})
+    recurrent = {k: v for k, v in state.items() if k.startswith("recurrent.0.")}
+    single.load_state_dict(recurrent | {"member_weights": single.member_weights})  # old files: weight 1
     old_layout = torch.nn.Module()
     for name, child in single.recurrent[0].named_children():
         old_layout.add_module(name, child)
@@ -184,3 +186,32 @@ def test_file_without_split_column_gets_a_stratified_split(names_csv, tmp_path):
     assert sizes == {"train": 126, "val": 27, "test": 27}  # 70/15/15 of 60 per label, per label
     for split in prepared.splits.values():
         assert torch.bincount(split.targets, minlength=3).tolist() == [len(split) // 3] * 3
+
+
+def test_fitted_pool_weights_favour_the_informative_member_and_lower_the_log_loss():
+    torch.manual_seed(0)
+    targets = torch.randint(0, 4, (500,))
+    informative = 3 * torch.nn.functional.one_hot(targets, 4).float() + torch.randn(500, 4)
+    noise = 3 * torch.randn(500, 4)
+    member_logits = torch.stack([informative, noise])
+    weights = fit_member_weights(member_logits, targets)
+    assert weights[0] > 5 * weights[1] and bool((weights > 0).all())
+
+    def log_loss(w):
+        return float(torch.nn.functional.cross_entropy(ensemble(member_logits, w), targets))
+
+    assert log_loss(weights) < log_loss(torch.tensor([0.5, 0.5])) - 0.1
+
+
+def test_one_member_is_temperature_scaled_and_separable_rows_keep_the_weights_finite():
+    targets = torch.tensor([0, 1, 2] * 10)
+    logits = torch.nn.functional.one_hot(targets, 3).float().unsqueeze(0)  # every row right, softly
+    [weight] = fit_member_weights(logits, targets)
+    assert 1 < weight < 100  # sharper than given, yet bounded by the prior
+    torch.testing.assert_close(ensemble(logits, weight.reshape(1)), logits[0] * weight)
+
+
+def test_training_fits_the_pool_weights_on_validation(trained_model):
+    model = elman.load(trained_model[0]).model
+    assert model.member_weights.shape == (2,)  # the recurrent member and the n-gram bag
+    assert not torch.allclose(model.member_weights, torch.full((2,), 0.5))

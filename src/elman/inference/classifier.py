@@ -109,6 +109,8 @@ def load_classifier(directory: Path, config: dict, state: dict, vocabulary: Voca
             options.update(members=1, bag_ngrams=())
             state = {f"recurrent.0.{name}": tensor for name, tensor in state.items()}
         model = SequenceClassifier(ClassifierConfig(**options))
+        if "member_weights" not in state:  # written before the pool's weights were fitted: equal weights
+            state = {**state, "member_weights": model.member_weights}
         model.load_state_dict(state)
         labels = list(config["labels"])
         max_length = int(config["max_length"])

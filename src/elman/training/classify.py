@@ -109,7 +109,8 @@ def class_weights(targets: torch.Tensor, num_classes: int, scheme: str) -> torch
 
 def batch_loss(network: nn.Module, split: Split, rows: torch.Tensor, loss_function: nn.CrossEntropyLoss,
                ) -> tuple[torch.Tensor, float, torch.Tensor]:
-    """(summed loss, summed class weights of the targets, the ensemble's logits) of one batch of rows.
+    """(summed loss, summed class weights of the targets, the members' logits (M, B, C), detached) of one
+    batch of rows.
 
     Every member is trained on its own loss (the loss is their mean), not on the ensemble's: members fitted
     jointly would share their mistakes."""
@@ -119,7 +120,30 @@ def batch_loss(network: nn.Module, split: Split, rows: torch.Tensor, loss_functi
     loss = loss_function(member_logits.flatten(0, 1), targets.repeat(members)) / members
     weights = loss_function.weight
     divisor = float(weights[targets].sum()) if weights is not None else float(targets.numel())
-    return loss, divisor, ensemble(member_logits.detach())
+    return loss, divisor, member_logits.detach()
+
+
+def fit_member_weights(member_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The ensemble's pool weights (M,) that minimise its log-loss on held-out rows (see ``ensemble``):
+    member_logits (M, N, C), targets (N,). With one member this is temperature scaling.
+
+    The log-weights have a standard normal prior (the fit is its maximum a posteriori): rows that the
+    members already separate perfectly would otherwise drive the weights to infinity, and with them the
+    smallest differences of a member that has hardly learnt anything. On thousands of rows the prior
+    hardly matters."""
+    log_probs = member_logits.log_softmax(dim=2)
+    log_weights = torch.zeros(member_logits.shape[0], requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_weights], max_iter=100, line_search_fn="strong_wolfe")
+
+    def objective() -> torch.Tensor:
+        optimizer.zero_grad()
+        log_loss = nn.functional.cross_entropy(ensemble(log_probs, log_weights.exp()), targets)
+        loss = log_loss + log_weights.square().sum() / (2 * targets.numel())
+        loss.backward()
+        return loss
+
+    optimizer.step(objective)
+    return log_weights.detach().exp()
 
 
 def train_classifier(
@@ -183,7 +207,9 @@ def train_classifier(
         def validate() -> bool:
             """Score the validation split after an epoch; returns True when early stopping says to stop."""
             since = p["since"]
-            val_logits = batched_logits(model, val.ids, val.lengths)
+            member_logits = batched_logits(model, val.ids, val.lengths, per_member=True)
+            model.member_weights.copy_(fit_member_weights(member_logits, val.targets))
+            val_logits = ensemble(member_logits, model.member_weights)
             val_loss = float(nn.functional.cross_entropy(val_logits, val.targets))
             val_metrics = classification_metrics(val_logits.argmax(1), val.targets, prepared.labels)
             record = {"epoch": p["epoch"], "train_loss": since["loss"] / max(since["divisor"], 1e-12),
@@ -214,16 +240,17 @@ def train_classifier(
             rows, progress_now = item
             began = time.monotonic()
             mine = processes.rows(rows)
-            logits = None
+            member_logits = None
 
             def loss_sum(network, mine=mine):
-                nonlocal logits
-                loss, divisor, logits = batch_loss(network, train, mine, loss_function)
+                nonlocal member_logits
+                loss, divisor, member_logits = batch_loss(network, train, mine, loss_function)
                 return loss, divisor
 
             rate = warmup_cosine(progress_now, config.learning_rate, config.warmup_fraction)
             total, divisor = run.step(rate, loss_sum)
-            correct = processes.total(torch.tensor([int((logits.argmax(1) == train.targets[mine]).sum())]))
+            predicted = ensemble(member_logits, model.member_weights).argmax(1)
+            correct = processes.total(torch.tensor([int((predicted == train.targets[mine]).sum())]))
             p["step"] += 1
             p["batch"] += 1
             since = p["since"]
