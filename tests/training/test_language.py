@@ -10,7 +10,15 @@ import elman
 from elman.data.reader import DataError, read_labelled_csv
 from elman.data.text import read_text
 from elman.inference import TextGenerator
-from elman.training.language import LanguageTrainConfig, prepare_text, read_language_data, train_language_model
+from elman.training.language import (
+    LONG_RUN_MODEL,
+    LONG_RUN_SECONDS,
+    LanguageTrainConfig,
+    model_options_for,
+    prepare_text,
+    read_language_data,
+    train_language_model,
+)
 
 
 def test_training_writes_every_output_and_learns_the_text(trained_lm):
@@ -114,6 +122,21 @@ def test_time_budget_ends_training_with_a_usable_checkpoint(story_txt, tmp_path)
                                    {"hidden_size": 32, "num_layers": 1}, config, progress=False)
     assert metrics["stopped_by"] == "time budget" and metrics["training_seconds"] < 10
     assert elman.load(tmp_path).generate("the", length=5, seed=0)[0].startswith("the")
+
+
+def test_a_long_budget_on_a_long_text_widens_the_default_network_and_given_options_win():
+    assert model_options_for("text", LONG_RUN_SECONDS, None) == LONG_RUN_MODEL
+    assert model_options_for("text", LONG_RUN_SECONDS, {"hidden_size": 64}) == {**LONG_RUN_MODEL, "hidden_size": 64}
+    assert model_options_for("text", LONG_RUN_SECONDS - 1, {"dropout": 0.0}) == {"dropout": 0.0}
+    assert model_options_for("text", None, None) == {}
+    assert model_options_for("lines", 10 * LONG_RUN_SECONDS, None) == {}  # names are short: the default fits
+
+
+def test_a_long_budget_run_records_the_wider_network(story_txt, tmp_path):
+    config = LanguageTrainConfig(epochs=1, batch_size=8, chunk_length=16, time_budget=LONG_RUN_SECONDS)
+    train_language_model(read_language_data(story_txt, config), tmp_path, {"num_layers": 1}, config, progress=False)
+    model = json.loads((tmp_path / "config.json").read_text())["model"]
+    assert (model["hidden_size"], model["dropout"], model["num_layers"]) == (768, 0.2, 1)
 
 
 def test_too_little_text_is_refused():

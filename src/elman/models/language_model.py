@@ -48,7 +48,8 @@ class LanguageModel(nn.Module):
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=0)
         self.rnn = ElmanRNN(config.embedding_dim, config.hidden_size, num_layers=config.num_layers,
-                            nonlinearity=config.nonlinearity, dropout=config.dropout)
+                            nonlinearity=config.nonlinearity,
+                            dropout=config.dropout if config.num_layers > 1 else 0.0)  # between layers
         self.dropout = Dropout(config.dropout)
         self.output = nn.Linear(config.hidden_size, config.vocab_size)
         self.conditions = (nn.Embedding(config.num_conditions, config.num_layers * config.hidden_size)
