@@ -180,8 +180,9 @@ def ensemble(member_logits: Tensor, weights: Tensor) -> Tensor:
     A class wins only where no member rules it out, and a weight is also its member's inverse temperature,
     so an overconfident member can count for less (``fit_member_weights`` in training). On surnames.csv the
     equal-weight geometric pool beat the arithmetic mean of the probabilities on validation in each of
-    three trained ensembles; fitted weights (about 0.25 for the RNN, 1.0 for the n-gram bag) beat equal
-    ones on validation, where they are fitted, and on the test split, which takes no part, in each of four.
+    three trained ensembles; fitted weights (about 0.25 for the RNN, 1.0 for the n-gram bag) gave higher
+    accuracy than equal ones on validation, where they are fitted, and on the test split, which takes no
+    part, in each of four (macro-F1: higher in two, within 0.007 in the others).
     A single member gives its logits times its weight (temperature scaling; their softmax is the pool)."""
     if member_logits.shape[0] == 1:
         return member_logits[0] * weights[0]
