@@ -6,10 +6,10 @@ For an input ``x`` of any shape, in training,
 
 and ``y = x`` otherwise. torch's CPU dropout draws ``keep`` with ``bernoulli_``, which costs ~8 ns per
 element on our 2-core machine: a tenth of the default classifier's training step and a quarter of a
-768-wide language model's with dropout 0.2 went into it. Here each
-element gets 16 bits of one 64-bit random word instead (four elements per word, ~1 ns each), and is kept
-when those bits, read as a number in [0, 65536), reach ``round(p * 65536)``. So ``p`` acts rounded to a
-multiple of 1/65536, and the scale uses that rounded value, which keeps E[y] = x exactly.
+768-wide language model's with dropout 0.2 went into it. Here each element gets 16 bits of one 64-bit
+random word instead (four elements per word, ~1 ns each), and is kept when those bits, read as a number
+in [0, 65536), reach ``round(p * 65536)``. So ``p`` acts rounded to a multiple of 1/65536, and the scale
+uses that rounded value, which keeps E[y] = x exactly.
 
 Random numbers come from torch's global generator, so ``torch.manual_seed`` makes the masks repeatable.
 """
