@@ -1,6 +1,7 @@
 """End to end on a generated CSV: train, outputs on disk, evaluate, predict, checkpoint safety."""
 
 import json
+import math
 import pickle
 
 import pytest
@@ -12,7 +13,7 @@ from elman.data.vocabulary import vectorize
 from elman.models import ClassifierConfig, SequenceClassifier
 from elman.models.classifier import ensemble
 from elman.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from elman.training.classify import TrainConfig, class_weights, fit_member_weights
+from elman.training.classify import MAX_LOG_WEIGHT, TrainConfig, class_weights, fit_member_weights
 
 
 def test_training_writes_every_output_and_learns(trained_model):
@@ -215,3 +216,13 @@ def test_training_fits_the_pool_weights_on_validation(trained_model):
     model = elman.load(trained_model[0]).model
     assert model.member_weights.shape == (2,)  # the recurrent member and the n-gram bag
     assert not torch.allclose(model.member_weights, torch.full((2,), 0.5))
+
+
+def test_members_right_but_barely_confident_get_bounded_weights_not_an_overflow():
+    """Early in training (here: a 1 s budget) the best weights lie far out; the fit must stop at its bound."""
+    torch.manual_seed(0)
+    targets = torch.randint(0, 3, (30,))
+    timid = 0.05 * torch.nn.functional.one_hot(targets, 3) + 0.01 * torch.randn(30, 3)  # right, unsure
+    weights = fit_member_weights(torch.stack([0.3 * torch.randn(30, 3), timid]), targets)
+    assert bool(torch.isfinite(weights).all())
+    assert weights[1] == pytest.approx(math.exp(MAX_LOG_WEIGHT)) and weights[0] < weights[1]

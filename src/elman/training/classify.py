@@ -30,6 +30,7 @@ from elman.training.resume import clean_interrupted_writes
 from elman.training.schedule import warmup_cosine
 
 CLASS_WEIGHTINGS = ("none", "sqrt", "balanced")
+MAX_LOG_WEIGHT = 4.0  # bound of the ensemble pool's fitted log-weights (see fit_member_weights)
 
 
 @dataclass
@@ -127,23 +128,27 @@ def fit_member_weights(member_logits: torch.Tensor, targets: torch.Tensor) -> to
     """The ensemble's pool weights (M,) that minimise its log-loss on held-out rows (see ``ensemble``):
     member_logits (M, N, C), targets (N,). With one member this is temperature scaling.
 
-    The log-weights have a standard normal prior (the fit is its maximum a posteriori): rows that the
-    members already separate perfectly would otherwise drive the weights to infinity, and with them the
-    smallest differences of a member that has hardly learnt anything. On thousands of rows the prior
-    hardly matters."""
-    log_probs = member_logits.log_softmax(dim=2)
-    log_weights = torch.zeros(member_logits.shape[0], requires_grad=True)
+    The log-weights have a standard normal prior (the fit is its maximum a posteriori) and stay within
+    [-4, 4]: early in training members can be right yet barely confident, so that the best weights lie far
+    out, and rows that the members already separate perfectly would pull them to infinity; the line search
+    must not follow them there (float32 overflows) nor let a member that has hardly learnt anything count
+    for much. On thousands of rows the prior hardly matters."""
+    log_probs = member_logits.double().log_softmax(dim=2)
+    log_weights = torch.zeros(member_logits.shape[0], dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_weights], max_iter=100, line_search_fn="strong_wolfe")
+
+    def weights() -> torch.Tensor:
+        return log_weights.clamp(-MAX_LOG_WEIGHT, MAX_LOG_WEIGHT).exp()
 
     def objective() -> torch.Tensor:
         optimizer.zero_grad()
-        log_loss = nn.functional.cross_entropy(ensemble(log_probs, log_weights.exp()), targets)
+        log_loss = nn.functional.cross_entropy(ensemble(log_probs, weights()), targets)
         loss = log_loss + log_weights.square().sum() / (2 * targets.numel())
         loss.backward()
         return loss
 
     optimizer.step(objective)
-    return log_weights.detach().exp()
+    return weights().detach().float()
 
 
 def train_classifier(
