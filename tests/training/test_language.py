@@ -11,6 +11,7 @@ from elman.data.reader import DataError, read_labelled_csv
 from elman.data.text import read_text
 from elman.inference import TextGenerator
 from elman.training.language import (
+    LINES_MODEL,
     LONG_RUN_MODEL,
     LONG_RUN_SECONDS,
     LanguageTrainConfig,
@@ -124,12 +125,13 @@ def test_time_budget_ends_training_with_a_usable_checkpoint(story_txt, tmp_path)
     assert elman.load(tmp_path).generate("the", length=5, seed=0)[0].startswith("the")
 
 
-def test_a_long_budget_on_a_long_text_widens_the_default_network_and_given_options_win():
+def test_defaults_follow_the_data_and_the_budget_and_given_options_win():
     assert model_options_for("text", LONG_RUN_SECONDS, None) == LONG_RUN_MODEL
     assert model_options_for("text", LONG_RUN_SECONDS, {"hidden_size": 64}) == {**LONG_RUN_MODEL, "hidden_size": 64}
     assert model_options_for("text", LONG_RUN_SECONDS - 1, {"dropout": 0.0}) == {"dropout": 0.0}
     assert model_options_for("text", None, None) == {}
-    assert model_options_for("lines", 10 * LONG_RUN_SECONDS, None) == {}  # names are short: the default fits
+    assert model_options_for("lines", 10 * LONG_RUN_SECONDS, None) == LINES_MODEL  # names: dropout, any budget
+    assert model_options_for("lines", None, {"dropout": 0.0}) == {"dropout": 0.0}
 
 
 def test_a_long_budget_run_records_the_wider_network(story_txt, tmp_path):
