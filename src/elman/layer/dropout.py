@@ -23,11 +23,15 @@ LEVELS = 1 << 16  # values of the 16 bits each element draws
 _WORD = torch.iinfo(torch.int64)
 
 
+def check_rate(p: float) -> None:
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+
+
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     """Zero each element of ``x`` with probability ``p`` and scale the others by ``1 / (1 - p)`` in training;
     ``x`` itself otherwise. Same shape and dtype as ``x``; differentiable in ``x``."""
-    if not 0 <= p <= 1:
-        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    check_rate(p)
     dropped_levels = round(p * LEVELS)
     if not training or dropped_levels == 0:
         return x
@@ -46,8 +50,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0 <= p <= 1:
-            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        check_rate(p)  # when the model is built, not at its first training step
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
