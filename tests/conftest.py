@@ -1,6 +1,13 @@
 import random
 
 import pytest
+import torch
+
+
+@pytest.fixture(params=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def device(request):
+    """Every device this machine has: on CUDA the layer runs its Python loop (the compiled one is CPU only)."""
+    return request.param
 
 
 @pytest.fixture(scope="session")

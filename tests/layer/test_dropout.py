@@ -9,9 +9,9 @@ from elman.layer.dropout import LEVELS, Dropout, dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.5, 0.9])
-def test_drops_a_fraction_p_and_scales_the_rest_to_keep_the_mean(p):
+def test_drops_a_fraction_p_and_scales_the_rest_to_keep_the_mean(p, device):
     torch.manual_seed(0)
-    x = torch.ones(400_000, dtype=torch.float64)
+    x = torch.ones(400_000, dtype=torch.float64, device=device)
     y = dropout(x, p)
     dropped = (y == 0).double().mean().item()
     assert abs(dropped - p) < 4 * (p * (1 - p) / x.numel()) ** 0.5 + 1e-9

@@ -23,9 +23,10 @@ COMBINATIONS = list(
 )
 
 
-def make_pair(num_layers, bidirectional, nonlinearity, batch_first, bias, seed=0):
+def make_pair(num_layers, bidirectional, nonlinearity, batch_first, bias, seed=0, device="cpu"):
     torch.manual_seed(seed)
     kwargs = dict(
+        device=device,
         num_layers=num_layers,
         nonlinearity=nonlinearity,
         bias=bias,
@@ -39,12 +40,12 @@ def make_pair(num_layers, bidirectional, nonlinearity, batch_first, bias, seed=0
     return theirs, ours
 
 
-def make_inputs(num_layers, bidirectional, batch_first, with_h0):
+def make_inputs(num_layers, bidirectional, batch_first, with_h0, device="cpu"):
     shape = (BATCH, STEPS, INPUT) if batch_first else (STEPS, BATCH, INPUT)
-    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(shape, dtype=torch.float64).to(device).requires_grad_(True)
     h0 = None
     if with_h0:
-        h0 = torch.randn(num_layers * (2 if bidirectional else 1), BATCH, HIDDEN, dtype=torch.float64)
+        h0 = torch.randn(num_layers * (2 if bidirectional else 1), BATCH, HIDDEN, dtype=torch.float64).to(device)
         h0.requires_grad_(True)
     return x, h0
 
@@ -63,9 +64,9 @@ def assert_close_all(ours, theirs):
 
 
 @pytest.mark.parametrize("num_layers,bidirectional,nonlinearity,batch_first,bias,with_h0", COMBINATIONS)
-def test_full_length_matches_nn_rnn(num_layers, bidirectional, nonlinearity, batch_first, bias, with_h0):
-    theirs, ours = make_pair(num_layers, bidirectional, nonlinearity, batch_first, bias)
-    x, h0 = make_inputs(num_layers, bidirectional, batch_first, with_h0)
+def test_full_length_matches_nn_rnn(num_layers, bidirectional, nonlinearity, batch_first, bias, with_h0, device):
+    theirs, ours = make_pair(num_layers, bidirectional, nonlinearity, batch_first, bias, device=device)
+    x, h0 = make_inputs(num_layers, bidirectional, batch_first, with_h0, device=device)
     out_t, h_t = theirs(x, h0)
     out_o, h_o = ours(x, h0)
     torch.testing.assert_close(out_o, out_t, rtol=1e-10, atol=1e-12)
@@ -75,9 +76,10 @@ def test_full_length_matches_nn_rnn(num_layers, bidirectional, nonlinearity, bat
 
 
 @pytest.mark.parametrize("num_layers,bidirectional,nonlinearity,batch_first,bias,with_h0", COMBINATIONS)
-def test_lengths_match_nn_rnn_on_packed_sequence(num_layers, bidirectional, nonlinearity, batch_first, bias, with_h0):
-    theirs, ours = make_pair(num_layers, bidirectional, nonlinearity, batch_first, bias)
-    x, h0 = make_inputs(num_layers, bidirectional, batch_first, with_h0)
+def test_lengths_match_nn_rnn_on_packed_sequence(num_layers, bidirectional, nonlinearity, batch_first, bias, with_h0,
+                                                 device):
+    theirs, ours = make_pair(num_layers, bidirectional, nonlinearity, batch_first, bias, device=device)
+    x, h0 = make_inputs(num_layers, bidirectional, batch_first, with_h0, device=device)
 
     packed = pack_padded_sequence(x, LENGTHS, batch_first=batch_first, enforce_sorted=False)
     packed_out, h_t = theirs(packed, h0)

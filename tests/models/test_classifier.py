@@ -21,6 +21,18 @@ def test_logits_do_not_depend_on_padding_or_batch_neighbours(pooling, ngrams, ba
     torch.testing.assert_close(classifier(padded, torch.tensor([5, 7]))[:1], expected)
 
 
+def test_training_mode_forward_and_backward_run_on_every_device(device):
+    classifier = model(ngrams=(2, 3), bag_ngrams=(1, 3), bag_buckets=50, dropout=0.3).train().to(device)
+    ids = torch.tensor([[2, 5, 6, 7, 3, 0], [2, 6, 7, 3, 0, 0]], device=device)
+    logits = classifier(ids, torch.tensor([5, 4]))
+    assert logits.shape == (2, 4) and logits.device.type == device
+    logits.sum().backward()
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in classifier.parameters())
+    classifier.eval()
+    torch.testing.assert_close(classifier(ids, torch.tensor([5, 4])).cpu(),
+                               classifier.cpu()(ids.cpu(), torch.tensor([5, 4])), rtol=1e-4, atol=1e-5)
+
+
 def test_hashed_ngrams_are_deterministic_in_range_and_zero_on_padding():
     ids = torch.tensor([[2, 5, 6, 7, 3, 0], [2, 6, 7, 3, 0, 0]])
     grams = hashed_ngrams(ids, 3, 100)

@@ -12,9 +12,9 @@ def model(**options):
     return LanguageModel(LanguageModelConfig(vocab_size=12, embedding_dim=5, hidden_size=7, **options)).double()
 
 
-def test_chunks_with_carried_state_equal_one_long_pass():
-    lm = model(num_layers=2)
-    ids = torch.randint(4, 12, (3, 50))
+def test_chunks_with_carried_state_equal_one_long_pass(device):
+    lm = model(num_layers=2).to(device)
+    ids = torch.randint(4, 12, (3, 50), device=device)
     whole, whole_state = lm(ids)
     state, pieces = None, []
     for start in range(0, 50, 13):
