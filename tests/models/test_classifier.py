@@ -76,6 +76,16 @@ def test_ngram_bag_is_linear_in_the_text_ngrams_scaled_by_their_count():
     torch.testing.assert_close(bag(ids, torch.tensor([3]))[0], expected)
 
 
+def test_ngram_bag_design_matrix_gives_the_same_logits_as_the_bag():
+    bag = NgramBag(ClassifierConfig(vocab_size=20, num_classes=3, bag_ngrams=(1, 2, 3), bag_buckets=64))
+    torch.nn.init.normal_(bag.weights.weight)
+    torch.nn.init.normal_(bag.bias)
+    ids = torch.tensor([[2, 5, 6, 5, 6, 3], [2, 7, 3, 0, 0, 0]])  # a repeated bigram; padding
+    x = bag.design_matrix(ids)
+    assert x.shape == (2, 64) and x.to_dense()[:, 0].eq(0).all()  # no text has the padding bucket
+    torch.testing.assert_close(x @ bag.weights.weight + bag.bias, bag(ids, torch.tensor([6, 3])))
+
+
 def test_config_rejects_no_members_and_zero_order_bags():
     with pytest.raises(ValueError, match="members"):
         ClassifierConfig(vocab_size=5, num_classes=2, members=0)

@@ -128,7 +128,9 @@ class RecurrentMember(nn.Module):
 class NgramBag(nn.Module):
     """A linear model over the bag of the text's character n-grams (hashed, each counted once per position,
     <bos>/<eos> included, so "<bos>Mc" and "ov<eos>" are n-grams too): ids (B, T), lengths (B,) -> logits
-    (B, num_classes) = sum over the text's n-grams g of W[g] / sqrt(number of n-grams) + b."""
+    (B, num_classes) = X W + b, where X (B, buckets) holds, for each text, 1 / sqrt(number of its n-grams)
+    times how often each bucket occurs in it. Training fits it as a logistic regression
+    (``elman.training.ngram_fit``); inference sums the text's rows of W."""
 
     def __init__(self, config: ClassifierConfig):
         super().__init__()
@@ -137,10 +139,24 @@ class NgramBag(nn.Module):
         nn.init.zeros_(self.weights.weight)
         self.bias = nn.Parameter(torch.zeros(config.num_classes))
 
-    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+    def grams(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """-> (bucket ids (B, G) of every n-gram, 0 for padding; each one's weight (B, G) in X)."""
         grams = torch.cat([hashed_ngrams(ids, order, self.buckets) for order in self.orders], dim=1)
         scale = (grams != 0).sum(1, keepdim=True).clamp(min=1).float().rsqrt()
-        return self.weights(grams, per_sample_weights=scale.expand(grams.shape).contiguous()) + self.bias
+        return grams, scale.expand(grams.shape)
+
+    def design_matrix(self, ids: Tensor) -> Tensor:
+        """X above for a whole split at once: sparse (B, buckets), so that logits = X @ W + b."""
+        grams, scale = self.grams(ids)
+        present = grams != 0
+        rows = torch.arange(ids.shape[0], device=ids.device)[:, None].expand(grams.shape)
+        indices = torch.stack([rows[present], grams[present]])
+        return torch.sparse_coo_tensor(indices, scale[present], (ids.shape[0], self.buckets),
+                                       check_invariants=True).coalesce()
+
+    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        grams, scale = self.grams(ids)
+        return self.weights(grams, per_sample_weights=scale.contiguous()) + self.bias
 
 
 class SequenceClassifier(nn.Module):

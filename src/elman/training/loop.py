@@ -89,7 +89,8 @@ class Optimisation:
                  precision: str, processes: Processes):
         self.module = model
         self.model = nn.parallel.DistributedDataParallel(model) if processes.world > 1 else model
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay,
+        self.parameters = [p for p in model.parameters() if p.requires_grad]  # frozen parts stay as they are
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=learning_rate, weight_decay=weight_decay,
                                            fused=True)  # one kernel for all parameters
         self.clip_norm, self.precision, self.processes = clip_norm, precision, processes
 
@@ -105,7 +106,7 @@ class Optimisation:
         counts = self.processes.total(torch.tensor([float(count)]))
         self.optimizer.zero_grad(set_to_none=True)
         (total * self.processes.world / counts.clamp(min=1)).backward()
-        nn.utils.clip_grad_norm_(self.module.parameters(), self.clip_norm, foreach=True)
+        nn.utils.clip_grad_norm_(self.parameters, self.clip_norm, foreach=True)
         self.optimizer.step()
         return float(self.processes.total(total.detach().float().reshape(1))), float(counts)
 

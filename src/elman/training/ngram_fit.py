@@ -1,0 +1,73 @@
+"""The classifier's n-gram member, fitted as a logistic regression before the recurrent members train.
+
+The member is linear in fixed features (``NgramBag``): logits = X W + b, with X (N, buckets) sparse. Its
+training loss with an L2 penalty is convex, so rather than follow the recurrent members' stochastic steps
+it is solved outright, by full-batch L-BFGS on the whole training split:
+
+    minimise over W, b   sum_i w_{y_i} CE(X_i W + b, y_i) / sum_i w_{y_i}  +  l2 ||W||^2
+
+with the training's class weights ``w``, for a decreasing path of ``l2`` values, each started from the
+last one's solution. The path stops when the validation score stops rising; the best fit is kept and the
+member is frozen for the rest of training (``freeze``).
+
+Why: on surnames.csv the member fitted this way scores 0.826 / 0.554 (validation accuracy / macro-F1)
+against 0.823 / 0.529 when trained by AdamW beside the recurrent network, and its dense gradient and
+update no longer cost a share of every training step. Under torchrun every process fits the same member
+from the same data.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from elman.models.classifier import NgramBag
+
+L2_PATH = (1e-5, 3e-6, 1e-6, 3e-7, 1e-7)  # penalties tried, strongest first
+ITERATIONS = 100  # L-BFGS iterations per penalty (~3 s on surnames.csv, 2 threads)
+
+
+def freeze(bag: NgramBag) -> None:
+    """No gradients for the member: the optimizer leaves it as fitted."""
+    bag.requires_grad_(False)
+
+
+def fit_ngram_bag(bag: NgramBag, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor],
+                  class_weights: Tensor | None, score: Callable[[Tensor, Tensor], float]) -> dict:
+    """Fit ``bag`` in place. ``train`` and ``val`` are (ids (N, T), targets (N,)); ``score(logits, targets)``
+    rates validation logits, higher is better. Returns what was chosen: {"l2", "val_score", "seconds",
+    "path": [[l2, val_score], ...]}."""
+    started = time.monotonic()
+    with warnings.catch_warnings():  # CSR is "beta" to torch; its product is a quarter faster than COO's here
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        x_train, x_val = (bag.design_matrix(ids).to_sparse_csr() for ids, _ in (train, val))
+    loss_function = nn.CrossEntropyLoss(weight=class_weights)
+    weights = torch.zeros_like(bag.weights.weight, requires_grad=True)
+    bias = torch.zeros_like(bag.bias, requires_grad=True)
+    best, path = None, []
+    for l2 in L2_PATH:
+        optimizer = torch.optim.LBFGS([weights, bias], max_iter=ITERATIONS, history_size=10,
+                                      line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-10)
+
+        def objective(l2: float = l2, optimizer: torch.optim.LBFGS = optimizer) -> Tensor:
+            optimizer.zero_grad()
+            loss = loss_function(x_train @ weights + bias, train[1]) + l2 * weights.square().sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(objective)
+        with torch.no_grad():
+            val_score = score(x_val @ weights + bias, val[1])
+        path.append([l2, val_score])
+        if best is not None and val_score <= best[1]:
+            break
+        best = (l2, val_score, weights.detach().clone(), bias.detach().clone())
+    l2, val_score, best_weights, best_bias = best
+    with torch.no_grad():
+        bag.weights.weight.copy_(best_weights)  # row 0, the padding bucket, is in no text's X: it stays 0
+        bag.bias.copy_(best_bias)
+    return {"l2": l2, "val_score": val_score, "seconds": time.monotonic() - started, "path": path}
