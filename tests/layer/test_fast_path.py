@@ -194,10 +194,12 @@ def test_single_thread_setting_is_restored_after_small_problems():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_fast_path_matches_cpu():
+@pytest.mark.parametrize("nonlinearity", ["tanh", "sigmoid"])  # cuDNN there; the Python loop there
+def test_cuda_fast_path_matches_cpu(nonlinearity, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # as for nn.RNN, float32 may run as TF32
     torch.manual_seed(0)
-    cpu = ElmanRNN(8, 16, num_layers=2, bidirectional=True)
-    gpu = ElmanRNN(8, 16, num_layers=2, bidirectional=True, device="cuda")
+    cpu = ElmanRNN(8, 16, num_layers=2, bidirectional=True, nonlinearity=nonlinearity)
+    gpu = ElmanRNN(8, 16, num_layers=2, bidirectional=True, nonlinearity=nonlinearity, device="cuda")
     gpu.load_state_dict(cpu.state_dict())
     x = torch.randn(10, 4, 8)
     lengths = torch.tensor([10, 3, 7, 1])

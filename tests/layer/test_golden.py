@@ -23,6 +23,16 @@ COMBINATIONS = list(
 )
 
 
+@pytest.fixture(params=["own loops", "nn.RNN's kernel"])
+def route(request, monkeypatch):
+    """Both ways the layer can compute: its own loops, and the whole stack handed to the kernel behind nn.RNN
+    (what it does on CUDA, with cuDNN; forced here on every device, so that the hand-over is checked on CPU
+    too)."""
+    whole_stack = request.param == "nn.RNN's kernel"
+    monkeypatch.setattr(ElmanRNN, "_runs_on_cudnn", lambda self, x: whole_stack)
+    return request.param
+
+
 def make_pair(num_layers, bidirectional, nonlinearity, batch_first, bias, seed=0, device="cpu"):
     torch.manual_seed(seed)
     kwargs = dict(
@@ -64,7 +74,8 @@ def assert_close_all(ours, theirs):
 
 
 @pytest.mark.parametrize("num_layers,bidirectional,nonlinearity,batch_first,bias,with_h0", COMBINATIONS)
-def test_full_length_matches_nn_rnn(num_layers, bidirectional, nonlinearity, batch_first, bias, with_h0, device):
+def test_full_length_matches_nn_rnn(num_layers, bidirectional, nonlinearity, batch_first, bias, with_h0, device,
+                                    route):
     theirs, ours = make_pair(num_layers, bidirectional, nonlinearity, batch_first, bias, device=device)
     x, h0 = make_inputs(num_layers, bidirectional, batch_first, with_h0, device=device)
     out_t, h_t = theirs(x, h0)
@@ -77,7 +88,7 @@ def test_full_length_matches_nn_rnn(num_layers, bidirectional, nonlinearity, bat
 
 @pytest.mark.parametrize("num_layers,bidirectional,nonlinearity,batch_first,bias,with_h0", COMBINATIONS)
 def test_lengths_match_nn_rnn_on_packed_sequence(num_layers, bidirectional, nonlinearity, batch_first, bias, with_h0,
-                                                 device):
+                                                 device, route):
     theirs, ours = make_pair(num_layers, bidirectional, nonlinearity, batch_first, bias, device=device)
     x, h0 = make_inputs(num_layers, bidirectional, batch_first, with_h0, device=device)
 
