@@ -164,6 +164,9 @@ def test_time_budget_stops_cleanly_and_keeps_a_checkpoint(names_csv, tmp_path):
                                TrainConfig(epochs=100_000, patience=100_000, time_budget=1.0), progress=False)
     assert metrics["stopped_by"] == "time budget"
     assert elman.load(tmp_path).predict("Tanaka")
+    # the n-gram member's fit is part of the budget and of the reported time
+    fit_and_steps = metrics["ngram_member_fit"]["seconds"] + metrics["history"][-1]["seconds"]
+    assert fit_and_steps <= metrics["training_seconds"] < 2.0
 
 
 def test_class_weights():

@@ -219,13 +219,16 @@ def train_classifier(
                   + f"; {len(prepared.labels)} labels; vocabulary {len(prepared.vocabulary)}",
                   model, model_config, config)
 
-        started = time.monotonic() - p["elapsed"]
         if model.bag is not None and p["step"] == 0:
             fit = fit_ngram_bag(model.bag, (train.ids, train.targets), (val.ids, val.targets), weights,
                                 lambda logits, targets: selection_score(logits, targets, prepared.labels, config))
             p["bag_fit"] = fit
             log(f"n-gram member fitted in {fit['seconds']:.1f} s: l2 {fit['l2']:g}, validation score "
                 f"({config.select_by}) {fit['val_score']:.4f}")
+        # the fit's time comes out of the budget; the steps' schedule (warm-up, cosine) spans what is left
+        fitting = p["bag_fit"]["seconds"] if "bag_fit" in p else 0.0
+        time_budget = None if config.time_budget is None else max(config.time_budget - fitting, 0.0)
+        started = time.monotonic() - p["elapsed"]
         bar = tqdm(total=config.epochs, initial=p["epoch"] - 1, desc="train", unit="epoch",
                    disable=not (progress and processes.main))
 
@@ -256,7 +259,7 @@ def train_classifier(
         def this_epoch(generator: torch.Generator) -> list[torch.Tensor]:
             return length_bucketed_batches(train.lengths, config.batch_size, generator)
 
-        for item in state.batches(this_epoch, config.epochs, total_steps, config.time_budget, started, processes):
+        for item in state.batches(this_epoch, config.epochs, total_steps, time_budget, started, processes):
             if item is None:  # an epoch is complete
                 if validate():
                     p["stopped"] = "early stopping"
@@ -291,11 +294,11 @@ def train_classifier(
             validate()
         bar.close()
         stopped = p["stopped"] or "epochs"
-        log(f"stopped by {stopped} after {time.monotonic() - started:.1f} s")
+        log(f"stopped by {stopped} after {fitting + time.monotonic() - started:.1f} s")
 
         model.load_state_dict(state.best_weights)
         metrics = {"stopped_by": stopped, "epochs_run": len(p["history"]),
-                   "training_seconds": time.monotonic() - started, "history": p["history"]}
+                   "training_seconds": fitting + time.monotonic() - started, "history": p["history"]}
         if "bag_fit" in p:
             metrics["ngram_member_fit"] = p["bag_fit"]
         for name, split in prepared.splits.items():
