@@ -75,3 +75,17 @@ def test_training_keeps_the_fitted_member_unchanged(names_csv, trained_model):
     assert saved["bag.weights.weight"].abs().sum() > 0
     torch.testing.assert_close(saved["bag.weights.weight"], refit.weights.weight.detach(), rtol=0, atol=0)
     torch.testing.assert_close(saved["bag.bias"], refit.bias.detach(), rtol=0, atol=0)
+
+
+def test_the_fit_stops_when_time_is_up_and_keeps_what_it_has():
+    member, looks = bag(), []
+
+    def time_is_up():
+        looks.append(True)
+        return len(looks) >= 2  # up at the second look, after two rounds of iterations
+
+    val = problem(1)
+    fit = fit_ngram_bag(member, problem(), val, None, lambda logits, targets: 0.5, time_is_up)
+    assert [l2 for l2, _ in fit["path"]] == [L2_PATH[0]] and fit["l2"] == L2_PATH[0]
+    with torch.no_grad():
+        assert member(val[0], None).abs().sum() > 0  # fitted as far as it went
