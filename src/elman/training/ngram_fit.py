@@ -19,7 +19,6 @@ from the same data.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 
 import torch
@@ -45,9 +44,7 @@ def fit_ngram_bag(bag: NgramBag, train: tuple[Tensor, Tensor], val: tuple[Tensor
     fit short (the best fit so far is kept; at least ``ROUND`` iterations are run). Returns what was chosen:
     {"l2", "val_score", "seconds", "path": [[l2, val_score], ...]}."""
     started = time.monotonic()
-    with warnings.catch_warnings():  # CSR is "beta" to torch; its product is a quarter faster than COO's here
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        x_train, x_val = (bag.design_matrix(ids).to_sparse_csr() for ids, _ in (train, val))
+    x_train, x_val = (bag.design_matrix(ids) for ids, _ in (train, val))
     loss_function = nn.CrossEntropyLoss(weight=class_weights)
     weights = torch.zeros_like(bag.weights.weight, requires_grad=True)
     bias = torch.zeros_like(bag.bias, requires_grad=True)
