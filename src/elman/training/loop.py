@@ -224,7 +224,10 @@ class RunLog:
             self(note)
         if not self.append:
             self(f"data {data}")
-            self(f"model {asdict(model_config)}; {sum(q.numel() for q in model.parameters())} parameters")
+            total = sum(q.numel() for q in model.parameters())
+            stepped = sum(q.numel() for q in model.parameters() if q.requires_grad)
+            self(f"model {asdict(model_config)}; {total} parameters"
+                 + (f", {stepped} of them trained by the optimizer's steps" if stepped != total else ""))
             self(f"training {asdict(training_config)}; precision here: {resolve(training_config.precision)}; "
                  f"{self.processes.world} process(es)")
 
