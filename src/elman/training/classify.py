@@ -230,6 +230,7 @@ def train_classifier(
             fit = fit_ngram_bag(model.bag, (train.ids, train.targets), (val.ids, val.targets), weights,
                                 lambda logits, targets: selection_score(logits, targets, prepared.labels, config),
                                 time_is_up)
+            fit["seconds"] = processes.agreed(fit["seconds"])  # what is left of the budget: alike everywhere
             p["bag_fit"] = fit
             log(f"n-gram member fitted in {fit['seconds']:.1f} s: l2 {fit['l2']:g}, validation score "
                 f"({config.select_by}) {fit['val_score']:.4f}")
