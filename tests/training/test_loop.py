@@ -1,10 +1,12 @@
-"""RunState.batches: the epoch/time-budget iterator both trainers run on."""
+"""RunState.batches: the epoch/time-budget iterator both trainers run on; Optimisation.step: the update."""
 
 import time
 
+import pytest
 import torch
+from torch import nn
 
-from elman.training.loop import Processes, RunState
+from elman.training.loop import Optimisation, Processes, RunState
 
 
 def fresh_state() -> RunState:
@@ -62,3 +64,36 @@ def test_a_run_taken_up_mid_epoch_sees_the_batches_it_had_left():
     interrupted.progress["stopped"] = None
     tail = run(interrupted)
     assert head + tail == whole
+
+
+def small_network() -> nn.Module:
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    network[0].bias.requires_grad_(False)  # frozen parameters stay as they are
+    return network
+
+
+@pytest.mark.parametrize("clip_norm", [1e-3, 1e3])  # the clip acts / does not
+def test_a_step_is_torchs_gradient_clipping_then_its_adamw_step(clip_norm):
+    ours, theirs = small_network(), small_network()
+    run = Optimisation(ours, 0.1, 0.01, clip_norm, "fp32", Processes())
+    trained = [p for p in theirs.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=0.1, weight_decay=0.01, fused=True)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    for rate in (0.1, 0.05, 0.02):  # three steps: moments and step counts carry over
+        total, count = run.step(rate, lambda network: (network(x).pow(2).sum(), 5))
+        optimizer.zero_grad()
+        (theirs(x).pow(2).sum() / 5).backward()
+        nn.utils.clip_grad_norm_(trained, clip_norm)
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+        optimizer.step()
+        assert count == 5 and total > 0
+        for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-12)  # the clip factor is float32
+    assert torch.equal(ours[0].bias, small_network()[0].bias)
+    assert run.optimizer.state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
+    for ours_state, theirs_state in zip(run.optimizer.state_dict()["state"].values(),
+                                        optimizer.state_dict()["state"].values(), strict=True):
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(ours_state[key], theirs_state[key], rtol=1e-6, atol=1e-12)

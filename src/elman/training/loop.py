@@ -90,25 +90,55 @@ class Optimisation:
         self.module = model
         self.model = nn.parallel.DistributedDataParallel(model) if processes.world > 1 else model
         self.parameters = [p for p in model.parameters() if p.requires_grad]  # frozen parts stay as they are
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=learning_rate, weight_decay=weight_decay,
-                                           fused=True)  # one kernel for all parameters
+        if len({(p.device, p.dtype) for p in self.parameters}) > 1:
+            raise ValueError("the trained parameters must share one device and dtype (one fused AdamW kernel)")
+        # torch's AdamW holds the state (and saves and restores it); ``_clip_and_update`` takes its steps
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=learning_rate, weight_decay=weight_decay, fused=True)
         self.clip_norm, self.precision, self.processes = clip_norm, precision, processes
 
     def step(self, learning_rate: float, loss_sum: Callable[[nn.Module], tuple[Tensor, float]]) -> tuple[float, float]:
         """One update. ``loss_sum(model)`` runs the forward pass on this process's rows and returns (summed
         loss, what the mean divides by: the number of scored items, or their summed class weights).
         Returns the global batch's (summed loss, divisor)."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate
-        self.model.train()
+        if not self.model.training:  # train() walks every submodule: 0.1 ms a step for a small model
+            self.model.train()
         with autocast(self.precision):
             total, count = loss_sum(self.model)
         counts = self.processes.total(torch.tensor([float(count)]))
-        self.optimizer.zero_grad(set_to_none=True)
+        for parameter in self.parameters:
+            parameter.grad = None
         (total * self.processes.world / counts.clamp(min=1)).backward()
-        nn.utils.clip_grad_norm_(self.parameters, self.clip_norm, foreach=True)
-        self.optimizer.step()
+        self._clip_and_update(learning_rate)
         return float(self.processes.total(total.detach().float().reshape(1))), float(counts)
+
+    def _clip_and_update(self, learning_rate: float) -> None:
+        """What ``clip_grad_norm_(parameters, clip_norm)`` and ``optimizer.step()`` do, in four kernel calls:
+
+            scale = max(1, (||g|| + 1e-6) / clip_norm)     ||g||: the norm of all gradients as one vector
+            AdamW step on g / scale                          (torch's fused kernel, its ``grad_scale``)
+
+        The two torch calls spend ~0.45 ms of Python per step, a sixth of a small classifier's step (batch 64,
+        hidden 64). Parameters without a gradient are left alone, as torch's AdamW leaves them."""
+        trained = [p for p in self.parameters if p.grad is not None]
+        if not trained:
+            return
+        grads = [p.grad for p in trained]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        scale = ((norm + 1e-6) / self.clip_norm).clamp_(min=1.0).float()  # the kernel reads float32
+        states = [self.optimizer.state[p] for p in trained]
+        for parameter, state in zip(trained, states, strict=True):
+            if not state:  # as torch's AdamW begins a parameter's state (so that its state_dict is the same)
+                state["step"] = torch.zeros((), dtype=torch.float32, device=parameter.device)
+                state["exp_avg"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
+        group = self.optimizer.param_groups[0]
+        group["lr"] = learning_rate
+        steps = [state["step"] for state in states]
+        torch._foreach_add_(steps, 1)
+        beta1, beta2 = group["betas"]
+        torch._fused_adamw_(trained, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
+                            steps, lr=learning_rate, beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
+                            eps=group["eps"], amsgrad=False, maximize=False, grad_scale=scale, found_inf=None)
 
     def snapshot(self) -> tuple[dict[str, Tensor], dict]:
         """Model, optimizer and the global random generator (dropout): (named tensors, JSON-able rest)."""
