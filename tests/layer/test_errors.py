@@ -53,6 +53,24 @@ def test_forward_rejects_bad_inputs(layer, make_input, hx, error, message):
 
 
 @pytest.mark.parametrize(
+    "table,ids,error,message",
+    [
+        (torch.randn(4, 2, 3), torch.zeros(5, 2, dtype=torch.int64), ValueError, "table must be a 2-D tensor"),
+        (torch.randn(4, 3), torch.zeros(5, 2), ValueError, "ids must be a 2-D tensor of integer indices"),
+        (torch.randn(4, 3), torch.zeros(5, dtype=torch.int64), ValueError, "ids must be a 2-D tensor of integer"),
+        (torch.randn(4, 3), torch.full((5, 2), 4), ValueError, r"ids must lie in \[0, 4\) \(the table's rows\), got"),
+        (torch.randn(4, 3), torch.full((5, 2), -1), ValueError, r"ids must lie in \[0, 4\)"),
+        (torch.randn(4, 7), torch.zeros(5, 2, dtype=torch.int64), ValueError, "must be equal to input_size"),
+        (torch.randn(4, 3, dtype=torch.float64), torch.zeros(5, 2, dtype=torch.int64), TypeError, "must have the type"),
+        (torch.randn(4, 3), torch.zeros(0, 2, dtype=torch.int64), ValueError, "at least one time step"),
+    ],
+)
+def test_forward_from_table_rejects_bad_inputs(layer, table, ids, error, message):
+    with pytest.raises(error, match=message):
+        layer.forward_from_table(table, ids)
+
+
+@pytest.mark.parametrize(
     "lengths,error,message",
     [
         ([3, 6], ValueError, "lengths must lie in \\[1, 5\\]"),

@@ -39,6 +39,25 @@ def test_fused_agrees_with_reference(nonlinearity, bidirectional, lengths):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu", "sigmoid"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("lengths", [None, LENGTHS])
+def test_fused_agrees_with_reference_on_rows_of_a_table(nonlinearity, bidirectional, lengths):
+    fast, reference = pair(num_layers=2, nonlinearity=nonlinearity, bidirectional=bidirectional)
+    table = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)  # 4 rows for 30 inputs: projected
+    ids = torch.randint(0, 4, (6, 5))
+    h0 = torch.rand(4 if bidirectional else 2, 5, 4, dtype=torch.float64, requires_grad=True)
+
+    def outputs_and_table_grads(layer):
+        out, h_n = layer.forward_from_table(table, ids, h0, lengths=lengths)
+        torch.manual_seed(9)
+        loss = (out * torch.randn_like(out)).sum() + (h_n * torch.randn_like(h_n)).sum()
+        return (out, h_n, *torch.autograd.grad(loss, [table, h0, *layer.parameters()]))
+
+    for a, b in zip(outputs_and_table_grads(fast), outputs_and_table_grads(reference), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_sigmoid_reference_is_the_written_recurrence():
     """Elman's sigmoid units, checked by hand against h_t = sigmoid(x_t W_ih^T + b_ih + h W_hh^T + b_hh)."""
     _, reference = pair(nonlinearity="sigmoid")
@@ -234,17 +253,20 @@ def test_mixed_precision_loops_stay_close_to_float32(monkeypatch, compiled, acti
 
 
 @pytest.mark.parametrize("lengths", [None, LENGTHS])
-def test_autocast_bfloat16_gives_float32_results_close_to_full_precision(lengths):
+@pytest.mark.parametrize("table_rows", [False, True])  # the input itself, or rows of a table
+def test_autocast_bfloat16_gives_float32_results_close_to_full_precision(lengths, table_rows):
     torch.manual_seed(0)
     layer = ElmanRNN(3, 16, num_layers=2, bidirectional=True)
-    x = torch.randn(6, 5, 3, requires_grad=True)
+    x = torch.randn(4 if table_rows else 6, *((3,) if table_rows else (5, 3)), requires_grad=True)
+    ids = torch.randint(0, 4, (6, 5))
     h0 = torch.randn(4, 5, 16, requires_grad=True)
     results = []
     for enabled in (False, True):
         layer.zero_grad()
         x.grad = h0.grad = None
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
-            out, h_n = layer(x, h0, lengths=lengths)
+            out, h_n = (layer.forward_from_table(x, ids, h0, lengths=lengths) if table_rows
+                        else layer(x, h0, lengths=lengths))
         assert out.dtype == h_n.dtype == torch.float32
         (out.square().sum() + h_n.sum()).backward()
         results.append([out, h_n, x.grad, h0.grad, *[p.grad for p in layer.parameters()]])

@@ -103,6 +103,27 @@ def test_lengths_match_nn_rnn_on_packed_sequence(num_layers, bidirectional, nonl
     assert_close_all(grads_of(ours, x, h0, out_o, h_o, w_out, w_h), grads_of(theirs, x, h0, out_t, h_t, w_out, w_h))
 
 
+@pytest.mark.parametrize("num_layers,bidirectional,nonlinearity,batch_first,bias,with_h0", COMBINATIONS)
+@pytest.mark.parametrize("rows", [7, 40])  # fewer rows than inputs: the table is projected; more: rows gathered
+def test_forward_from_table_matches_nn_rnn_on_the_rows(num_layers, bidirectional, nonlinearity, batch_first, bias,
+                                                       with_h0, rows, device, route):
+    theirs, ours = make_pair(num_layers, bidirectional, nonlinearity, batch_first, bias, device=device)
+    table, h0 = make_inputs(num_layers, bidirectional, False, with_h0, device=device)
+    table = torch.randn(rows, INPUT, dtype=torch.float64, device=device, requires_grad=True)
+    ids = torch.randint(0, rows, (BATCH, STEPS) if batch_first else (STEPS, BATCH), device=device)
+
+    packed = pack_padded_sequence(table[ids], LENGTHS, batch_first=batch_first, enforce_sorted=False)
+    packed_out, h_t = theirs(packed, h0)
+    out_t, _ = pad_packed_sequence(packed_out, batch_first=batch_first, total_length=STEPS)
+    out_o, h_o = ours.forward_from_table(table, ids, h0, lengths=LENGTHS)
+
+    torch.testing.assert_close(out_o, out_t, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(h_o, h_t, rtol=1e-10, atol=1e-12)
+    w_out, w_h = torch.randn_like(out_t), torch.randn_like(h_t)
+    assert_close_all(grads_of(ours, table, h0, out_o, h_o, w_out, w_h),
+                     grads_of(theirs, table, h0, out_t, h_t, w_out, w_h))
+
+
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_packed_sequence_in_packed_sequence_out(bidirectional, batch_first):

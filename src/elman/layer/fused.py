@@ -10,6 +10,8 @@ and returns all ``h_t`` as ``out`` of shape ``(T, B, H)``.
 
 Forward: the input projection ``x_t W_ih^T + b`` for all steps is one GEMM written straight into
 ``out``; then each step adds ``h_{t-1} W_hh^T`` in place (one GEMM) and applies ``act`` in place.
+Without ``W_ih`` (None, and no biases), ``x`` is that projection already, of shape ``(T, B, H)``: the
+caller computed it more cheaply (``ElmanRNN.forward_from_table``: from the rows of an embedding table).
 
 Backward (BPTT): with ``g_t = dL/dh_t`` from the outputs,
 
@@ -159,7 +161,9 @@ def recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, 
     """The forward pass alone (arguments as ``FusedElmanDirection``); used directly when no gradient is wanted."""
     T, B, I = x.shape
     x_flat = x.reshape(T * B, I)
-    if b_ih is None or mixed:
+    if w_ih is None:  # x is the input projection already; the loop works in place on a copy
+        out = x_flat.clone()
+    elif b_ih is None or mixed:
         out = matmul(x_flat, w_ih.t(), mixed)
         if b_ih is not None:
             out += b_ih + b_hh
@@ -178,7 +182,8 @@ class FusedElmanDirection(torch.autograd.Function):
     Args (to ``apply``):
         x: (T, B, I) time-major input, batch sorted by length (longest first) when lengths vary.
         h0: (B, H) start state.
-        w_ih: (H, I); w_hh: (H, H); b_ih, b_hh: (H,) or both None.
+        w_ih: (H, I), or None when x (T, B, H) is the input projection with its biases already.
+        w_hh: (H, H); b_ih, b_hh: (H,) or both None.
         activation: one of ``ACTIVATIONS``.
         steps_active: T ints, non-increasing; rows >= steps_active[t] are padding at step t.
         valid: (T, B, 1) bool, False at padded positions; None when every sequence has length T.
@@ -191,7 +196,8 @@ class FusedElmanDirection(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, valid, mixed):
         out = recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, valid, mixed)
-        ctx.save_for_backward(x.to(torch.bfloat16) if mixed else x, h0, w_ih, w_hh, out)
+        saved_x = None if w_ih is None else x.to(torch.bfloat16) if mixed else x  # only dL/dW_ih reads it
+        ctx.save_for_backward(saved_x, h0, w_ih, w_hh, out)
         ctx.activation, ctx.steps_active, ctx.valid, ctx.mixed = activation, steps_active, valid, mixed
         ctx.has_bias = b_ih is not None
         return out
@@ -200,8 +206,7 @@ class FusedElmanDirection(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         x, h0, w_ih, w_hh, out = ctx.saved_tensors
-        T, B, I = x.shape
-        H = w_hh.shape[0]
+        T, B, H = out.shape
         dz = grad_out.contiguous().clone()
         if ctx.valid is not None:
             dz.masked_fill_(~ctx.valid, 0)  # padded outputs are constants
@@ -212,15 +217,17 @@ class FusedElmanDirection(torch.autograd.Function):
         need = ctx.needs_input_grad
         dz_flat = dz.view(T * B, H)
         dz_gemm = dz_flat.to(torch.bfloat16) if mixed else dz_flat  # converted once for the GEMMs below
-        grad_x = matmul(dz_gemm, w_ih, mixed).view(T, B, I) if need[0] else None
         grad_h0 = torch.mm(dz[0], w_hh) if need[1] else None
-        grad_w_ih = matmul(dz_gemm.t(), x.reshape(T * B, I), mixed) if need[2] else None
+        grad_w_ih = matmul(dz_gemm.t(), x.reshape(T * B, -1), mixed) if need[2] else None
         grad_w_hh = None
         if need[3]:
             grad_w_hh = torch.mm(dz[0].t(), h0)
             if T > 1:
                 grad_w_hh += matmul(dz_gemm[B:].t(), out[:-1].reshape(-1, H), mixed)
         grad_b = dz_flat.sum(0) if ctx.has_bias and (need[4] or need[5]) else None
+        grad_x = None
+        if need[0]:  # last: without W_ih, dz itself is the gradient of the input projection
+            grad_x = dz if w_ih is None else matmul(dz_gemm, w_ih, mixed).view(T, B, -1)
         return grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b, grad_b, None, None, None, None
 
 
@@ -276,7 +283,7 @@ class _ReverseWithinLengths(torch.autograd.Function):
 def fused_direction(
     x: Tensor,
     h0: Tensor,
-    w_ih: Tensor,
+    w_ih: Tensor | None,
     w_hh: Tensor,
     b_ih: Tensor | None,
     b_hh: Tensor | None,

@@ -30,7 +30,7 @@ ACTIVATION_FUNCTIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch
 def reference_direction(
     x: Tensor,
     h0: Tensor,
-    w_ih: Tensor,
+    w_ih: Tensor | None,
     w_hh: Tensor,
     b_ih: Tensor | None,
     b_hh: Tensor | None,
@@ -41,7 +41,8 @@ def reference_direction(
     """One layer, one direction, step by step.
 
     Args:
-        x: (T, B, I) time-major input.  h0: (B, H).  w_ih: (H, I).  w_hh: (H, H).  b_ih, b_hh: (H,) or None.
+        x: (T, B, I) time-major input.  h0: (B, H).  w_ih: (H, I), or None when x (T, B, H) is the input
+            projection with its biases already.  w_hh: (H, H).  b_ih, b_hh: (H,) or None.
         activation: "tanh", "relu" or "sigmoid".  reverse: walk from the last step to the first.
         padding: the batch's lengths (only ``padding.lengths``, (B,) int64, is used); None means every
             sequence has T steps.
@@ -56,7 +57,7 @@ def reference_direction(
     h = h0
     outputs = [None] * x.shape[0]
     for t in steps:
-        z = x[t] @ w_ih.t() + h @ w_hh.t()
+        z = (x[t] if w_ih is None else x[t] @ w_ih.t()) + h @ w_hh.t()
         if b_ih is not None:
             z = z + b_ih + b_hh
         h_new = act(z)

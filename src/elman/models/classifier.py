@@ -108,7 +108,10 @@ class RecurrentMember(nn.Module):
 
     def features(self, ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """-> (pooled features (B, F), top-layer states (T, B, D * H))."""
-        states, h_n = self.rnn(self.embedding_dropout(self.embed(ids)), lengths=lengths)
+        if self.ngram_embeddings or (self.training and self.embedding_dropout.p > 0):
+            states, h_n = self.rnn(self.embedding_dropout(self.embed(ids)), lengths=lengths)
+        else:  # the inputs are rows of the embedding table
+            states, h_n = self.rnn.forward_from_table(self.embedding.weight, ids.t(), lengths=lengths)
         pooled = []
         for kind in self.config.pooling:
             if kind == "last":

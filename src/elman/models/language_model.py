@@ -81,9 +81,9 @@ class LanguageModel(nn.Module):
         self.check_conditions(ids.shape[0], conditions)
         if state is None:
             state = self.initial_state(ids.shape[0], conditions)
-        inputs = self.embedding(ids.t())
-        if self.condition_inputs is not None:
-            inputs = inputs + self.condition_inputs(conditions)
+        if self.condition_inputs is None:  # the inputs are rows of the embedding table
+            return self.rnn.forward_from_table(self.embedding.weight, ids.t(), state, lengths=lengths)
+        inputs = self.embedding(ids.t()) + self.condition_inputs(conditions)
         return self.rnn(inputs, state, lengths=lengths)
 
     def forward(self, ids: Tensor, state: Tensor | None = None, lengths: Tensor | None = None,

@@ -198,7 +198,7 @@ def train_classifier(
     if model.bag is not None:
         freeze(model.bag)  # fitted once, as a logistic regression, when training starts (see below)
     run = Optimisation(model, config.learning_rate, config.weight_decay, config.clip_norm, config.precision,
-                       processes)
+                       processes, config.threads)
     weights = class_weights(train.targets, len(prepared.labels), config.class_weighting)
     loss_function = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing, reduction="sum")
     generator = torch.Generator().manual_seed(config.seed)

@@ -223,7 +223,7 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
                                        **model_options_for(data.kind, config.time_budget, model_options))
     model = LanguageModel(model_config)
     run = Optimisation(model, config.learning_rate, config.weight_decay, config.clip_norm, config.precision,
-                       processes)
+                       processes, config.threads)
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = len(epoch_batches(data, config, torch.Generator().manual_seed(config.seed)))
     total_steps = steps_per_epoch * config.epochs

@@ -15,6 +15,7 @@ import copy
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -82,11 +83,34 @@ def join_processes() -> Processes:
     return Processes(dist.get_rank(), dist.get_world_size())
 
 
+# Below this many trained parameters a step's operations are too small to share between threads: the
+# book's surname classifier (24k parameters, batch 64) steps in 1.9 ms on one thread and 2.2 ms on two;
+# the default classifier (290k) in 22 ms on one and 16 ms on two.
+SMALL_MODEL_PARAMETERS = 100_000
+
+
+@contextmanager
+def torch_threads(count: int | None):
+    """Run the block on ``count`` intra-op threads (None: as set), then restore the setting."""
+    previous = torch.get_num_threads()
+    if count is None or count == previous:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 class Optimisation:
-    """The model (DDP-wrapped when there are several processes), AdamW, and one training step."""
+    """The model (DDP-wrapped when there are several processes), AdamW, and one training step.
+
+    ``threads``: intra-op threads for the steps; None chooses one thread for a small model (see
+    ``SMALL_MODEL_PARAMETERS``) and leaves the setting as it is otherwise."""
 
     def __init__(self, model: nn.Module, learning_rate: float, weight_decay: float, clip_norm: float,
-                 precision: str, processes: Processes):
+                 precision: str, processes: Processes, threads: int | None = None):
         self.module = model
         self.model = nn.parallel.DistributedDataParallel(model) if processes.world > 1 else model
         self.parameters = [p for p in model.parameters() if p.requires_grad]  # frozen parts stay as they are
@@ -95,6 +119,8 @@ class Optimisation:
         # torch's AdamW holds the state (and saves and restores it); ``_clip_and_update`` takes its steps
         self.optimizer = torch.optim.AdamW(self.parameters, lr=learning_rate, weight_decay=weight_decay, fused=True)
         self.clip_norm, self.precision, self.processes = clip_norm, precision, processes
+        small = sum(p.numel() for p in self.parameters) < SMALL_MODEL_PARAMETERS
+        self.threads = threads or (1 if small else None)
 
     def step(self, learning_rate: float, loss_sum: Callable[[nn.Module], tuple[Tensor, float]]) -> tuple[float, float]:
         """One update. ``loss_sum(model)`` runs the forward pass on this process's rows and returns (summed
@@ -102,13 +128,14 @@ class Optimisation:
         Returns the global batch's (summed loss, divisor)."""
         if not self.model.training:  # train() walks every submodule: 0.1 ms a step for a small model
             self.model.train()
-        with autocast(self.precision):
-            total, count = loss_sum(self.model)
-        counts = self.processes.total(torch.tensor([float(count)]))
-        for parameter in self.parameters:
-            parameter.grad = None
-        (total * self.processes.world / counts.clamp(min=1)).backward()
-        self._clip_and_update(learning_rate)
+        with torch_threads(self.threads):
+            with autocast(self.precision):
+                total, count = loss_sum(self.model)
+            counts = self.processes.total(torch.tensor([float(count)]))
+            for parameter in self.parameters:
+                parameter.grad = None
+            (total * self.processes.world / counts.clamp(min=1)).backward()
+            self._clip_and_update(learning_rate)
         return float(self.processes.total(total.detach().float().reshape(1))), float(counts)
 
     def _clip_and_update(self, learning_rate: float) -> None:
