@@ -83,12 +83,12 @@ def test_gradcheck_single_direction(nonlinearity, padded):
               for shape in ((hidden, inputs), (hidden, hidden), (hidden,), (hidden,))]
     if padded:
         padding = Padding.from_sorted_lengths(torch.tensor([4, 3, 1]), steps, x.device)
-        steps_active, valid = padding.steps_active, padding.valid
+        steps_active, padded = padding.steps_active, padding.padded
     else:
-        steps_active, valid = [batch] * steps, None
+        steps_active, padded = [batch] * steps, None
 
     def run(x, h0, w_ih, w_hh, b_ih, b_hh):
-        return FusedElmanDirection.apply(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, steps_active, valid, False)
+        return FusedElmanDirection.apply(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, steps_active, padded, False)
 
     assert torch.autograd.gradcheck(run, (x, h0, *params))
 
@@ -121,12 +121,22 @@ def test_compiled_loops_equal_python_loops(dtype, activation):
     fused.compiled_loops.forward_loop(out_c, h0, w_hh, steps_active, fused.ACTIVATIONS.index(activation))
     torch.testing.assert_close(out_c, out_py)
 
-    slope = fused.activation_slope(out_py, activation)
-    dz_py, dz_c = torch.randn_like(pre), None
+    slope = fused.activation_slope(out_py, activation)  # the compiled loop computes it from the states
+    dz_py = torch.randn_like(pre)
     dz_c = dz_py.clone()
     fused.backward_loop(dz_py, slope, w_hh, steps_active)
-    fused.compiled_loops.backward_loop(dz_c, slope, w_hh, steps_active)
+    fused.compiled_loops.backward_loop(dz_c, out_py, w_hh, steps_active, fused.ACTIVATIONS.index(activation))
     torch.testing.assert_close(dz_c, dz_py)
+
+
+@pytest.mark.skipif(fused.compiled_loops is None, reason="compiled loop not built")
+@pytest.mark.parametrize("steps_active", [[5, 6], [5, -1], [5]])
+def test_compiled_loops_refuse_row_counts_outside_the_batch(steps_active):
+    out, h0, w_hh = torch.zeros(2, 5, 3), torch.zeros(5, 3), torch.zeros(3, 3)
+    with pytest.raises(RuntimeError, match="steps_active"):
+        fused.compiled_loops.forward_loop(out, h0, w_hh, steps_active, 0)
+    with pytest.raises(RuntimeError, match="steps_active"):
+        fused.compiled_loops.backward_loop(out, out.clone(), w_hh, steps_active, 0)
 
 
 def test_python_loop_used_without_compiled_module(monkeypatch):
@@ -244,11 +254,10 @@ def test_mixed_precision_loops_stay_close_to_float32(monkeypatch, compiled, acti
     fused._run_forward_loop(mixed, h0, w_hh, steps_active, activation, mixed=True)
     torch.testing.assert_close(mixed, exact, atol=3e-2, rtol=0)
     assert not torch.equal(mixed, exact)  # bfloat16 products really were used
-    slope = fused.activation_slope(exact, activation)
     dz = torch.randn_like(pre)
     exact_dz, mixed_dz = dz.clone(), dz.clone()
-    fused._run_backward_loop(exact_dz, slope, w_hh, steps_active, mixed=False)
-    fused._run_backward_loop(mixed_dz, slope, w_hh, steps_active, mixed=True)
+    fused._run_backward_loop(exact_dz, exact, w_hh, steps_active, activation, mixed=False)
+    fused._run_backward_loop(mixed_dz, exact, w_hh, steps_active, activation, mixed=True)
     torch.testing.assert_close(mixed_dz, exact_dz, atol=3e-2, rtol=0)
 
 

@@ -96,12 +96,22 @@ void check(const at::Tensor& t, const char* name, const at::Tensor& like) {
   TORCH_CHECK(t.numel() < INT_MAX, name, " is too large for 32-bit BLAS");
 }
 
+// steps_active must hold T counts of rows in [0, B]: the loops below index by them.
+void check_steps(const std::vector<int64_t>& steps_active, const at::Tensor& t) {
+  TORCH_CHECK(t.dim() == 3 && static_cast<int64_t>(steps_active.size()) == t.size(0),
+              "steps_active must hold one count per time step");
+  for (const int64_t rows : steps_active) {
+    TORCH_CHECK(rows >= 0 && rows <= t.size(1), "steps_active counts must lie in [0, batch]");
+  }
+}
+
 // out: (T, B, H), holding x_t W_ih^T + b on entry and h_t on return (rows past a sequence's end are not
 // touched). h0: (B, H). w_hh: (H, H). steps_active[t]: how many leading rows are still running at step t.
 void forward_loop(at::Tensor out, const at::Tensor& h0, const at::Tensor& w_hh,
                   const std::vector<int64_t>& steps_active, int64_t activation) {
   check(out, "out", out);
   check(h0, "h0", out);
+  check_steps(steps_active, out);
   const at::Tensor w = w_hh.contiguous();
   check(w, "w_hh", out);
   const int H = static_cast<int>(out.size(2));
@@ -119,24 +129,43 @@ void forward_loop(at::Tensor out, const at::Tensor& h0, const at::Tensor& w_hh,
   });
 }
 
+// g[i] *= act'(z) for n values, with act'(z) written in terms of h = act(z): 1 - h^2 (tanh), h (1 - h)
+// (sigmoid), h > 0 (relu).
+template <typename scalar_t>
+void multiply_by_slope(scalar_t* g, const scalar_t* h, int64_t n, int64_t activation) {
+  switch (activation) {
+    case kTanh:
+      for (int64_t i = 0; i < n; ++i) g[i] *= scalar_t(1) - h[i] * h[i];
+      break;
+    case kRelu:
+      for (int64_t i = 0; i < n; ++i) g[i] = h[i] > 0 ? g[i] : scalar_t(0);
+      break;
+    case kSigmoid:
+      for (int64_t i = 0; i < n; ++i) g[i] *= h[i] * (scalar_t(1) - h[i]);
+      break;
+    default:
+      TORCH_CHECK(false, "unknown activation code ", activation);
+  }
+}
+
 // dz: (T, B, H), holding dL/dh_t from the outputs on entry and dL/dz_t (pre-activation) on return.
-// slope: (T, B, H), act'(z_t) written in terms of h_t.
-void backward_loop(at::Tensor dz, const at::Tensor& slope, const at::Tensor& w_hh,
-                   const std::vector<int64_t>& steps_active) {
+// out: (T, B, H), the h_t of the forward pass.
+void backward_loop(at::Tensor dz, const at::Tensor& out, const at::Tensor& w_hh,
+                   const std::vector<int64_t>& steps_active, int64_t activation) {
   check(dz, "dz", dz);
-  check(slope, "slope", dz);
+  check(out, "out", dz);
+  check_steps(steps_active, dz);
   const at::Tensor w = w_hh.contiguous();
   check(w, "w_hh", dz);
   const int H = static_cast<int>(dz.size(2));
   const int64_t stride = dz.size(1) * H;
   AT_DISPATCH_FLOATING_TYPES(dz.scalar_type(), "elman_backward_loop", [&] {
     scalar_t* base = dz.data_ptr<scalar_t>();
-    const scalar_t* slopes = slope.data_ptr<scalar_t>();
+    const scalar_t* states = out.data_ptr<scalar_t>();
     for (int64_t t = static_cast<int64_t>(steps_active.size()) - 1; t >= 0; --t) {
       const int rows = static_cast<int>(steps_active[t]);
       scalar_t* step = base + t * stride;
-      const scalar_t* step_slope = slopes + t * stride;
-      for (int64_t i = 0; i < static_cast<int64_t>(rows) * H; ++i) step[i] *= step_slope[i];
+      multiply_by_slope(step, states + t * stride, static_cast<int64_t>(rows) * H, activation);
       if (t > 0) gemm_accumulate(false, rows, H, w.data_ptr<scalar_t>(), step, step - stride);
     }
   });
@@ -153,6 +182,7 @@ void forward_loop_bf16(at::Tensor out, const at::Tensor& h0, const at::Tensor& w
                        const std::vector<int64_t>& steps_active, int64_t activation) {
   check_mixed(out, "out", at::kFloat);
   check_mixed(h0, "h0", at::kFloat);
+  check_steps(steps_active, out);
   check_mixed(w_hh, "w_hh", at::kBFloat16);
   const int H = static_cast<int>(out.size(2));
   const int64_t stride = out.size(1) * H;
@@ -170,23 +200,23 @@ void forward_loop_bf16(at::Tensor out, const at::Tensor& h0, const at::Tensor& w
   }
 }
 
-// As backward_loop, for float32 dz/slope and a bfloat16 w_hh.
-void backward_loop_bf16(at::Tensor dz, const at::Tensor& slope, const at::Tensor& w_hh,
-                        const std::vector<int64_t>& steps_active) {
+// As backward_loop, for float32 dz/out and a bfloat16 w_hh.
+void backward_loop_bf16(at::Tensor dz, const at::Tensor& out, const at::Tensor& w_hh,
+                        const std::vector<int64_t>& steps_active, int64_t activation) {
   check_mixed(dz, "dz", at::kFloat);
-  check_mixed(slope, "slope", at::kFloat);
+  check_mixed(out, "out", at::kFloat);
+  check_steps(steps_active, dz);
   check_mixed(w_hh, "w_hh", at::kBFloat16);
   const int H = static_cast<int>(dz.size(2));
   const int64_t stride = dz.size(1) * H;
   const auto* w = reinterpret_cast<const uint16_t*>(w_hh.data_ptr<at::BFloat16>());
   std::vector<uint16_t> current(static_cast<size_t>(stride));
   float* base = dz.data_ptr<float>();
-  const float* slopes = slope.data_ptr<float>();
+  const float* states = out.data_ptr<float>();
   for (int64_t t = static_cast<int64_t>(steps_active.size()) - 1; t >= 0; --t) {
     const int rows = static_cast<int>(steps_active[t]);
     float* step = base + t * stride;
-    const float* step_slope = slopes + t * stride;
-    for (int64_t i = 0; i < static_cast<int64_t>(rows) * H; ++i) step[i] *= step_slope[i];
+    multiply_by_slope(step, states + t * stride, static_cast<int64_t>(rows) * H, activation);
     if (t > 0) {
       to_bf16(step, current.data(), static_cast<int64_t>(rows) * H);
       gemm_accumulate_bf16(false, rows, H, w, current.data(), step - stride);

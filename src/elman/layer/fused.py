@@ -146,18 +146,20 @@ def _run_forward_loop(out: Tensor, h0: Tensor, w_hh: Tensor, steps_active: list[
             forward_loop(out, h0, w_hh, steps_active, activation)
 
 
-def _run_backward_loop(dz: Tensor, slope: Tensor, w_hh: Tensor, steps_active: list[int], mixed: bool):
+def _run_backward_loop(dz: Tensor, out: Tensor, w_hh: Tensor, steps_active: list[int], activation: str,
+                       mixed: bool):
+    """``dz`` holds dL/dh_t on entry and dL/dz_t on return; ``out`` holds the h_t of the forward pass."""
     if mixed:
         w_hh = w_hh.to(torch.bfloat16).contiguous()
     with _threads_for(dz.shape[1], dz.shape[2], dz.device):
-        if _use_compiled(dz, slope, mixed=mixed):
-            (compiled_loops.backward_loop_bf16 if mixed else compiled_loops.backward_loop)(dz, slope, w_hh,
-                                                                                          steps_active)
+        if _use_compiled(dz, out, mixed=mixed):  # act'(z_t) computed from h_t inside the loop
+            loop = compiled_loops.backward_loop_bf16 if mixed else compiled_loops.backward_loop
+            loop(dz, out, w_hh, steps_active, ACTIVATIONS.index(activation))
         else:
-            backward_loop(dz, slope, w_hh, steps_active)
+            backward_loop(dz, activation_slope(out, activation), w_hh, steps_active)
 
 
-def recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, valid, mixed=False) -> Tensor:
+def recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, padded, mixed=False) -> Tensor:
     """The forward pass alone (arguments as ``FusedElmanDirection``); used directly when no gradient is wanted."""
     T, B, I = x.shape
     x_flat = x.reshape(T * B, I)
@@ -171,8 +173,8 @@ def recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, 
         out = torch.addmm(b_ih + b_hh, x_flat, w_ih.t())
     out = out.view(T, B, w_hh.shape[0])
     _run_forward_loop(out, h0.contiguous(), w_hh, steps_active, activation, mixed)
-    if valid is not None:
-        out.masked_fill_(~valid, 0)
+    if padded is not None:
+        out.masked_fill_(padded, 0)
     return out
 
 
@@ -186,7 +188,7 @@ class FusedElmanDirection(torch.autograd.Function):
         w_hh: (H, H); b_ih, b_hh: (H,) or both None.
         activation: one of ``ACTIVATIONS``.
         steps_active: T ints, non-increasing; rows >= steps_active[t] are padding at step t.
-        valid: (T, B, 1) bool, False at padded positions; None when every sequence has length T.
+        padded: (T, B, 1) bool, True at padded positions; None when every sequence has length T.
         mixed: bfloat16 GEMMs with float32 states and sums (see the module docstring).
 
     Returns:
@@ -194,11 +196,11 @@ class FusedElmanDirection(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, valid, mixed):
-        out = recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, valid, mixed)
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, padded, mixed):
+        out = recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, padded, mixed)
         saved_x = None if w_ih is None else x.to(torch.bfloat16) if mixed else x  # only dL/dW_ih reads it
         ctx.save_for_backward(saved_x, h0, w_ih, w_hh, out)
-        ctx.activation, ctx.steps_active, ctx.valid, ctx.mixed = activation, steps_active, valid, mixed
+        ctx.activation, ctx.steps_active, ctx.padded, ctx.mixed = activation, steps_active, padded, mixed
         ctx.has_bias = b_ih is not None
         return out
 
@@ -207,12 +209,11 @@ class FusedElmanDirection(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, h0, w_ih, w_hh, out = ctx.saved_tensors
         T, B, H = out.shape
-        dz = grad_out.contiguous().clone()
-        if ctx.valid is not None:
-            dz.masked_fill_(~ctx.valid, 0)  # padded outputs are constants
-        slope = activation_slope(out, ctx.activation)
+        # padded outputs are constants; either way dz is a contiguous copy the loop may overwrite
+        dz = (grad_out.clone(memory_format=torch.contiguous_format) if ctx.padded is None
+              else grad_out.masked_fill(ctx.padded, 0).contiguous())
         mixed = ctx.mixed
-        _run_backward_loop(dz, slope, w_hh, ctx.steps_active, mixed)
+        _run_backward_loop(dz, out, w_hh, ctx.steps_active, ctx.activation, mixed)
 
         need = ctx.needs_input_grad
         dz_flat = dz.view(T * B, H)
@@ -240,19 +241,20 @@ class Padding:
 
     lengths: Tensor  # (B,) int64, on the input's device
     steps_active: list[int]  # T ints: sequences still running at step t
-    valid: Tensor  # (T, B, 1) bool: step t of sequence b is real, not padding
+    padded: Tensor  # (T, B, 1) bool: step t of sequence b is padding
 
     @classmethod
     def from_sorted_lengths(cls, lengths: Tensor, steps: int, device: torch.device) -> Padding:
-        valid = torch.arange(steps).unsqueeze(1) < lengths.unsqueeze(0)  # (T, B)
-        return cls(lengths=lengths.to(device), steps_active=valid.sum(1).tolist(), valid=valid.unsqueeze(2).to(device))
+        padded = torch.arange(steps).unsqueeze(1) >= lengths.unsqueeze(0)  # (T, B)
+        steps_active = (lengths.shape[0] - padded.sum(1)).tolist()
+        return cls(lengths=lengths.to(device), steps_active=steps_active, padded=padded.unsqueeze(2).to(device))
 
     @cached_property
     def reversed_time(self) -> Tensor:
         """(T, B) int64: each sequence's steps reversed within its own length (only the reverse
         direction needs it)."""
-        time = torch.arange(self.valid.shape[0], device=self.valid.device).unsqueeze(1)
-        return torch.where(self.valid.squeeze(2), self.lengths.unsqueeze(0) - 1 - time, time)
+        time = torch.arange(self.padded.shape[0], device=self.padded.device).unsqueeze(1)
+        return torch.where(self.padded.squeeze(2), time, self.lengths.unsqueeze(0) - 1 - time)
 
     def reverse_in_time(self, x: Tensor) -> Tensor:
         """(T, B, F) -> (T, B, F), each sequence's valid steps in reverse order; padding stays put."""
@@ -299,7 +301,7 @@ def fused_direction(
     if reverse:
         x = x.flip(0) if padding is None else padding.reverse_in_time(x)
     steps_active = [x.shape[1]] * x.shape[0] if padding is None else padding.steps_active
-    valid = None if padding is None else padding.valid
+    padded = None if padding is None else padding.padded
     tensors = (x, h0, w_ih, w_hh, b_ih, b_hh)
     device = x.device.type
     autocasting = torch.is_autocast_enabled(device)
@@ -308,9 +310,9 @@ def fused_direction(
     # microseconds, which small inference calls notice, so it is entered only when autocast is on.
     with torch.autocast(device, enabled=False) if autocasting else nullcontext():
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-            out = FusedElmanDirection.apply(*tensors, activation, steps_active, valid, mixed)
+            out = FusedElmanDirection.apply(*tensors, activation, steps_active, padded, mixed)
         else:  # inference: skip the autograd bookkeeping
-            out = recurrence_forward(*tensors, activation, steps_active, valid, mixed)
+            out = recurrence_forward(*tensors, activation, steps_active, padded, mixed)
     h_n = out[-1] if padding is None else padding.last_valid(out)
     if reverse:
         out = out.flip(0) if padding is None else padding.reverse_in_time(out)
