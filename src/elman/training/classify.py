@@ -116,18 +116,19 @@ def class_weights(targets: torch.Tensor, num_classes: int, scheme: str) -> torch
 
 def batch_loss(network: nn.Module, split: Split, rows: torch.Tensor, loss_function: nn.CrossEntropyLoss,
                ) -> tuple[torch.Tensor, float, torch.Tensor]:
-    """(summed loss, summed class weights of the targets, the members' logits (M, B, C), detached) of one
-    batch of rows.
+    """(summed loss, what its mean divides by: the summed class weights of the targets, times the number of
+    recurrent members; the members' logits (M, B, C), detached) of one batch of rows.
 
     Every recurrent member is trained on its own loss (the loss is their mean), not on the ensemble's:
     members fitted jointly would share their mistakes. The n-gram member, fitted before, takes no part."""
-    targets = split.targets[rows]
-    member_logits = network(trim(split.ids[rows], split.lengths[rows]), split.lengths[rows], per_member=True)
+    targets, lengths = split.targets[rows], split.lengths[rows]
+    member_logits = network(trim(split.ids[rows], lengths), lengths, per_member=True)
     recurrent = getattr(network, "module", network).config.members  # the first ones; the n-gram bag is last
-    loss = loss_function(member_logits[:recurrent].flatten(0, 1), targets.repeat(recurrent)) / recurrent
+    loss = loss_function(member_logits[:recurrent].flatten(0, 1),
+                         targets.repeat(recurrent) if recurrent > 1 else targets)
     weights = loss_function.weight
     divisor = float(weights[targets].sum()) if weights is not None else float(targets.numel())
-    return loss, divisor, member_logits.detach()
+    return loss, divisor * recurrent, member_logits.detach()
 
 
 def selection_score(logits: torch.Tensor, targets: torch.Tensor, labels: list[str], config: TrainConfig) -> float:
