@@ -346,7 +346,7 @@ class ElmanRNN(nn.Module):
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = dropout(layer_input, self.dropout)
-        return layer_input, torch.stack(final_states)
+        return layer_input, final_states[0].unsqueeze(0) if len(final_states) == 1 else torch.stack(final_states)
 
     def _runs_on_cudnn(self, x: Tensor) -> bool:
         # A step loop launches a few kernels per step; on a GPU, cuDNN's whole-sequence kernels are 3-9x

@@ -123,7 +123,7 @@ class RecurrentMember(nn.Module):
                 pooled.append(states.masked_fill(~valid.unsqueeze(2), float("-inf")).amax(0))
             else:  # padded steps of the states are zero
                 pooled.append(states.sum(0) / lengths.to(states.device, states.dtype)[:, None])
-        return torch.cat(pooled, dim=1), states
+        return (pooled[0] if len(pooled) == 1 else torch.cat(pooled, dim=1)), states
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         pooled, _ = self.features(ids, lengths)
@@ -192,7 +192,8 @@ class SequenceClassifier(nn.Module):
         return torch.cat(pooled, dim=1), torch.cat(states, dim=2)
 
     def forward(self, ids: Tensor, lengths: Tensor, per_member: bool = False) -> Tensor:
-        logits = torch.stack([member(ids, lengths).float() for member in self.members])
+        members = [member(ids, lengths).float() for member in self.members]
+        logits = members[0].unsqueeze(0) if len(members) == 1 else torch.stack(members)  # (M, B, C)
         return logits if per_member else ensemble(logits, self.member_weights)
 
 

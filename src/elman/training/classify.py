@@ -124,8 +124,10 @@ def batch_loss(network: nn.Module, split: Split, rows: torch.Tensor, loss_functi
     targets, lengths = split.targets[rows], split.lengths[rows]
     member_logits = network(trim(split.ids[rows], lengths), lengths, per_member=True)
     recurrent = getattr(network, "module", network).config.members  # the first ones; the n-gram bag is last
-    loss = loss_function(member_logits[:recurrent].flatten(0, 1),
-                         targets.repeat(recurrent) if recurrent > 1 else targets)
+    if recurrent == 1:
+        loss = loss_function(member_logits[0], targets)
+    else:
+        loss = loss_function(member_logits[:recurrent].flatten(0, 1), targets.repeat(recurrent))
     weights = loss_function.weight
     divisor = float(weights[targets].sum()) if weights is not None else float(targets.numel())
     return loss, divisor * recurrent, member_logits.detach()
