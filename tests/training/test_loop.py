@@ -112,3 +112,18 @@ def test_trained_parameters_become_views_of_one_buffer_and_keep_their_values():
         assert torch.equal(p, before[name])
     network.load_state_dict({name: torch.zeros_like(value) for name, value in before.items()})
     assert run.values.abs().sum() == 0  # loading writes into the buffer
+
+
+@pytest.mark.parametrize("threads,expected", [(None, 1), (3, 3)])  # chosen for a small model, or as asked
+def test_a_small_models_step_runs_on_one_thread_and_the_setting_is_restored(threads, expected):
+    network, seen = small_network(), []
+    run = Optimisation(network, 0.1, 0.0, 1.0, "fp32", Processes(), threads=threads)
+    before = torch.get_num_threads()
+    x = torch.randn(5, 3, dtype=torch.float64)
+
+    def loss_sum(model):
+        seen.append(torch.get_num_threads())
+        return model(x).sum(), 5
+
+    run.step(0.1, loss_sum)
+    assert seen == [expected] and torch.get_num_threads() == before

@@ -39,12 +39,14 @@ states ``h_t``, the ``dz_t`` and every gradient stay float32. The layer's output
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 from torch import Tensor
+
+from elman.threads import torch_threads
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid")
 
@@ -120,18 +122,10 @@ def _use_compiled(*tensors: Tensor, mixed: bool = False) -> bool:
             and all(t.device.type == "cpu" and t.is_contiguous() and t.dtype in dtypes for t in tensors))
 
 
-@contextmanager
-def _threads_for(batch: int, hidden: int, device: torch.device):
-    """Run tiny per-step GEMMs on one thread; restore the caller's setting afterwards."""
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1 or batch * hidden * hidden >= SINGLE_THREAD_STEP_MACS:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+def _threads_for(batch: int, hidden: int, device: torch.device) -> torch_threads:
+    """One thread for tiny per-step GEMMs on the CPU (the caller's setting is restored afterwards)."""
+    small = device.type == "cpu" and batch * hidden * hidden < SINGLE_THREAD_STEP_MACS
+    return torch_threads(1 if small else None)
 
 
 def _run_forward_loop(out: Tensor, h0: Tensor, w_hh: Tensor, steps_active: list[int], activation: str,

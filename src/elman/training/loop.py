@@ -15,7 +15,6 @@ import copy
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch import distributed as dist
 
+from elman.threads import torch_threads
 from elman.training.precision import autocast, resolve
 from elman.training.resume import (
     check_same_config,
@@ -87,20 +87,6 @@ def join_processes() -> Processes:
 # book's surname classifier (24k parameters, batch 64) steps in 1.9 ms on one thread and 2.2 ms on two;
 # the default classifier (290k) in 22 ms on one and 16 ms on two.
 SMALL_MODEL_PARAMETERS = 100_000
-
-
-@contextmanager
-def torch_threads(count: int | None):
-    """Run the block on ``count`` intra-op threads (None: as set), then restore the setting."""
-    previous = torch.get_num_threads()
-    if count is None or count == previous:
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def flatten_parameters(parameters: list[nn.Parameter]) -> tuple[Tensor, Tensor]:
