@@ -182,7 +182,7 @@ def run_elman(data, out: Path, model_options: dict, config: TrainConfig) -> dict
             "epochs": metrics["epochs_run"], "stopped_by": metrics["stopped_by"]}
 
 
-def interleaved_throughput(data, rounds: int = 3) -> dict:
+def interleaved_throughput(data, rounds: int = 7) -> dict:
     """Training epochs of the book's pipeline and of elman's (book's configuration) taking turns, so that
     machine noise hits both alike; the median surnames/second of each."""
     from elman.data.batches import length_bucketed_batches
