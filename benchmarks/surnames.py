@@ -185,9 +185,8 @@ def run_elman(data, out: Path, model_options: dict, config: TrainConfig) -> dict
 def interleaved_throughput(data, rounds: int = 7) -> dict:
     """Training epochs of the book's pipeline and of elman's (book's configuration) taking turns, so that
     machine noise hits both alike; the median surnames/second of each."""
-    from elman.data.batches import length_bucketed_batches
     from elman.models.classifier import ClassifierConfig, SequenceClassifier
-    from elman.training.classify import batch_loss, class_weights, prepare
+    from elman.training.classify import batch_loss, class_weights, epoch_batches, prepare
     from elman.training.loop import Optimisation, Processes
 
     _, book_model, book_loss, book_optimizer, loader = build_book(data)
@@ -204,8 +203,8 @@ def interleaved_throughput(data, rounds: int = 7) -> dict:
         trained = book_epoch(book_model, loader("train", True), book_loss, book_optimizer)
         book_rates.append(trained / (time.perf_counter() - start))
         start = time.perf_counter()
-        for rows in length_bucketed_batches(train.lengths, config.batch_size, generator):
-            run.step(1e-3, lambda network, rows=rows: batch_loss(network, train, rows, loss)[:2])
+        for batch in epoch_batches(train, config.batch_size, generator):
+            run.step(1e-3, lambda network, batch=batch: batch_loss(network, batch, loss)[:2])
         elman_rates.append(len(train) / (time.perf_counter() - start))
     book_rate, elman_rate = sorted(book_rates)[rounds // 2], sorted(elman_rates)[rounds // 2]
     return {"book_surnames_per_second": book_rate, "elman_surnames_per_second": elman_rate,

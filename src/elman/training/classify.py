@@ -68,6 +68,20 @@ class Split:
     def __len__(self) -> int:
         return self.targets.shape[0]
 
+    def rows(self, index: torch.Tensor | slice) -> Split:
+        return Split(self.ids[index], self.lengths[index], self.targets[index])
+
+
+def epoch_batches(split: Split, batch_size: int, generator: torch.Generator) -> list[Split]:
+    """One epoch's shuffled, length-bucketed batches (``length_bucketed_batches``), gathered from the split
+    in one go and handed out as views: a step then indexes nothing (three gathers a step cost 2-3% of the
+    book's small model's step)."""
+    batches = length_bucketed_batches(split.lengths, batch_size, generator)
+    gathered = split.rows(torch.cat(batches))
+    sizes = [len(batch) for batch in batches]
+    return [Split(*views) for views in zip(gathered.ids.split(sizes), gathered.lengths.split(sizes),
+                                           gathered.targets.split(sizes), strict=True)]
+
 
 @dataclass
 class PreparedData:
@@ -114,15 +128,15 @@ def class_weights(targets: torch.Tensor, num_classes: int, scheme: str) -> torch
     return (weights / (weights * counts).sum() * counts.sum()).float()  # mean weight per example is 1
 
 
-def batch_loss(network: nn.Module, split: Split, rows: torch.Tensor, loss_function: nn.CrossEntropyLoss,
+def batch_loss(network: nn.Module, batch: Split, loss_function: nn.CrossEntropyLoss,
                ) -> tuple[torch.Tensor, float, torch.Tensor]:
     """(summed loss, what its mean divides by: the summed class weights of the targets, times the number of
-    recurrent members; the members' logits (M, B, C), detached) of one batch of rows.
+    recurrent members; the members' logits (M, B, C), detached) of one batch.
 
     Every recurrent member is trained on its own loss (the loss is their mean), not on the ensemble's:
     members fitted jointly would share their mistakes. The n-gram member, fitted before, takes no part."""
-    targets, lengths = split.targets[rows], split.lengths[rows]
-    member_logits = network(trim(split.ids[rows], lengths), lengths, per_member=True)
+    targets, lengths = batch.targets, batch.lengths
+    member_logits = network(trim(batch.ids, lengths), lengths, per_member=True)
     recurrent = getattr(network, "module", network).config.members  # the first ones; the n-gram bag is last
     if recurrent == 1:
         loss = loss_function(member_logits[0], targets)
@@ -268,8 +282,8 @@ def train_classifier(
                             val_f1=f"{record['val_macro_f1']:.3f}", texts_s=f"{record['texts_per_second']:.0f}")
             return p["stale"] >= config.patience
 
-        def this_epoch(generator: torch.Generator) -> list[torch.Tensor]:
-            return length_bucketed_batches(train.lengths, config.batch_size, generator)
+        def this_epoch(generator: torch.Generator) -> list[Split]:
+            return epoch_batches(train, config.batch_size, generator)
 
         for item in state.batches(this_epoch, config.epochs, total_steps, time_budget, started, processes):
             if item is None:  # an epoch is complete
@@ -277,24 +291,24 @@ def train_classifier(
                     p["stopped"] = "early stopping"
                 bar.update()
                 continue
-            rows, progress_now = item
+            batch, progress_now = item
             began = time.monotonic()
-            mine = processes.rows(rows)
+            mine = Split(*(processes.rows(t) for t in (batch.ids, batch.lengths, batch.targets)))
             member_logits = None
 
             def loss_sum(network, mine=mine):
                 nonlocal member_logits
-                loss, divisor, member_logits = batch_loss(network, train, mine, loss_function)
+                loss, divisor, member_logits = batch_loss(network, mine, loss_function)
                 return loss, divisor
 
             rate = warmup_cosine(progress_now, config.learning_rate, config.warmup_fraction)
             total, divisor = run.step(rate, loss_sum)
             predicted = ensemble(member_logits, model.member_weights).argmax(1)
-            correct = processes.total(torch.tensor([int((predicted == train.targets[mine]).sum())]))
+            correct = processes.total(torch.tensor([int((predicted == mine.targets).sum())]))
             p["step"] += 1
             p["batch"] += 1
             since = p["since"]
-            since["seen"] += rows.numel()
+            since["seen"] += len(batch)
             since["loss"] += total
             since["divisor"] += divisor
             since["correct"] += int(correct)
