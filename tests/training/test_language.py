@@ -14,6 +14,7 @@ from elman.training.language import (
     LINES_MODEL,
     LONG_RUN_MODEL,
     LONG_RUN_SECONDS,
+    TEXT_MODEL,
     LanguageTrainConfig,
     model_options_for,
     prepare_text,
@@ -129,7 +130,7 @@ def test_defaults_follow_the_data_and_the_budget_and_given_options_win():
     assert model_options_for("text", LONG_RUN_SECONDS, None) == LONG_RUN_MODEL
     assert model_options_for("text", LONG_RUN_SECONDS, {"hidden_size": 64}) == {**LONG_RUN_MODEL, "hidden_size": 64}
     assert model_options_for("text", LONG_RUN_SECONDS - 1, {"dropout": 0.0}) == {"dropout": 0.0}
-    assert model_options_for("text", None, None) == {}
+    assert model_options_for("text", None, None) == model_options_for("text", 170, None) == TEXT_MODEL
     assert model_options_for("lines", 10 * LONG_RUN_SECONDS, None) == LINES_MODEL  # names: dropout, any budget
     assert model_options_for("lines", None, {"dropout": 0.0}) == {"dropout": 0.0}
 
