@@ -111,3 +111,17 @@ def test_resume_refuses_other_settings_and_missing_states(story_txt, tmp_path):
     assert run.returncode == 2 and "was trained with other settings" in run.stderr and "Traceback" not in run.stderr
     with pytest.raises(CheckpointError, match="no training state"):
         load_training_state(tmp_path / "elsewhere")
+
+
+def test_resume_refuses_a_training_state_of_another_format_version(story_txt, tmp_path):
+    out = tmp_path / "run"
+    command = training_command("lm", story_txt, out)
+    command[command.index("--epochs") + 1] = "1"
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    for state in (out / "resume").glob("step-*/state.json"):  # as an earlier elman wrote them
+        meta = json.loads(state.read_text())
+        del meta["format_version"]
+        state.write_text(json.dumps(meta))
+    run = subprocess.run(training_command("lm", story_txt, out, resume=True), capture_output=True, text=True)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "format version 1, written by another version of elman" in run.stderr and "start a new run" in run.stderr

@@ -26,6 +26,7 @@ RESUME = "resume"
 TENSORS, META = "state.safetensors", "state.json"
 KEEP = 2
 FORMAT = "elman-training-state"
+FORMAT_VERSION = 2  # 2: the optimizer's state is one buffer for all trained parameters (1: one per parameter)
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -76,7 +77,8 @@ def save_training_state(out_dir: Path, step: int, tensors: dict[str, torch.Tenso
     with atomic_output(directory / TENSORS) as temporary:
         save_file({name: t.detach().cpu().contiguous() for name, t in tensors.items()}, str(temporary),
                   metadata={"format": FORMAT})
-    record = {"format": FORMAT, "step": step, **meta, "sha256": sha256_of(directory / TENSORS)}
+    record = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": step, **meta,
+              "sha256": sha256_of(directory / TENSORS)}
     atomic_write_text(directory / META, json.dumps(record))
     for older in sorted((out_dir / RESUME).glob("step-*"))[:-KEEP]:
         shutil.rmtree(older, ignore_errors=True)
@@ -91,6 +93,10 @@ def _read(directory: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise CheckpointError(f"{meta_path}: not a readable training state ({error})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path}: not an elman training state")
+    if meta.get("format_version", 1) != FORMAT_VERSION:
+        raise CheckpointError(f"{meta_path}: a training state of format version {meta.get('format_version', 1)}, "
+                              f"written by another version of elman (this one resumes version {FORMAT_VERSION}); "
+                              "start a new run")
     if not tensor_path.is_file() or sha256_of(tensor_path) != meta.get("sha256"):
         raise CheckpointError(f"{tensor_path}: missing, truncated or corrupted (its sha256 does not match {META})")
     try:
