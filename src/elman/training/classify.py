@@ -74,8 +74,8 @@ class Split:
 
 def epoch_batches(split: Split, batch_size: int, generator: torch.Generator) -> list[Split]:
     """One epoch's shuffled, length-bucketed batches (``length_bucketed_batches``), gathered from the split
-    in one go and handed out as views: a step then indexes nothing (three gathers a step cost 2-3% of the
-    book's small model's step)."""
+    in one go and handed out as views: a step then indexes nothing (three gathers of ~10 us each, on a step
+    of ~1.3 ms for the book's small model)."""
     batches = length_bucketed_batches(split.lengths, batch_size, generator)
     gathered = split.rows(torch.cat(batches))
     sizes = [len(batch) for batch in batches]
