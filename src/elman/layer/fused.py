@@ -39,7 +39,7 @@ states ``h_t``, the ``dz_t`` and every gradient stay float32. The layer's output
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -120,6 +120,12 @@ def _use_compiled(*tensors: Tensor, mixed: bool = False) -> bool:
     dtypes = (torch.float32,) if mixed else (torch.float32, torch.float64)
     return (compiled_loops is not None and (not mixed or compiled_loops.has_bf16)
             and all(t.device.type == "cpu" and t.is_contiguous() and t.dtype in dtypes for t in tensors))
+
+
+def autocast_off(device: str) -> AbstractContextManager:
+    """A block that runs without autocast on ``device`` (a device type, e.g. "cpu"). Entering even a disabled
+    autocast costs microseconds, which small calls notice, so it is entered only when autocast is on."""
+    return torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else nullcontext()
 
 
 def _threads_for(batch: int, hidden: int, device: torch.device) -> torch_threads:
@@ -298,11 +304,9 @@ def fused_direction(
     padded = None if padding is None else padding.padded
     tensors = (x, h0, w_ih, w_hh, b_ih, b_hh)
     device = x.device.type
-    autocasting = torch.is_autocast_enabled(device)
-    mixed = autocasting and x.dtype == torch.float32 and torch.get_autocast_dtype(device) == torch.bfloat16
-    # Under autocast the precision of every GEMM is chosen here, explicitly; entering the context costs
-    # microseconds, which small inference calls notice, so it is entered only when autocast is on.
-    with torch.autocast(device, enabled=False) if autocasting else nullcontext():
+    mixed = (torch.is_autocast_enabled(device) and x.dtype == torch.float32
+             and torch.get_autocast_dtype(device) == torch.bfloat16)
+    with autocast_off(device):  # under autocast the precision of every GEMM is chosen here, explicitly
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
             out = FusedElmanDirection.apply(*tensors, activation, steps_active, padded, mixed)
         else:  # inference: skip the autograd bookkeeping

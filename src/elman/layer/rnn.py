@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from contextlib import nullcontext
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from elman.layer.dropout import dropout
-from elman.layer.fused import ACTIVATIONS, Padding, fused_direction
+from elman.layer.fused import ACTIVATIONS, Padding, autocast_off, fused_direction
 from elman.layer.reference import reference_direction
 
 BACKENDS = {"fused": fused_direction, "reference": reference_direction}
@@ -24,8 +23,7 @@ def project_table_rows(table: Tensor, ids: Tensor, w_ih: Tensor, w_hh: Tensor, b
     remain for the recurrence (``W_hh`` alone: the projection holds the biases). Computed in the table's
     precision also under autocast: the recurrence takes float32 inputs, and the table is small."""
     bias = None if b_ih is None else b_ih + b_hh
-    device = table.device.type
-    with torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else nullcontext():
+    with autocast_off(table.device.type):
         projection = nn.functional.linear(table, w_ih, bias)
     # index_select rather than embedding: its backward (an index_add) is a quarter faster
     rows = projection.index_select(0, ids.reshape(-1)).view(*ids.shape, -1)
