@@ -7,9 +7,9 @@
    the exact validation loss of the kept model (one stateful pass over the whole validation text), samples.
    Reference: nanoGPT's CPU configuration reaches 1.886 nats/char in about 165 s on this kind of machine.
 2. Surnames (``../shared/data/surnames.csv``): a language model conditioned on the nationality (default
-   settings), and a classifier with default settings; for each nationality and ``--temperatures``, 100
-   samples: the share not in the training set, and the share the classifier assigns to the requested
-   nationality.
+   settings), and a classifier with default settings; for each nationality, ``--temperatures`` and
+   ``--guidance`` strengths, 100 samples: the share not in the training set, and the share the classifier
+   assigns to the requested nationality.
 
 Prints tables and writes ``lm.json`` into ``--out``.
 """
@@ -52,7 +52,7 @@ def shakespeare(path: Path, budget: float, out: Path) -> dict:
 
 
 def surnames(path: Path, budget: float, classifier_budget: float, out: Path, temperatures: list[float],
-             reuse: bool) -> dict:
+             guidances: list[float], reuse: bool) -> dict:
     if not (reuse and (out / "surname_lm").is_dir() and (out / "surname_classifier").is_dir()):
         config = LanguageTrainConfig(time_budget=budget)
         data = read_language_data(path, config, condition_column="nationality")
@@ -63,11 +63,11 @@ def surnames(path: Path, budget: float, classifier_budget: float, out: Path, tem
     table = read_labelled_csv(path)
     seen = {text for text, split in zip(table.texts, table.splits, strict=True) if split == "train"}
     results = {}
-    for temperature in temperatures:
+    for temperature, guidance in ((t, g) for t in temperatures for g in guidances):
         rows = {}
         for nationality in generator.conditions:
             names = generator.generate(num_samples=SAMPLES_PER_NATIONALITY, seed=0, condition=nationality,
-                                       temperature=temperature)
+                                       temperature=temperature, guidance=guidance)
             named = [name for name in names if name.strip()]  # an empty sample (the end at once) agrees with nothing
             predicted = [p.labels[0][0] for p in classifier.predict(named, top_k=1)] if named else []
             rows[nationality] = {
@@ -75,16 +75,19 @@ def surnames(path: Path, budget: float, classifier_budget: float, out: Path, tem
                 "classified_as_requested": sum(p == nationality for p in predicted) / SAMPLES_PER_NATIONALITY,
                 "examples": names[:6],
             }
-        print(f"\n## conditioned surname generation (100 samples per nationality, temperature {temperature})")
+        print(f"\n## conditioned surname generation (100 samples per nationality, temperature {temperature}, "
+              f"guidance {guidance})")
         print("| nationality | not in training set | classifier agrees | examples |")
         print("|---|---:|---:|---|")
         for nationality, row in rows.items():
             print(f"| {nationality} | {row['novel']:.0%} | {row['classified_as_requested']:.0%} | "
                   f"{', '.join(row['examples'])} |")
         agree = [row["classified_as_requested"] for row in rows.values()]
-        print(f"\nclassifier agrees on average {sum(agree) / len(agree):.0%}, lowest {min(agree):.0%}; "
-              f"novel >= 90% for {sum(row['novel'] >= 0.9 for row in rows.values())} of {len(rows)} nationalities")
-        results[str(temperature)] = rows
+        both = sum(row["novel"] >= 0.9 and row["classified_as_requested"] > 0.5 for row in rows.values())
+        print(f"\nclassifier agrees on average {sum(agree) / len(agree):.0%}, lowest {min(agree):.0%}, a majority for "
+              f"{sum(a > 0.5 for a in agree)} of {len(rows)}; novel >= 90% for "
+              f"{sum(row['novel'] >= 0.9 for row in rows.values())}; both for {both}")
+        results[f"temperature {temperature}, guidance {guidance}"] = rows
     return results
 
 
@@ -96,6 +99,8 @@ def main() -> None:
     parser.add_argument("--surnames-budget", type=float, default=120.0, help="0 skips the surname part")
     parser.add_argument("--classifier-budget", type=float, default=150.0)
     parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.7])
+    parser.add_argument("--guidance", type=float, nargs="+", default=[0.0, 1.0, 2.0],
+                        help="strengths of steering towards the condition (elman generate --guidance)")
     parser.add_argument("--reuse", action="store_true", help="reuse the surname models already in --out")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -105,7 +110,7 @@ def main() -> None:
         shakespeare(args.text, budget, args.out / f"shakespeare_{budget:.0f}") for budget in args.budgets]}
     if args.surnames_budget:
         results["surnames"] = surnames(args.surnames, args.surnames_budget, args.classifier_budget, args.out,
-                                       args.temperatures, args.reuse)
+                                       args.temperatures, args.guidance, args.reuse)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "lm.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     print(f"\nwritten {args.out / 'lm.json'}")

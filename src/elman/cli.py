@@ -187,7 +187,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     generator = _load(args, TextGenerator)
     samples = generator.generate(args.prime, args.length, args.temperature, args.top_k, args.top_p, args.num_samples,
-                                 args.seed, args.condition)
+                                 args.seed, args.condition, args.guidance)
     if args.json:
         print(json.dumps({"samples": samples}, indent=2, ensure_ascii=False))
     else:
@@ -367,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--num-samples", dest="num_samples", type=_positive_int, default=1)
     generate.add_argument("--seed", type=int, help="the same seed gives the same samples")
     generate.add_argument("--condition", help="the label to steer a conditioned model by, e.g. a nationality")
+    generate.add_argument("--guidance", type=float, default=0.0,
+                          help="with --condition: > 0 makes samples more typical of the condition (1-2 works "
+                               "well; default 0, plain sampling)")
     generate.add_argument("--json", action="store_true")
     generate.set_defaults(handler=_generate)
 

@@ -41,6 +41,11 @@ def test_conditioned_names_from_the_command_line(conditioned_lm):
     run = elman("generate", "--model", out, "--condition", "Japanese", "--num-samples", "5", "--seed", "0")
     assert run.returncode == 0, run.stderr
     assert len(run.stdout.splitlines()) == 5
+    run = elman("generate", "--model", out, "--condition", "Japanese", "--num-samples", "5", "--seed", "0",
+                "--guidance", "1.5")
+    assert run.returncode == 0 and len(run.stdout.splitlines()) == 5, run.stderr
+    run = elman("generate", "--model", out, "--condition", "Japanese", "--guidance", "-2")
+    assert run.returncode == 2 and "guidance must be a number from 0 to 100" in run.stderr
     run = elman("generate", "--model", out, "--condition", "Klingon")
     assert run.returncode == 2 and "unknown condition 'Klingon'; this model knows ['Japanese'" in run.stderr
 

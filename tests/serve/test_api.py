@@ -8,6 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import elman
+
 
 @pytest.fixture(scope="module")
 def client(server):
@@ -44,7 +46,7 @@ def test_predict(client):
     assert sum(entry["probability"] for entry in first["labels"]) == pytest.approx(1, abs=1e-5)
 
 
-def test_generate_is_reproducible_with_a_seed(client):
+def test_generate_is_reproducible_with_a_seed(client, conditioned_lm):
     request = {"model": "story", "prime": "the ", "length": 30, "seed": 5, "num_samples": 2, "temperature": 0.9,
                "top_k": 10, "top_p": 0.95}
     first = client.post("/v1/generate", json=request).json()["samples"]
@@ -52,6 +54,9 @@ def test_generate_is_reproducible_with_a_seed(client):
     assert all(s.startswith("the ") and len(s) == 34 for s in first)
     names = client.post("/v1/generate", json={"model": "names_lm", "condition": "Slavic", "seed": 0}).json()
     assert 0 < len(names["samples"][0]) <= 64
+    guided = {"model": "names_lm", "condition": "Slavic", "seed": 0, "num_samples": 3, "guidance": 2}
+    assert client.post("/v1/generate", json=guided).json()["samples"] == \
+        elman.load(conditioned_lm[0]).generate(num_samples=3, seed=0, condition="Slavic", guidance=2.0)
 
 
 def test_inspect_classifier_and_language_model(client):
@@ -91,6 +96,8 @@ def test_inspect_classifier_and_language_model(client):
     ("/v1/generate", {"model": "story", "seed": 2**70}, 422, "seed must be an integer from 0 to 2**63 - 1"),
     ("/v1/generate", {"model": "names_lm", "condition": "Klingon"}, 422, "unknown condition 'Klingon'"),
     ("/v1/generate", {"model": "names_lm"}, 422, "this model is conditioned; give a condition"),
+    ("/v1/generate", {"model": "story", "guidance": 1}, 422, "this model is not conditioned, leave guidance at 0"),
+    ("/v1/generate", {"model": "names_lm", "condition": "Slavic", "guidance": -1}, 422, "guidance: Input should be"),
     ("/v1/inspect", {"text": "x" * 51}, 422, "the length of the text is 51; the limit is max_chars = 50"),
     ("/v1/inspect", {"text": ""}, 422, "text 0 is empty"),
     ("/v1/inspect", {"text": "Sato", "condition": "Slavic"}, 422, "condition is for conditioned language models"),
@@ -158,7 +165,8 @@ JSON = st.recursive(SCALARS,
 FIELDS = st.fixed_dictionaries({}, optional={
     "texts": JSON | st.lists(st.text(max_size=60), max_size=7), "top_k": JSON, "model": JSON | st.sampled_from(
         ["names", "story", "names_lm"]), "prime": JSON | st.text(max_size=60), "length": JSON, "temperature": JSON,
-    "top_p": JSON, "seed": JSON, "num_samples": JSON, "condition": JSON, "text": JSON | st.text(max_size=60)})
+    "top_p": JSON, "seed": JSON, "num_samples": JSON, "condition": JSON, "guidance": JSON,
+    "text": JSON | st.text(max_size=60)})
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

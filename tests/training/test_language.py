@@ -5,11 +5,13 @@ import math
 from collections import Counter
 
 import pytest
+import torch
 
 import elman
 from elman.data.reader import DataError, read_labelled_csv
 from elman.data.text import read_text
 from elman.inference import TextGenerator
+from elman.inference.generator import ConditionGuidance
 from elman.training.language import (
     LINES_MODEL,
     LONG_RUN_MODEL,
@@ -65,6 +67,8 @@ def test_generation_begins_with_the_prime_and_is_reproducible(trained_lm):
     ({"length": -3}, "length must be an integer"),
     ({"num_samples": 0}, "num_samples must be an integer"),
     ({"condition": "French"}, "not conditioned"),
+    ({"guidance": 1.0}, "guidance steers a conditioned model towards its condition; this model is not conditioned"),
+    ({"guidance": -1}, "guidance must be a number from 0 to 100"),
 ])
 def test_bad_generation_options_are_refused(trained_lm, options, message):
     with pytest.raises(ValueError, match=message):
@@ -90,6 +94,44 @@ def ending_label(name):
     """The fixture's label whose longest ending the name has, or None."""
     matches = [(len(e), label) for label, endings in ENDINGS.items() for e in endings if name.endswith(e)]
     return max(matches)[1] if matches else None
+
+
+def test_guidance_makes_samples_more_typical_of_their_condition(conditioned_lm):
+    generator = elman.load(conditioned_lm[0])
+    typical = Counter()
+    for guidance in (0.0, 2.0):
+        for condition in generator.conditions:
+            samples = generator.generate(num_samples=100, seed=0, condition=condition, guidance=guidance)
+            typical[guidance] += sum(ending_label(s) == condition for s in samples)
+            if guidance:
+                assert samples == generator.generate(num_samples=100, seed=0, condition=condition, guidance=guidance)
+    assert typical[2.0] > typical[0.0] + 15, typical
+
+
+def test_guidance_tracks_the_posterior_over_conditions_exactly(conditioned_lm):
+    """After the start symbol, a prime and the characters drawn, the guide's belief in each condition is the
+    normalised likelihood of that prefix under it, as one forward pass per condition gives it."""
+    generator = elman.load(conditioned_lm[0])
+    model, conditions = generator.model, len(generator.conditions)
+    ids = generator.context("Ka", generator.conditions[0])[0] + generator.vocabulary.indices("mot")
+    guide = ConditionGuidance(condition=1, num_conditions=conditions, strength=1.5, num_samples=2)
+    context = 3  # <bos> K a
+    with torch.no_grad():
+        logits, state = model(torch.tensor([ids[:context]]).expand(2 * conditions, -1), conditions=guide.rows())
+        guide.read_context(logits, ids[:context])
+        logits = logits[:, -1]
+        for next_id in ids[context:]:
+            steered = guide.steer(logits)
+            own = guide.log_probs[:, 1]  # the formula, checked on one character: (1 + g) own - g mixture
+            mixture = (guide.log_posterior.exp()[:, :, None] * guide.log_probs.exp()).sum(1).log()
+            assert torch.allclose(steered[:, next_id], 2.5 * own[:, next_id] - 1.5 * mixture[:, next_id], atol=1e-5)
+            inputs = guide.observe(torch.tensor([next_id, next_id]))
+            logits, state = model(inputs[:, None], state, conditions=guide.rows())
+            logits = logits[:, -1]
+        whole, _ = model(torch.tensor([ids]).expand(conditions, -1), conditions=torch.arange(conditions))
+    log_likelihood = whole[:, :-1].log_softmax(2).gather(2, torch.tensor(ids[1:]).expand(conditions, -1)[:, :, None])
+    expected = log_likelihood.sum((1, 2)).log_softmax(0)
+    assert torch.allclose(guide.log_posterior, expected.expand(2, -1), atol=1e-5)
 
 
 def test_conditioned_generation_accepts_a_prime(conditioned_lm):

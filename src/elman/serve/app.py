@@ -103,6 +103,7 @@ class GenerateRequest(Strict):
     num_samples: Annotated[StrictInt, Field(ge=1)] = 1
     seed: StrictInt | None = None
     condition: StrictStr | None = None
+    guidance: Annotated[StrictFloat | StrictInt, Field(ge=0, le=100)] = 0.0
 
 
 class InspectRequest(Strict):
@@ -244,7 +245,8 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
         within(request.num_samples, limits.max_samples, "num_samples", "max_samples")
         samples = run(lambda: entry.model.generate(request.prime, length, float(request.temperature), request.top_k,
                                                    None if request.top_p is None else float(request.top_p),
-                                                   request.num_samples, request.seed, request.condition))
+                                                   request.num_samples, request.seed, request.condition,
+                                                   float(request.guidance)))
         return {"model": entry.name, "samples": samples}
 
     @app.post("/v1/inspect")

@@ -94,7 +94,10 @@ async function generate() {
     model: current.name, prime: $("prime").value, length: Number($("length").value),
     temperature: Number($("temperature").value),
   };
-  if (current.conditions) body.condition = $("condition").value;
+  if (current.conditions) {
+    body.condition = $("condition").value;
+    body.guidance = Number($("guidance").value);
+  }
   $("generate").disabled = true;
   try {
     const result = await api("/v1/generate", body);
@@ -118,6 +121,7 @@ function choose(name) {
     : metrics.val && metrics.val.loss !== undefined ? `validation ${metrics.val.loss.toFixed(3)} nats/char` : "";
   $("model-info").textContent = `${current.task}, ${current.vocabulary_size} symbols${figure ? ", " + figure : ""}`;
   $("condition-label").hidden = !current.conditions;
+  $("guidance-label").hidden = !current.conditions;
   if (current.conditions) {
     $("condition").replaceChildren(...current.conditions.map((c) => new Option(c, c)));
   }
@@ -130,7 +134,7 @@ $("text").addEventListener("input", () => {
   typing = setTimeout(() => inspectText($("text").value), 80);
 });
 $("generate").addEventListener("click", generate);
-for (const id of ["temperature", "length"]) {
+for (const id of ["temperature", "length", "guidance"]) {
   $(id).addEventListener("input", () => { $(`${id}-value`).textContent = $(id).value; });
 }
 $("model").addEventListener("change", () => choose($("model").value));
