@@ -1,6 +1,7 @@
 """The n-gram member's logistic-regression fit: it reaches the optimum, walks the penalty path as documented,
 and training keeps the fitted member as it is."""
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -59,22 +60,33 @@ def test_the_path_stops_when_validation_falls_and_keeps_the_best_penalty():
         torch.testing.assert_close(member(val[0], None), seen[1])
 
 
-def test_training_keeps_the_fitted_member_unchanged(names_csv, trained_model):
+def test_training_keeps_the_fitted_member_unchanged_and_refits_it_on_train_and_val(names_csv, trained_model):
+    """Selection fits the member on train, choosing the penalty on val; the final model's member is fitted
+    on train + val with that penalty; the recurrent members' steps leave it as fitted."""
     out, metrics = trained_model
-    fit = metrics["ngram_member_fit"]
+    fit, refit_fit = metrics["ngram_member_fit"], metrics["refit"]["ngram_member_fit"]
     assert fit["l2"] in L2_PATH and fit["seconds"] > 0
+    assert refit_fit["l2"] == fit["l2"] and refit_fit["path"] == [[fit["l2"], None]]
     config = TrainConfig(epochs=15, batch_size=16, learning_rate=1e-2)  # as trained_model was trained
     prepared = prepare(read_labelled_csv(names_csv), config.max_length, config.seed)
     train, val = prepared.splits["train"], prepared.splits["val"]
-    refit = NgramBag(ClassifierConfig(len(prepared.vocabulary), len(prepared.labels)))
-    again = fit_ngram_bag(refit, (train.ids, train.targets), (val.ids, val.targets),
+    member = NgramBag(ClassifierConfig(len(prepared.vocabulary), len(prepared.labels)))
+    again = fit_ngram_bag(member, (train.ids, train.targets), (val.ids, val.targets),
                           class_weights(train.targets, len(prepared.labels), config.class_weighting),
                           lambda logits, targets: selection_score(logits, targets, prepared.labels, config))
     assert again["path"] == fit["path"]
+    both = torch.cat([train.ids, val.ids]), torch.cat([train.targets, val.targets])
+    fit_ngram_bag(member, both, None, class_weights(both[1], len(prepared.labels), config.class_weighting), None,
+                  penalties=(fit["l2"],))
     saved = load_file(out / "model.safetensors")
     assert saved["bag.weights.weight"].abs().sum() > 0
-    torch.testing.assert_close(saved["bag.weights.weight"], refit.weights.weight.detach(), rtol=0, atol=0)
-    torch.testing.assert_close(saved["bag.bias"], refit.bias.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(saved["bag.weights.weight"], member.weights.weight.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(saved["bag.bias"], member.bias.detach(), rtol=0, atol=0)
+
+
+def test_a_fit_without_validation_takes_one_penalty():
+    with pytest.raises(ValueError, match="without validation rows give one penalty"):
+        fit_ngram_bag(bag(), problem(), None, None, None, penalties=L2_PATH)
 
 
 def test_the_fit_stops_when_time_is_up_and_keeps_what_it_has():

@@ -25,3 +25,4 @@ def test_run_progress_counts_steps_or_seconds_whichever_is_further():
     assert run_progress(10, 100, elapsed=5.0, time_budget=None) == 0.1
     assert run_progress(10, 100, elapsed=5.0, time_budget=10.0) == 0.5  # the budget is half spent
     assert run_progress(90, 100, elapsed=5.0, time_budget=10.0) == 0.9  # the steps run out first
+    assert run_progress(0, 100, elapsed=0.001, time_budget=0.0) == 1.0  # nothing left: the schedule's end

@@ -168,6 +168,10 @@ class Optimisation:
                             weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False, maximize=False,
                             grad_scale=scale, found_inf=None)
 
+    def restart(self) -> None:
+        """Forget the optimizer's moments and step count, as a new AdamW would (for training anew)."""
+        self.optimizer.state.clear()
+
     def snapshot(self) -> tuple[dict[str, Tensor], dict]:
         """Model, optimizer and the global random generator (dropout): (named tensors, JSON-able rest)."""
         optimizer, rest = optimizer_tensors(self.optimizer)
@@ -196,9 +200,12 @@ class RunState:
         self.carried: Tensor | None = None  # a long text's hidden state (L, B, H), whole global batch
 
     def batches(self, epoch_batches: Callable[[torch.Generator], Sequence], epochs: int, total_steps: int,
-                time_budget: float | None, started: float, processes: Processes) -> Iterator[tuple[Any, float] | None]:
+                time_budget: float | None, started: float, processes: Processes,
+                first_step: int = 0) -> Iterator[tuple[Any, float] | None]:
         """The run's batches from where it stands, epoch after epoch, each with how far the run is (0 to 1,
         for the learning-rate schedule); ``None`` after each complete epoch, where the caller validates.
+        ``first_step``: the value of ``progress["step"]`` where this schedule began (a run of several
+        schedules numbers its steps on).
 
         Ends when the epochs are done, when the time budget is spent (``progress["stopped"]`` is then "time
         budget"; at least one step is always taken) or when the caller sets ``progress["stopped"]``. The
@@ -210,10 +217,10 @@ class RunState:
             self.generator.set_state(self.epoch_start)
             for batch in epoch_batches(self.generator)[p["batch"] :]:
                 elapsed = processes.agreed(time.monotonic() - started)
-                if p["step"] > 0 and time_budget is not None and elapsed > time_budget:
+                if p["step"] > first_step and time_budget is not None and elapsed > time_budget:
                     p["stopped"] = "time budget"
                     return
-                yield batch, run_progress(p["step"], total_steps, elapsed, time_budget)
+                yield batch, run_progress(p["step"] - first_step, total_steps, elapsed, time_budget)
                 if p["stopped"] is not None:
                     return
             yield None

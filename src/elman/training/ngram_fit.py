@@ -37,20 +37,24 @@ def freeze(bag: NgramBag) -> None:
     bag.requires_grad_(False)
 
 
-def fit_ngram_bag(bag: NgramBag, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor],
-                  class_weights: Tensor | None, score: Callable[[Tensor, Tensor], float],
-                  time_is_up: Callable[[], bool] = lambda: False) -> dict:
+def fit_ngram_bag(bag: NgramBag, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor] | None,
+                  class_weights: Tensor | None, score: Callable[[Tensor, Tensor], float] | None,
+                  time_is_up: Callable[[], bool] = lambda: False, penalties: tuple[float, ...] = L2_PATH) -> dict:
     """Fit ``bag`` in place. ``train`` and ``val`` are (ids (N, T), targets (N,)); ``score(logits, targets)``
     rates validation logits, higher is better. ``time_is_up()``, asked every ``ROUND`` iterations, cuts the
     fit short (the best fit so far is kept; at least ``ROUND`` iterations are run). Returns what was chosen:
-    {"l2", "val_score", "seconds", "path": [[l2, val_score], ...]}."""
+    {"l2", "val_score", "seconds", "path": [[l2, val_score], ...]}. Without ``val`` (and ``score``) there is
+    nothing to choose by: ``penalties`` must then be one, the one chosen before (``val_score`` is None)."""
+    if val is None and len(penalties) != 1:
+        raise ValueError(f"without validation rows give one penalty to fit with, got {penalties}")
     started = time.monotonic()
-    x_train, x_val = (bag.design_matrix(ids) for ids, _ in (train, val))
+    x_train = bag.design_matrix(train[0])
+    x_val = None if val is None else bag.design_matrix(val[0])
     loss_function = nn.CrossEntropyLoss(weight=class_weights)
     weights = torch.zeros_like(bag.weights.weight, requires_grad=True)
     bias = torch.zeros_like(bag.bias, requires_grad=True)
     best, path = None, []
-    for l2 in L2_PATH:
+    for l2 in penalties:
         optimizer = torch.optim.LBFGS([weights, bias], max_iter=ROUND, history_size=10,
                                       line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-10)
 
@@ -65,7 +69,7 @@ def fit_ngram_bag(bag: NgramBag, train: tuple[Tensor, Tensor], val: tuple[Tensor
             if time_is_up():
                 break
         with torch.no_grad():
-            val_score = score(x_val @ weights + bias, val[1])
+            val_score = None if val is None else score(x_val @ weights + bias, val[1])
         path.append([l2, val_score])
         if best is not None and val_score <= best[1]:
             break

@@ -23,6 +23,9 @@ def warmup_cosine(progress: float, peak: float, warmup_fraction: float) -> float
 
 
 def run_progress(step: int, total_steps: int, elapsed: float, time_budget: float | None) -> float:
-    """How far a run is, 0 to 1: by steps, or by seconds under a time budget when those are further along."""
+    """How far a run is, 0 to 1: by steps, or by seconds under a time budget when those are further along (a
+    budget already spent, 0 seconds, is all the way)."""
     progress = step / total_steps
-    return progress if time_budget is None else max(progress, elapsed / time_budget)
+    if time_budget is None:
+        return progress
+    return max(progress, elapsed / time_budget) if time_budget > 0 else 1.0
