@@ -37,7 +37,8 @@ def _options(args: argparse.Namespace, *configs) -> list[dict]:
 
 
 TASK_ONLY_OPTIONS = {
-    "classify": ("label_column", "label_smoothing", "class_weighting", "select_by", "members", "bag_ngrams"),
+    "classify": ("label_column", "label_smoothing", "class_weighting", "select_by", "members", "bag_ngrams",
+                 "no_refit"),
     "lm": ("val_data", "val_fraction", "lines", "condition_column", "chunk_length", "eval_interval"),
 }
 
@@ -67,6 +68,8 @@ def _train_classifier(args: argparse.Namespace) -> int:
 
     data = _read(args)
     model_options, training = _options(args, ClassifierConfig, TrainConfig)
+    if args.no_refit:
+        training["refit"] = False
     metrics = train_classifier(data, args.out, model_options, TrainConfig(**training), progress=not args.json,
                                resume=args.resume is not None)
     if args.json:
@@ -336,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--bag-ngrams", dest="bag_ngrams", type=_orders,
                        help="classify: n-gram orders of the linear bag-of-n-grams member, e.g. 1,2,3,4 (the default), "
                        "or none")
+    train.add_argument("--no-refit", dest="no_refit", action="store_true",
+                       help="classify: keep the model selected on validation instead of training the final one "
+                       "afresh on train + val")
     train.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     train.set_defaults(handler=_train)
 

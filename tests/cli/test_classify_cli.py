@@ -44,8 +44,16 @@ def test_train_from_the_command_line(names_csv, tmp_path):
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["test"]["n"] == 30
     assert (tmp_path / "m" / "model.safetensors").exists()
-    model = json.loads((tmp_path / "m" / "config.json").read_text())["model"]
-    assert model["members"] == 2 and model["bag_ngrams"] == [2, 3]
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["model"]["members"] == 2 and config["model"]["bag_ngrams"] == [2, 3]
+    assert config["training"]["refit"] and config["refit"]  # the final model trained on train + val
+
+    run = elman("train", "--task", "classify", "--data", names_csv, "--out", tmp_path / "kept", "--epochs", "2",
+                "--hidden-size", "16", "--embedding-dim", "8", "--no-refit", "--json")
+    assert run.returncode == 0, run.stderr
+    assert "refit" not in json.loads(run.stdout)
+    config = json.loads((tmp_path / "kept" / "config.json").read_text())
+    assert not config["training"]["refit"] and "refit" not in config
 
 
 def test_errors_are_one_line_without_traceback(trained_model, tmp_path):

@@ -74,3 +74,5 @@ def test_prime_with_unknown_characters_and_wrong_model_kind(trained_lm, trained_
 def test_options_of_the_other_task_are_refused(story_txt, tmp_path):
     run = elman("train", "--task", "lm", "--data", story_txt, "--out", tmp_path, "--class-weighting", "none")
     assert run.returncode == 2 and "--class-weighting applies to --task classify only" in run.stderr
+    run = elman("train", "--task", "lm", "--data", story_txt, "--out", tmp_path, "--no-refit")
+    assert run.returncode == 2 and "--no-refit applies to --task classify only" in run.stderr

@@ -13,7 +13,7 @@ from elman.data.vocabulary import vectorize
 from elman.models import ClassifierConfig, SequenceClassifier
 from elman.models.classifier import ensemble
 from elman.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from elman.training.classify import MAX_LOG_WEIGHT, TrainConfig, class_weights, fit_member_weights
+from elman.training.classify import MAX_LOG_WEIGHT, Split, TrainConfig, class_weights, fit_member_weights
 
 
 def test_training_writes_every_output_and_learns(trained_model):
@@ -26,6 +26,26 @@ def test_training_writes_every_output_and_learns(trained_model):
     assert set(saved["test"]) >= {"accuracy", "macro_f1", "per_class", "confusion_matrix"}
     assert sum(map(sum, saved["test"]["confusion_matrix"])) == saved["test"]["n"] == 30
     assert not list(out.glob(".*.tmp"))
+
+
+def test_the_final_model_is_trained_afresh_on_train_and_val_as_long_as_selection_ran(trained_model, names_csv):
+    out, metrics = trained_model
+    data = read_labelled_csv(names_csv)
+    rows = sum(split in ("train", "val") for split in data.splits)
+    refit = metrics["refit"]
+    assert refit["rows"] == rows and refit["stopped_by"] == "epochs"
+    assert refit["epochs"] == metrics["epochs_run"] and refit["steps"] == metrics["epochs_run"] * math.ceil(rows / 16)
+    assert 1 <= metrics["selected_epoch"] <= metrics["epochs_run"]
+    # the validation scores are the selected model's, as logged when it was selected
+    selected = metrics["history"][metrics["selected_epoch"] - 1]
+    assert (metrics["val"]["accuracy"], metrics["val"]["macro_f1"]) == (selected["val_accuracy"],
+                                                                        selected["val_macro_f1"])
+    # the final model pools its members with the weights fitted on validation in selection
+    final = elman.load(out).model
+    assert json.loads((out / "config.json").read_text())["refit"] is True
+    log = (out / "train.log").read_text()
+    assert f"final model: trained afresh on train + val ({rows} rows) for {metrics['epochs_run']} epochs" in log
+    assert final.member_weights.ne(1.0 / len(final.members)).all()
 
 
 def test_loaded_model_predicts_ranked_labels_with_probabilities(trained_model):
@@ -167,6 +187,14 @@ def test_time_budget_stops_cleanly_and_keeps_a_checkpoint(names_csv, tmp_path):
     # the n-gram member's fit is part of the budget and of the reported time
     fit_and_steps = metrics["ngram_member_fit"]["seconds"] + metrics["history"][-1]["seconds"]
     assert fit_and_steps <= metrics["training_seconds"] < 2.0
+
+
+def test_joined_splits_keep_every_row_padded_to_the_wider():
+    narrow = Split(torch.tensor([[5, 6]]), torch.tensor([2]), torch.tensor([1]))
+    wide = Split(torch.tensor([[7, 8, 9], [4, 0, 0]]), torch.tensor([3, 1]), torch.tensor([0, 2]))
+    joined = narrow.joined(wide)
+    assert joined.ids.tolist() == [[5, 6, 0], [7, 8, 9], [4, 0, 0]]
+    assert joined.lengths.tolist() == [2, 3, 1] and joined.targets.tolist() == [1, 0, 2]
 
 
 def test_class_weights():
