@@ -108,6 +108,14 @@ def test_guidance_makes_samples_more_typical_of_their_condition(conditioned_lm):
     assert typical[2.0] > typical[0.0] + 15, typical
 
 
+def test_guidance_refuses_more_rows_than_its_limit(conditioned_lm, monkeypatch):
+    monkeypatch.setattr("elman.inference.generator.MAX_GUIDED_ROWS", 10)
+    generator = elman.load(conditioned_lm[0])
+    assert len(generator.generate(num_samples=3, seed=0, condition="Slavic", guidance=1.0)) == 3  # 9 rows
+    with pytest.raises(ValueError, match="under each of the 3 conditions; 4 samples make more than 10 rows"):
+        generator.generate(num_samples=4, condition="Slavic", guidance=1.0)
+
+
 def test_guidance_tracks_the_posterior_over_conditions_exactly(conditioned_lm):
     """After the start symbol, a prime and the characters drawn, the guide's belief in each condition is the
     normalised likelihood of that prefix under it, as one forward pass per condition gives it."""

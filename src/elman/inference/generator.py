@@ -17,6 +17,7 @@ from elman.training.language import loss_report
 
 MAX_GENERATE_CHARS = 100_000
 MAX_SAMPLES = 1_000
+MAX_GUIDED_ROWS = 100_000  # samples times conditions: guidance runs the model once per condition for each sample
 
 
 def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
@@ -190,6 +191,9 @@ class TextGenerator:
             generator.manual_seed(seed)
         guide = None
         if guidance:
+            if num_samples * len(self.conditions) > MAX_GUIDED_ROWS:
+                raise ValueError(f"guidance runs every sample under each of the {len(self.conditions)} conditions; "
+                                 f"{num_samples} samples make more than {MAX_GUIDED_ROWS} rows, ask for fewer")
             guide = ConditionGuidance(int(condition_ids), len(self.conditions), guidance, num_samples)
             conditions = guide.rows()
         else:

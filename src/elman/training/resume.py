@@ -26,7 +26,8 @@ RESUME = "resume"
 TENSORS, META = "state.safetensors", "state.json"
 KEEP = 2
 FORMAT = "elman-training-state"
-FORMAT_VERSION = 2  # 2: the optimizer's state is one buffer for all trained parameters (1: one per parameter)
+FORMAT_VERSION = 3  # 3: a classifier's run has two phases (selection, refit); 2: the optimizer's state is one
+# buffer for all trained parameters; 1: one per parameter
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
