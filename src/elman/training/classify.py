@@ -60,8 +60,8 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps between training states for --resume (0: none)
     # After selection, train the final model afresh on train + val with what selection chose (epochs, the
     # n-gram member's penalty, the pool weights): a fifth more rows to learn from. On surnames.csv, 150 s,
-    # seeds 0/1, test accuracy / macro-F1: 0.838 / 0.542 and 0.842 / 0.562 without; 0.841 / 0.581 and
-    # 0.844 / 0.582 with (each phase then trains 31-33 epochs instead of 40).
+    # test accuracy / macro-F1: without, 0.838 / 0.542, 0.842 / 0.562, 0.840 / 0.556 (seeds 0-2); with,
+    # 0.843 / 0.596, 0.844 / 0.582, 0.848 / 0.589 (each phase then trains 31-39 epochs instead of 40).
     refit: bool = True
 
 
