@@ -37,8 +37,8 @@ def _options(args: argparse.Namespace, *configs) -> list[dict]:
 
 
 TASK_ONLY_OPTIONS = {
-    "classify": ("label_column", "label_smoothing", "class_weighting", "select_by", "members", "bag_ngrams",
-                 "no_refit"),
+    "classify": ("label_column", "label_smoothing", "class_weighting", "bag_class_weighting", "select_by", "members",
+                 "bag_ngrams", "no_refit"),
     "lm": ("val_data", "val_fraction", "lines", "condition_column", "chunk_length", "eval_interval"),
 }
 
@@ -319,7 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", dest="learning_rate", type=_positive_float)
     train.add_argument("--weight-decay", dest="weight_decay", type=float)
     train.add_argument("--label-smoothing", dest="label_smoothing", type=float)
-    train.add_argument("--class-weighting", dest="class_weighting", choices=["none", "sqrt", "balanced"])
+    train.add_argument("--class-weighting", dest="class_weighting", choices=["none", "sqrt", "balanced"],
+                       help="classify: loss weight per class of the Elman RNN members (default none)")
+    train.add_argument("--bag-class-weighting", dest="bag_class_weighting", choices=["none", "sqrt", "balanced"],
+                       help="classify: loss weight per class of the n-gram member's fit (default sqrt)")
     train.add_argument("--select-by", dest="select_by", choices=["macro_f1", "loss"])
     train.add_argument("--patience", type=_positive_int)
     train.add_argument("--max-length", dest="max_length", type=_positive_int)

@@ -197,6 +197,19 @@ def test_joined_splits_keep_every_row_padded_to_the_wider():
     assert joined.lengths.tolist() == [2, 3, 1] and joined.targets.tolist() == [1, 0, 2]
 
 
+@pytest.mark.parametrize("settings,message", [
+    ({"class_weighting": "inverse"}, "class_weighting must be one of"),
+    ({"bag_class_weighting": "square"}, "bag_class_weighting must be one of"),
+    ({"select_by": "accuracy"}, "select_by must be 'macro_f1' or 'loss'"),
+])
+def test_unknown_training_settings_are_refused_before_anything_is_written(names_csv, tmp_path, settings, message):
+    from elman.training.classify import train_classifier
+
+    with pytest.raises(ValueError, match=message):
+        train_classifier(read_labelled_csv(names_csv), tmp_path / "out", {}, TrainConfig(**settings), progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_class_weights():
     targets = torch.tensor([0] * 90 + [1] * 10)
     weights = class_weights(targets, 2, "balanced")

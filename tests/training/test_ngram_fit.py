@@ -72,11 +72,11 @@ def test_training_keeps_the_fitted_member_unchanged_and_refits_it_on_train_and_v
     train, val = prepared.splits["train"], prepared.splits["val"]
     member = NgramBag(ClassifierConfig(len(prepared.vocabulary), len(prepared.labels)))
     again = fit_ngram_bag(member, (train.ids, train.targets), (val.ids, val.targets),
-                          class_weights(train.targets, len(prepared.labels), config.class_weighting),
+                          class_weights(train.targets, len(prepared.labels), config.bag_class_weighting),
                           lambda logits, targets: selection_score(logits, targets, prepared.labels, config))
     assert again["path"] == fit["path"]
     both = torch.cat([train.ids, val.ids]), torch.cat([train.targets, val.targets])
-    fit_ngram_bag(member, both, None, class_weights(both[1], len(prepared.labels), config.class_weighting), None,
+    fit_ngram_bag(member, both, None, class_weights(both[1], len(prepared.labels), config.bag_class_weighting), None,
                   penalties=(fit["l2"],))
     saved = load_file(out / "model.safetensors")
     assert saved["bag.weights.weight"].abs().sum() > 0

@@ -41,7 +41,8 @@ class ClassifierConfig:
     # fits it first, as a logistic regression (elman.training.ngram_fit). On surnames.csv (150 s, test
     # accuracy / macro-F1, trained on train only) the ensemble scores 0.838-0.842 / 0.542-0.562 (seeds 0-2;
     # validation 0.824-0.829 / 0.552); its RNN alone about 0.81 / 0.51, the n-gram member alone 0.833-0.836 /
-    # 0.52-0.53. Refitted on train + val (TrainConfig.refit) the ensemble scores 0.843-0.848 / 0.58-0.60.
+    # 0.52-0.53. Refitted on train + val (TrainConfig.refit), with unweighted RNNs (TrainConfig.class_weighting),
+    # 0.848-0.853 / 0.554-0.571.
     bag_ngrams: tuple[int, ...] = (1, 2, 3, 4)
     bag_buckets: int = 32768  # validation as with 65536 (0.823 / 0.536 vs 0.825 / 0.532, trained alone by AdamW)
 
