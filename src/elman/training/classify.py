@@ -93,6 +93,11 @@ class Split:
         return Split(torch.cat(ids), torch.cat([self.lengths, other.lengths]), torch.cat([self.targets, other.targets]))
 
 
+def epoch_counts() -> dict:
+    """What the steps of an epoch add up (texts, summed loss and its divisor, correct predictions, seconds)."""
+    return {"seen": 0, "loss": 0.0, "divisor": 0.0, "correct": 0, "seconds": 0.0}
+
+
 def epoch_batches(split: Split, batch_size: int, generator: torch.Generator) -> list[Split]:
     """One epoch's shuffled, length-bucketed batches (``length_bucketed_batches``), gathered from the split
     in one go and handed out as views: a step then indexes nothing (three gathers of ~10 us each, on a step
@@ -256,8 +261,7 @@ def train_classifier(
                          "max_length": config.max_length, "training": asdict(config), "data": data.path}
 
     state = RunState({"phase": "select", "epoch": 1, "batch": 0, "step": 0, "history": [], "best": None, "stale": 0,
-                      "elapsed": 0.0, "since": {"seen": 0, "loss": 0.0, "divisor": 0.0, "correct": 0, "seconds": 0.0},
-                      "stopped": None}, generator)
+                      "elapsed": 0.0, "since": epoch_counts(), "stopped": None}, generator)
     settings = {"training": asdict(config), "model": asdict(model_config)}
     notes = state.resume(out_dir, run, settings) if resume else []
     p = state.progress
@@ -272,13 +276,14 @@ def train_classifier(
                   + f"; {len(prepared.labels)} labels; vocabulary {len(prepared.vocabulary)}",
                   model, model_config, config)
 
-        def fit_bag(split: Split, budget_share: float, validation: Split | None, penalties: tuple[float, ...]) -> dict:
-            """Fit the n-gram member on ``split`` (choosing its penalty on ``validation``, if given)."""
+        def fit_bag(split: Split, validation: Split | None, penalties: tuple[float, ...]) -> dict:
+            """Fit the n-gram member on ``split`` (choosing its penalty on ``validation``, if given), in at most
+            ``FIT_SHARE`` of the time budget."""
             fit_started = time.monotonic()
 
             def time_is_up() -> bool:
                 return config.time_budget is not None and \
-                    processes.agreed(time.monotonic() - fit_started) > budget_share * config.time_budget
+                    processes.agreed(time.monotonic() - fit_started) > FIT_SHARE * config.time_budget
 
             fit = fit_ngram_bag(model.bag, (split.ids, split.targets),
                                 None if validation is None else (validation.ids, validation.targets),
@@ -314,7 +319,7 @@ def train_classifier(
                         last = p["history"][-1]
                         shown.update(val_acc=f"{last['val_accuracy']:.3f}", val_f1=f"{last['val_macro_f1']:.3f}")
                     bar.set_postfix(shown)
-                    p["since"] = {"seen": 0, "loss": 0.0, "divisor": 0.0, "correct": 0, "seconds": 0.0}
+                    p["since"] = epoch_counts()
                     continue
                 batch, progress_now = item
                 began = time.monotonic()
@@ -376,7 +381,7 @@ def train_classifier(
 
         if p["phase"] == "select":
             if model.bag is not None and p["step"] == 0:
-                p["bag_fit"] = fit_bag(train, FIT_SHARE, val, L2_PATH)
+                p["bag_fit"] = fit_bag(train, val, L2_PATH)
             fitting = p["bag_fit"]["seconds"] if "bag_fit" in p else 0.0
             # the fit's time comes out of the budget; the steps' schedule (warm-up, cosine) spans what is left,
             # shared with the refit in proportion to the rows each phase trains on
@@ -398,7 +403,7 @@ def train_classifier(
                 generator.manual_seed(config.seed + 1)
                 state.epoch_start = generator.get_state()
                 if model.bag is not None:
-                    p["refit_bag_fit"] = fit_bag(train_and_val, FIT_SHARE, None, (p["bag_fit"]["l2"],))
+                    p["refit_bag_fit"] = fit_bag(train_and_val, None, (p["bag_fit"]["l2"],))
                 log(f"final model: trained afresh on train + val ({len(train_and_val)} rows) for "
                     f"{p['selection']['epochs_run']} epochs")
         if p["phase"] == "refit":
