@@ -6,6 +6,7 @@ import torch
 from elman import ElmanRNN
 from elman.layer import fused
 from elman.layer.fused import FusedElmanDirection, Padding
+from elman.layer.reference import reference_direction
 
 LENGTHS = torch.tensor([6, 2, 5, 1, 6])
 
@@ -74,23 +75,43 @@ def test_sigmoid_reference_is_the_written_recurrence():
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "sigmoid", "relu"])
 @pytest.mark.parametrize("padded", [False, True])
-def test_gradcheck_single_direction(nonlinearity, padded):
+@pytest.mark.parametrize("outputs", ["both", "states", "final"])
+def test_gradcheck_single_direction(nonlinearity, padded, outputs):
+    """Both outputs, or one of them alone (the other then hands back no gradient at all)."""
     torch.manual_seed(0)
     steps, batch, inputs, hidden = 4, 3, 2, 3
     x = torch.randn(steps, batch, inputs, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(batch, hidden, dtype=torch.float64, requires_grad=True)
     params = [torch.randn(*shape, dtype=torch.float64, requires_grad=True)
               for shape in ((hidden, inputs), (hidden, hidden), (hidden,), (hidden,))]
-    if padded:
-        padding = Padding.from_sorted_lengths(torch.tensor([4, 3, 1]), steps, x.device)
-        steps_active, padded = padding.steps_active, padding.padded
-    else:
-        steps_active, padded = [batch] * steps, None
+    padding = Padding.from_sorted_lengths(torch.tensor([4, 3, 1]), steps, x.device) if padded else None
 
     def run(x, h0, w_ih, w_hh, b_ih, b_hh):
-        return FusedElmanDirection.apply(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, steps_active, padded, False)
+        out, h_n = FusedElmanDirection.apply(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, padding, None, False)
+        return {"both": (out, h_n), "states": out, "final": h_n}[outputs]
 
     assert torch.autograd.gradcheck(run, (x, h0, *params))
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_gradcheck_table_rows(padded):
+    """Without W_ih the input is rows of a table of projections; its gradient sums over the steps reading
+    each row (rows read twice, and a row never read, included)."""
+    torch.manual_seed(0)
+    table = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    rows = torch.tensor([[0, 1, 1], [2, 0, 3], [2, 2, 0], [1, 3, 0]])  # row 4 is never read
+    h0 = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    w_hh = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    padding = Padding.from_sorted_lengths(torch.tensor([4, 3, 1]), 4, table.device) if padded else None
+
+    def run(table, h0, w_hh):
+        return FusedElmanDirection.apply(table, h0, None, w_hh, None, None, "tanh", padding, rows, False)
+
+    assert torch.autograd.gradcheck(run, (table, h0, w_hh))
+    out, h_n = run(table, h0, w_hh)
+    expected_out, expected_h_n = reference_direction(table[rows], h0, None, w_hh, None, None, "tanh", False, padding)
+    torch.testing.assert_close(out, expected_out)
+    torch.testing.assert_close(h_n, expected_h_n)
 
 
 def test_gradcheck_whole_layer_with_lengths():

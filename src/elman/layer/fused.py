@@ -10,15 +10,16 @@ and returns all ``h_t`` as ``out`` of shape ``(T, B, H)``.
 
 Forward: the input projection ``x_t W_ih^T + b`` for all steps is one GEMM written straight into
 ``out``; then each step adds ``h_{t-1} W_hh^T`` in place (one GEMM) and applies ``act`` in place.
-Without ``W_ih`` (None, and no biases), ``x`` is that projection already, of shape ``(T, B, H)``: the
-caller computed it more cheaply (``ElmanRNN.forward_from_table``: from the rows of an embedding table).
+Without ``W_ih`` (None, and no biases), ``x`` is a table ``(V, H)`` of projections the caller computed
+more cheaply (``ElmanRNN.forward_from_table``: one per row of an embedding table), and ``rows`` ``(T, B)``
+says which one each step reads; one gather writes them into ``out``.
 
 Backward (BPTT): with ``g_t = dL/dh_t`` from the outputs,
 
     dz_t     = (g_t + dz_{t+1} W_hh) * act'(z_t)            one GEMM per step, in place
     dL/dh0   = dz_0 W_hh
     dL/dW_hh = sum_t dz_t^T h_{t-1}     dL/dW_ih = sum_t dz_t^T x_t
-    dL/db    = sum_t dz_t               dL/dx_t  = dz_t W_ih
+    dL/db    = sum_t dz_t               dL/dx_t  = dz_t W_ih   (dL/dx = sum of the dz_t reading each row)
 
 where the last four are each one GEMM (or one reduction) over all steps after the loop. ``act'`` is
 computed from the saved outputs (``1 - h^2`` for tanh, ``h (1 - h)`` for sigmoid, ``h > 0`` for relu).
@@ -26,7 +27,10 @@ computed from the saved outputs (``1 - h^2`` for tanh, ``h (1 - h)`` for sigmoid
 Variable lengths without packing: the caller sorts the batch by length, longest first, so that at step
 ``t`` the sequences still running are the leading ``steps_active[t]`` rows. Each step then works on
 that prefix of rows (a contiguous view), the rows that have ended are left alone, and the padded
-positions of ``out`` are zeroed once after the loop. Nothing is packed or copied per step.
+positions of ``out`` are zeroed once after the loop. Nothing is packed or copied per step. The final
+states ``h_n`` (each sequence's last valid step) are a second output, so that a caller who reads only
+them (a classifier pooling the last state) hands back only their gradient: the backward pass then starts
+from zeros instead of a full ``(T, B, H)`` gradient that autograd would build and copy.
 
 The two sequential loops exist twice: here in Python (any device) and in ``_loops.cpp`` (CPU, compiled
 at install time). They are the same few lines; the compiled one is used for CPU tensors when it was
@@ -159,61 +163,85 @@ def _run_backward_loop(dz: Tensor, out: Tensor, w_hh: Tensor, steps_active: list
             backward_loop(dz, activation_slope(out, activation), w_hh, steps_active)
 
 
-def recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, padded, mixed=False) -> Tensor:
-    """The forward pass alone (arguments as ``FusedElmanDirection``); used directly when no gradient is wanted."""
-    T, B, I = x.shape
-    x_flat = x.reshape(T * B, I)
-    if w_ih is None:  # x is the input projection already; the loop works in place on a copy
-        out = x_flat.clone()
-    elif b_ih is None or mixed:
-        out = matmul(x_flat, w_ih.t(), mixed)
-        if b_ih is not None:
-            out += b_ih + b_hh
-    else:  # the bias rides along in the GEMM
-        out = torch.addmm(b_ih + b_hh, x_flat, w_ih.t())
+def recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, padding, rows=None, mixed=False) -> Tensor:
+    """The forward pass alone, ``out`` (T, B, H) (arguments as ``FusedElmanDirection``); used directly when no
+    gradient is wanted."""
+    if w_ih is None:  # x is a table of projections; the loop works in place on the gathered rows
+        T, B = rows.shape
+        out = x.index_select(0, rows.reshape(-1))
+    else:
+        T, B, I = x.shape
+        x_flat = x.reshape(T * B, I)
+        if b_ih is None or mixed:
+            out = matmul(x_flat, w_ih.t(), mixed)
+            if b_ih is not None:
+                out += b_ih + b_hh
+        else:  # the bias rides along in the GEMM
+            out = torch.addmm(b_ih + b_hh, x_flat, w_ih.t())
     out = out.view(T, B, w_hh.shape[0])
+    steps_active = [B] * T if padding is None else padding.steps_active
     _run_forward_loop(out, h0.contiguous(), w_hh, steps_active, activation, mixed)
-    if padded is not None:
-        out.masked_fill_(padded, 0)
+    if padding is not None:
+        out.masked_fill_(padding.padded, 0)
     return out
+
+
+def final_states(out: Tensor, padding: Padding | None) -> Tensor:
+    """(T, B, H) -> (B, H): each sequence's state at its last valid step."""
+    return out[-1].clone() if padding is None else out.gather(0, padding.last_steps(out.shape[2])).squeeze(0)
 
 
 class FusedElmanDirection(torch.autograd.Function):
     """One layer, one direction. See the module docstring for the equations.
 
     Args (to ``apply``):
-        x: (T, B, I) time-major input, batch sorted by length (longest first) when lengths vary.
+        x: (T, B, I) time-major input, batch sorted by length (longest first) when lengths vary; or, when
+            ``w_ih`` is None, a table (V, H) of input projections with their biases, read at ``rows``.
         h0: (B, H) start state.
-        w_ih: (H, I), or None when x (T, B, H) is the input projection with its biases already.
-        w_hh: (H, H); b_ih, b_hh: (H,) or both None.
+        w_ih: (H, I), or None (see ``x``).
+        w_hh: (H, H); b_ih, b_hh: (H,) or both None (always None without ``w_ih``).
         activation: one of ``ACTIVATIONS``.
-        steps_active: T ints, non-increasing; rows >= steps_active[t] are padding at step t.
-        padded: (T, B, 1) bool, True at padded positions; None when every sequence has length T.
+        padding: where the batch is padded (``Padding``); None when every sequence has length T.
+        rows: (T, B) int64 indices into the table ``x`` when ``w_ih`` is None; else None.
         mixed: bfloat16 GEMMs with float32 states and sums (see the module docstring).
 
     Returns:
         out: (T, B, H), h_t at valid positions and 0 at padded ones.
+        h_n: (B, H), each sequence's state at its last valid step.
     """
 
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, padded, mixed):
-        out = recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, steps_active, padded, mixed)
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, activation, padding, rows, mixed):
+        out = recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, padding, rows, mixed)
         saved_x = None if w_ih is None else x.to(torch.bfloat16) if mixed else x  # only dL/dW_ih reads it
-        ctx.save_for_backward(saved_x, h0, w_ih, w_hh, out)
-        ctx.activation, ctx.steps_active, ctx.padded, ctx.mixed = activation, steps_active, padded, mixed
+        ctx.save_for_backward(saved_x, h0, w_ih, w_hh, out, rows)
+        ctx.activation, ctx.padding, ctx.mixed = activation, padding, mixed
         ctx.has_bias = b_ih is not None
-        return out
+        ctx.table_rows = None if w_ih is not None else x.shape[0]
+        ctx.set_materialize_grads(False)  # an output nobody read has no gradient, not one of zeros
+        return out, final_states(out, padding)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        x, h0, w_ih, w_hh, out = ctx.saved_tensors
+    def backward(ctx, grad_out, grad_h_n):
+        x, h0, w_ih, w_hh, out, rows = ctx.saved_tensors
         T, B, H = out.shape
-        # padded outputs are constants; either way dz is a contiguous copy the loop may overwrite
-        dz = (grad_out.clone(memory_format=torch.contiguous_format) if ctx.padded is None
-              else grad_out.masked_fill(ctx.padded, 0).contiguous())
+        padding = ctx.padding
+        # dz starts as dL/dh_t, a contiguous buffer the loop may overwrite; padded outputs are constants
+        if grad_out is None:
+            dz = torch.zeros_like(out)
+        elif padding is None:
+            dz = grad_out.clone(memory_format=torch.contiguous_format)
+        else:
+            dz = grad_out.masked_fill(padding.padded, 0).contiguous()
+        if grad_h_n is not None:
+            if padding is None:
+                dz[-1] += grad_h_n
+            else:
+                dz.scatter_add_(0, padding.last_steps(H), grad_h_n.unsqueeze(0))
         mixed = ctx.mixed
-        _run_backward_loop(dz, out, w_hh, ctx.steps_active, ctx.activation, mixed)
+        steps_active = [B] * T if padding is None else padding.steps_active
+        _run_backward_loop(dz, out, w_hh, steps_active, ctx.activation, mixed)
 
         need = ctx.needs_input_grad
         dz_flat = dz.view(T * B, H)
@@ -227,8 +255,11 @@ class FusedElmanDirection(torch.autograd.Function):
                 grad_w_hh += matmul(dz_gemm[B:].t(), out[:-1].reshape(-1, H), mixed)
         grad_b = dz_flat.sum(0) if ctx.has_bias and (need[4] or need[5]) else None
         grad_x = None
-        if need[0]:  # last: without W_ih, dz itself is the gradient of the input projection
-            grad_x = dz if w_ih is None else matmul(dz_gemm, w_ih, mixed).view(T, B, -1)
+        if need[0]:  # last: without W_ih, dz itself is the gradient of the projections read
+            if w_ih is None:
+                grad_x = dz_flat.new_zeros(ctx.table_rows, H).index_add_(0, rows.reshape(-1), dz_flat)
+            else:
+                grad_x = matmul(dz_gemm, w_ih, mixed).view(T, B, -1)
         return grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b, grad_b, None, None, None, None
 
 
@@ -261,10 +292,9 @@ class Padding:
         index = self.reversed_time.unsqueeze(2).expand_as(x)
         return _ReverseWithinLengths.apply(x, index)
 
-    def last_valid(self, out: Tensor) -> Tensor:
-        """(T, B, H) -> (B, H): each sequence's state at its last valid step."""
-        index = (self.lengths - 1).view(1, -1, 1).expand(1, out.shape[1], out.shape[2])
-        return out.gather(0, index).squeeze(0)
+    def last_steps(self, width: int) -> Tensor:
+        """(1, B, width) int64: each sequence's last valid step, the index that gathers final states."""
+        return (self.lengths - 1).view(1, -1, 1).expand(1, self.lengths.shape[0], width)
 
 
 class _ReverseWithinLengths(torch.autograd.Function):
@@ -292,26 +322,29 @@ def fused_direction(
     activation: str,
     reverse: bool,
     padding: Padding | None,
+    rows: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One layer, one direction on the fast path; same contract as ``reference_direction``.
 
-    The reverse direction is the forward recurrence over each sequence reversed within its length.
+    The reverse direction is the forward recurrence over each sequence reversed within its length (with
+    ``rows``, the rows are reversed: cheaper than the inputs they pick).
     Returns out: (T, B, H) and h_n: (B, H).
     """
     if reverse:
-        x = x.flip(0) if padding is None else padding.reverse_in_time(x)
-    steps_active = [x.shape[1]] * x.shape[0] if padding is None else padding.steps_active
-    padded = None if padding is None else padding.padded
+        if rows is not None:
+            rows = rows.flip(0) if padding is None else rows.gather(0, padding.reversed_time)
+        else:
+            x = x.flip(0) if padding is None else padding.reverse_in_time(x)
     tensors = (x, h0, w_ih, w_hh, b_ih, b_hh)
     device = x.device.type
     mixed = (torch.is_autocast_enabled(device) and x.dtype == torch.float32
              and torch.get_autocast_dtype(device) == torch.bfloat16)
     with autocast_off(device):  # under autocast the precision of every GEMM is chosen here, explicitly
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-            out = FusedElmanDirection.apply(*tensors, activation, steps_active, padded, mixed)
+            out, h_n = FusedElmanDirection.apply(*tensors, activation, padding, rows, mixed)
         else:  # inference: skip the autograd bookkeeping
-            out = recurrence_forward(*tensors, activation, steps_active, padded, mixed)
-    h_n = out[-1] if padding is None else padding.last_valid(out)
+            out = recurrence_forward(*tensors, activation, padding, rows, mixed)
+            h_n = final_states(out, padding)
     if reverse:
         out = out.flip(0) if padding is None else padding.reverse_in_time(out)
     return out, h_n

@@ -37,12 +37,14 @@ def reference_direction(
     activation: str,
     reverse: bool,
     padding: Padding | None,
+    rows: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One layer, one direction, step by step.
 
     Args:
-        x: (T, B, I) time-major input.  h0: (B, H).  w_ih: (H, I), or None when x (T, B, H) is the input
-            projection with its biases already.  w_hh: (H, H).  b_ih, b_hh: (H,) or None.
+        x: (T, B, I) time-major input.  h0: (B, H).  w_ih: (H, I), or None when the input projection with
+            its biases is given: x (T, B, H), or with ``rows`` (T, B) a table x (V, H) of projections that
+            step t of sequence b reads at row ``rows[t, b]``.  w_hh: (H, H).  b_ih, b_hh: (H,) or None.
         activation: "tanh", "relu" or "sigmoid".  reverse: walk from the last step to the first.
         padding: the batch's lengths (only ``padding.lengths``, (B,) int64, is used); None means every
             sequence has T steps.
@@ -52,6 +54,8 @@ def reference_direction(
         h_n: (B, H), the state after the last valid step in walking order.
     """
     act = ACTIVATION_FUNCTIONS[activation]
+    if rows is not None:
+        x = x[rows]
     lengths = None if padding is None else padding.lengths
     steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
     h = h0
