@@ -187,8 +187,9 @@ def recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, padding, rows=
 
 
 def final_states(out: Tensor, padding: Padding | None) -> Tensor:
-    """(T, B, H) -> (B, H): each sequence's state at its last valid step."""
-    return out[-1].clone() if padding is None else out.gather(0, padding.last_steps(out.shape[2])).squeeze(0)
+    """(T, B, H) -> (B, H): each sequence's state at its last valid step (a view of ``out`` when every
+    sequence runs all T steps)."""
+    return out[-1] if padding is None else out.gather(0, padding.last_steps(out.shape[2])).squeeze(0)
 
 
 class FusedElmanDirection(torch.autograd.Function):
@@ -219,7 +220,8 @@ class FusedElmanDirection(torch.autograd.Function):
         ctx.has_bias = b_ih is not None
         ctx.table_rows = None if w_ih is not None else x.shape[0]
         ctx.set_materialize_grads(False)  # an output nobody read has no gradient, not one of zeros
-        return out, final_states(out, padding)
+        h_n = final_states(out, padding)
+        return out, h_n.clone() if padding is None else h_n  # an output may not be a view of another
 
     @staticmethod
     @torch.autograd.function.once_differentiable
