@@ -19,10 +19,12 @@ Backward (BPTT): with ``g_t = dL/dh_t`` from the outputs,
     dz_t     = (g_t + dz_{t+1} W_hh) * act'(z_t)            one GEMM per step, in place
     dL/dh0   = dz_0 W_hh
     dL/dW_hh = sum_t dz_t^T h_{t-1}     dL/dW_ih = sum_t dz_t^T x_t
-    dL/db    = sum_t dz_t               dL/dx_t  = dz_t W_ih   (dL/dx = sum of the dz_t reading each row)
+    dL/db    = sum_t dz_t               dL/dx_t  = dz_t W_ih
 
-where the last four are each one GEMM (or one reduction) over all steps after the loop. ``act'`` is
-computed from the saved outputs (``1 - h^2`` for tanh, ``h (1 - h)`` for sigmoid, ``h > 0`` for relu).
+where the last four are each one GEMM (or one reduction) over all steps after the loop; with a table
+and ``rows``, row v of the table's gradient is the sum of the ``dz_t`` of the steps that read it (one
+index_add). ``act'`` is computed from the saved outputs (``1 - h^2`` for tanh, ``h (1 - h)`` for
+sigmoid, ``h > 0`` for relu).
 
 Variable lengths without packing: the caller sorts the batch by length, longest first, so that at step
 ``t`` the sequences still running are the leading ``steps_active[t]`` rows. Each step then works on
