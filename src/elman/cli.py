@@ -12,6 +12,7 @@ from pathlib import Path
 from elman import __version__
 from elman.data.reader import DataError
 from elman.training.checkpoint import CheckpointError
+from elman.training.classify import CLASS_WEIGHTINGS
 
 
 def _add_columns(parser: argparse.ArgumentParser) -> None:
@@ -319,9 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", dest="learning_rate", type=_positive_float)
     train.add_argument("--weight-decay", dest="weight_decay", type=float)
     train.add_argument("--label-smoothing", dest="label_smoothing", type=float)
-    train.add_argument("--class-weighting", dest="class_weighting", choices=["none", "sqrt", "balanced"],
+    train.add_argument("--class-weighting", dest="class_weighting", choices=CLASS_WEIGHTINGS,
                        help="classify: loss weight per class of the Elman RNN members (default none)")
-    train.add_argument("--bag-class-weighting", dest="bag_class_weighting", choices=["none", "sqrt", "balanced"],
+    train.add_argument("--bag-class-weighting", dest="bag_class_weighting", choices=CLASS_WEIGHTINGS,
                        help="classify: loss weight per class of the n-gram member's fit (default sqrt)")
     train.add_argument("--select-by", dest="select_by", choices=["macro_f1", "loss"])
     train.add_argument("--patience", type=_positive_int)

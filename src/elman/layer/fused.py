@@ -181,11 +181,15 @@ def recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, padding, rows=
         else:  # the bias rides along in the GEMM
             out = torch.addmm(b_ih + b_hh, x_flat, w_ih.t())
     out = out.view(T, B, w_hh.shape[0])
-    steps_active = [B] * T if padding is None else padding.steps_active
-    _run_forward_loop(out, h0.contiguous(), w_hh, steps_active, activation, mixed)
+    _run_forward_loop(out, h0.contiguous(), w_hh, running_rows(padding, T, B), activation, mixed)
     if padding is not None:
         out.masked_fill_(padding.padded, 0)
     return out
+
+
+def running_rows(padding: Padding | None, steps: int, batch: int) -> list[int]:
+    """The rows still running at each of the ``steps`` steps (all ``batch`` of them without padding)."""
+    return [batch] * steps if padding is None else padding.steps_active
 
 
 def final_states(out: Tensor, padding: Padding | None) -> Tensor:
@@ -244,8 +248,7 @@ class FusedElmanDirection(torch.autograd.Function):
             else:
                 dz.scatter_add_(0, padding.last_steps(H), grad_h_n.unsqueeze(0))
         mixed = ctx.mixed
-        steps_active = [B] * T if padding is None else padding.steps_active
-        _run_backward_loop(dz, out, w_hh, steps_active, ctx.activation, mixed)
+        _run_backward_loop(dz, out, w_hh, running_rows(padding, T, B), ctx.activation, mixed)
 
         need = ctx.needs_input_grad
         dz_flat = dz.view(T * B, H)

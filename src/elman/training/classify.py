@@ -248,7 +248,7 @@ def train_classifier(
         clean_interrupted_writes(out_dir)
     torch.manual_seed(config.seed)
     train, val = prepared.splits["train"], prepared.splits["val"]
-    train_and_val = train.joined(val)
+    train_and_val = train.joined(val) if config.refit else None  # what the final model trains on
     model_config = ClassifierConfig(vocab_size=len(prepared.vocabulary), num_classes=len(prepared.labels),
                                     **(model_options or {}))
     model = SequenceClassifier(model_config)
