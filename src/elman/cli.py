@@ -338,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--nonlinearity", choices=["tanh", "relu", "sigmoid"])
     train.add_argument("--dropout", type=float,
                        help="default: classify 0.2; lm 0, 0.3 for lines, 0.2 with --time-budget >= 300 on a text")
+    train.add_argument("--weight-dropout", dest="weight_dropout", type=float,
+                       help="DropConnect on the recurrent weights W_hh in training (default: classify 0.3, lm 0)")
     train.add_argument("--members", type=_positive_int,
                        help="classify: Elman RNNs trained side by side, their probabilities pooled (default 1)")
     train.add_argument("--bag-ngrams", dest="bag_ngrams", type=_orders,

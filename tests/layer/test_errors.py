@@ -15,6 +15,9 @@ from elman import ElmanRNN
         (dict(input_size=3, hidden_size=4, nonlinearity="gelu"), "Unknown nonlinearity 'gelu'"),
         (dict(input_size=3, hidden_size=4, num_layers=2, dropout=1.5), "dropout should be a number in range"),
         (dict(input_size=3, hidden_size=4, backend="magic"), "Unknown backend 'magic'"),
+        (dict(input_size=3, hidden_size=4, weight_dropout=1.0), r"weight_dropout should be a number in range \[0, 1\)"),
+        (dict(input_size=3, hidden_size=4, weight_dropout=-0.1), "weight_dropout should be a number"),
+        (dict(input_size=3, hidden_size=4, weight_dropout=True), "weight_dropout should be a number"),
     ],
 )
 def test_constructor_rejects_bad_arguments(kwargs, message):

@@ -7,6 +7,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from elman import ElmanRNN
+from elman.layer.dropout import dropout
 
 INPUT, HIDDEN, STEPS, BATCH = 3, 4, 5, 4
 LENGTHS = torch.tensor([3, 5, 1, 4])  # unsorted on purpose: the layer must sort and restore
@@ -178,3 +179,38 @@ def test_dropout_between_layers_only_in_training():
     assert not torch.allclose(train_a, train_b)
     layer.eval()
     torch.testing.assert_close(layer(x)[0], layer(x)[0])
+
+
+@pytest.mark.parametrize("from_table", [False, True])
+def test_weight_dropout_is_nn_rnn_on_masked_recurrent_weights(from_table, device, route):
+    """In training, ``weight_dropout`` multiplies each W_hh by one mask per forward call (drawn layer by layer,
+    direction by direction, as ``elman.layer.dropout.dropout`` draws it), and the gradients reach the
+    parameters through the mask; in evaluation mode it does nothing."""
+    theirs, _ = make_pair(2, True, "tanh", False, True, device=device)
+    ours = ElmanRNN(INPUT, HIDDEN, num_layers=2, bidirectional=True, weight_dropout=0.4, dtype=torch.float64,
+                    device=device)
+    ours.load_state_dict(theirs.state_dict())
+    x, h0 = make_inputs(2, True, False, True, device=device)
+    ids = torch.randint(0, BATCH, (STEPS, BATCH), device=device)
+
+    def run_ours():
+        return ours.forward_from_table(x[0], ids, h0) if from_table else ours(x, h0)
+
+    names = [f"weight_hh_l{layer}{suffix}" for layer in range(2) for suffix in ("", "_reverse")]
+    torch.manual_seed(5)
+    masks = {name: dropout(torch.ones_like(getattr(theirs, name)), 0.4) for name in names}
+    assert all(bool((mask == 0).any()) and bool((mask != 0).any()) for mask in masks.values())
+    masked = {name: weight * masks[name] if name in masks else weight for name, weight in theirs.named_parameters()}
+    out_t, h_t = torch.func.functional_call(theirs, masked, (x[0][ids] if from_table else x, h0))
+    torch.manual_seed(5)
+    out_o, h_o = run_ours()
+    torch.testing.assert_close(out_o, out_t, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(h_o, h_t, rtol=1e-10, atol=1e-12)
+    w_out, w_h = torch.randn_like(out_t), torch.randn_like(h_t)
+    assert_close_all(grads_of(ours, x, h0, out_o, h_o, w_out, w_h), grads_of(theirs, x, h0, out_t, h_t, w_out, w_h))
+
+    torch.manual_seed(6)
+    assert not torch.allclose(run_ours()[0], out_o)  # another call, another mask
+    ours.eval()
+    out_t, h_t = theirs(x[0][ids] if from_table else x, h0)
+    torch.testing.assert_close(run_ours()[0], out_t, rtol=1e-10, atol=1e-12)

@@ -57,6 +57,11 @@ class ElmanRNN(nn.Module):
         backend: ``'fused'`` (default: one autograd Function per layer and direction, hand-written
             BPTT, compiled loop on CPU when built; on CUDA, tanh and relu layers run as one cuDNN call, as
             ``nn.RNN`` runs them) or ``'reference'`` (the plain step loop, for testing).
+        weight_dropout: in training, each forward call zeroes every element of every ``W_hh`` with this
+            probability and scales the others by ``1 / (1 - p)`` (DropConnect on the recurrent weights, the
+            "weight drop" of AWD-LSTM): one mask per call, shared by all its steps, so the recurrence is
+            regularised without noise in the state itself. Default 0. Not an argument of ``nn.RNN``; the
+            parameters are untouched, so state dicts still load both ways.
 
     Inputs: ``input, hx=None, *, lengths=None``
         input: ``(T, B, I)``, ``(B, T, I)`` with ``batch_first``, ``(T, I)`` unbatched, or a
@@ -89,6 +94,7 @@ class ElmanRNN(nn.Module):
         dtype=None,
         *,
         backend: str = "fused",
+        weight_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
@@ -98,6 +104,9 @@ class ElmanRNN(nn.Module):
             raise ValueError(f"Unknown nonlinearity {nonlinearity!r}; choose one of {', '.join(ACTIVATIONS)}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
             raise ValueError(f"dropout should be a number in range [0, 1], got {dropout!r}")
+        if isinstance(weight_dropout, bool) or not isinstance(weight_dropout, (int, float)) \
+                or not 0 <= weight_dropout < 1:
+            raise ValueError(f"weight_dropout should be a number in range [0, 1), got {weight_dropout!r}")
         if dropout > 0 and num_layers == 1:
             warnings.warn(
                 "dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
@@ -115,6 +124,7 @@ class ElmanRNN(nn.Module):
         self.dropout = float(dropout)
         self.bidirectional = bidirectional
         self.backend = backend
+        self.weight_dropout = float(weight_dropout)
 
         factory = {"device": device, "dtype": dtype}
         directions = 2 if bidirectional else 1
@@ -151,10 +161,17 @@ class ElmanRNN(nn.Module):
             return (*weights, None, None)
         return (*weights, getattr(self, f"bias_ih_{suffix}"), getattr(self, f"bias_hh_{suffix}"))
 
+    def pass_parameters(self, layer: int, direction: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """``direction_parameters`` as a forward pass uses them: in training, ``W_hh`` with ``weight_dropout``."""
+        w_ih, w_hh, b_ih, b_hh = self.direction_parameters(layer, direction)
+        if self.training and self.weight_dropout > 0:
+            w_hh = dropout(w_hh, self.weight_dropout)
+        return w_ih, w_hh, b_ih, b_hh
+
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"
         defaults = {"num_layers": 1, "nonlinearity": "tanh", "bias": True, "batch_first": False,
-                    "dropout": 0.0, "bidirectional": False, "backend": "fused"}
+                    "dropout": 0.0, "bidirectional": False, "backend": "fused", "weight_dropout": 0.0}
         for name, default in defaults.items():
             if getattr(self, name) != default:
                 text += f", {name}={getattr(self, name)!r}"
@@ -332,7 +349,7 @@ class ElmanRNN(nn.Module):
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(self.num_directions):
-                weights = self.direction_parameters(layer, direction)
+                weights = self.pass_parameters(layer, direction)
                 h0 = hx[layer * self.num_directions + direction]
                 rows = None
                 if layer == 0 and ids is not None:  # the backend reads rows ``ids`` of the projected table
@@ -355,7 +372,7 @@ class ElmanRNN(nn.Module):
         """The whole stack in one call of the kernel behind ``nn.RNN`` (cuDNN on CUDA). ``x`` (T, B, I) and
         ``hx`` sorted by ``lengths`` (B,), longest first, or all of length T when ``lengths`` is None."""
         weights = [w for layer in range(self.num_layers) for direction in range(self.num_directions)
-                   for w in self.direction_parameters(layer, direction) if w is not None]
+                   for w in self.pass_parameters(layer, direction) if w is not None]
         rnn = torch._VF.rnn_tanh if self.nonlinearity == "tanh" else torch._VF.rnn_relu
         arguments = (self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
         with warnings.catch_warnings():  # our weights are separate tensors; cuDNN copies them per call

@@ -25,6 +25,7 @@ class LanguageModelConfig:
     num_layers: int = 2
     nonlinearity: str = "tanh"
     dropout: float = 0.0  # between recurrent layers and before the output layer
+    weight_dropout: float = 0.0  # DropConnect on the recurrent weights W_hh (ElmanRNN's weight_dropout)
     num_conditions: int = 0  # labels a conditioned model can be steered by; 0: unconditioned
 
 
@@ -49,7 +50,8 @@ class LanguageModel(nn.Module):
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=0)
         self.rnn = ElmanRNN(config.embedding_dim, config.hidden_size, num_layers=config.num_layers,
                             nonlinearity=config.nonlinearity,
-                            dropout=config.dropout if config.num_layers > 1 else 0.0)  # between layers
+                            dropout=config.dropout if config.num_layers > 1 else 0.0,  # between layers
+                            weight_dropout=config.weight_dropout)
         self.dropout = Dropout(config.dropout)
         self.output = nn.Linear(config.hidden_size, config.vocab_size)
         self.conditions = (nn.Embedding(config.num_conditions, config.num_layers * config.hidden_size)

@@ -241,17 +241,17 @@ def train_classifier(
     if config.threads:
         torch.set_num_threads(config.threads)
     prepared = prepare(data, config.max_length, config.seed)  # refuses unusable data before anything is written
+    torch.manual_seed(config.seed)
+    model_config = ClassifierConfig(vocab_size=len(prepared.vocabulary), num_classes=len(prepared.labels),
+                                    **(model_options or {}))
+    model = SequenceClassifier(model_config)  # refuses bad options before anything is written, too
     processes = join_processes()
     out_dir = Path(out_dir)
     if processes.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         clean_interrupted_writes(out_dir)
-    torch.manual_seed(config.seed)
     train, val = prepared.splits["train"], prepared.splits["val"]
     train_and_val = train.joined(val) if config.refit else None  # what the final model trains on
-    model_config = ClassifierConfig(vocab_size=len(prepared.vocabulary), num_classes=len(prepared.labels),
-                                    **(model_options or {}))
-    model = SequenceClassifier(model_config)
     if model.bag is not None:
         freeze(model.bag)  # fitted as a logistic regression when a phase starts (see below)
     run = Optimisation(model, config.learning_rate, config.weight_decay, config.clip_norm, config.precision,

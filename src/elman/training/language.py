@@ -216,14 +216,14 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
     if data.kind == "text" and processes.world > 1 and config.batch_size % processes.world:
         raise ValueError(f"--batch-size {config.batch_size} streams cannot be shared evenly by {processes.world} "
                          "processes; use a multiple of the number of processes")
+    torch.manual_seed(config.seed)
+    model_config = LanguageModelConfig(vocab_size=len(data.vocabulary), num_conditions=len(data.conditions or []),
+                                       **model_options_for(data.kind, config.time_budget, model_options))
+    model = LanguageModel(model_config)  # refuses bad options before anything is written
     out_dir = Path(out_dir)
     if processes.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         clean_interrupted_writes(out_dir)
-    torch.manual_seed(config.seed)
-    model_config = LanguageModelConfig(vocab_size=len(data.vocabulary), num_conditions=len(data.conditions or []),
-                                       **model_options_for(data.kind, config.time_budget, model_options))
-    model = LanguageModel(model_config)
     run = Optimisation(model, config.learning_rate, config.weight_decay, config.clip_norm, config.precision,
                        processes, config.threads)
     generator = torch.Generator().manual_seed(config.seed)
