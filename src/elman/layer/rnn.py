@@ -161,7 +161,7 @@ class ElmanRNN(nn.Module):
             return (*weights, None, None)
         return (*weights, getattr(self, f"bias_ih_{suffix}"), getattr(self, f"bias_hh_{suffix}"))
 
-    def pass_parameters(self, layer: int, direction: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    def _pass_parameters(self, layer: int, direction: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """``direction_parameters`` as a forward pass uses them: in training, ``W_hh`` with ``weight_dropout``."""
         w_ih, w_hh, b_ih, b_hh = self.direction_parameters(layer, direction)
         if self.training and self.weight_dropout > 0:
@@ -349,7 +349,7 @@ class ElmanRNN(nn.Module):
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(self.num_directions):
-                weights = self.pass_parameters(layer, direction)
+                weights = self._pass_parameters(layer, direction)
                 h0 = hx[layer * self.num_directions + direction]
                 rows = None
                 if layer == 0 and ids is not None:  # the backend reads rows ``ids`` of the projected table
@@ -372,7 +372,7 @@ class ElmanRNN(nn.Module):
         """The whole stack in one call of the kernel behind ``nn.RNN`` (cuDNN on CUDA). ``x`` (T, B, I) and
         ``hx`` sorted by ``lengths`` (B,), longest first, or all of length T when ``lengths`` is None."""
         weights = [w for layer in range(self.num_layers) for direction in range(self.num_directions)
-                   for w in self.pass_parameters(layer, direction) if w is not None]
+                   for w in self._pass_parameters(layer, direction) if w is not None]
         rnn = torch._VF.rnn_tanh if self.nonlinearity == "tanh" else torch._VF.rnn_relu
         arguments = (self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
         with warnings.catch_warnings():  # our weights are separate tensors; cuDNN copies them per call
