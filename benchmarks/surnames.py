@@ -170,7 +170,7 @@ def run_book(data, max_epochs: int, patience: int = 5) -> dict:
 # the book's model: dropout 0.5 before each of the two linear layers, none on the embeddings
 BOOK_CONFIGURATION = {"embedding_dim": 100, "hidden_size": 64, "num_layers": 1, "bidirectional": False,
                       "pooling": ("last",), "mlp_hidden": 64, "ngrams": (), "bag_ngrams": (), "dropout": 0.5,
-                      "embedding_dropout": 0.0}
+                      "embedding_dropout": 0.0, "weight_dropout": 0.0, "lm_loss_weight": 0.0}
 
 
 def run_elman(data, out: Path, model_options: dict, config: TrainConfig) -> dict:

@@ -39,7 +39,7 @@ def _options(args: argparse.Namespace, *configs) -> list[dict]:
 
 TASK_ONLY_OPTIONS = {
     "classify": ("label_column", "label_smoothing", "class_weighting", "bag_class_weighting", "select_by", "members",
-                 "bag_ngrams", "no_refit"),
+                 "bag_ngrams", "lm_loss_weight", "no_refit"),
     "lm": ("val_data", "val_fraction", "lines", "condition_column", "chunk_length", "eval_interval"),
 }
 
@@ -345,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--bag-ngrams", dest="bag_ngrams", type=_orders,
                        help="classify: n-gram orders of the linear bag-of-n-grams member, e.g. 1,2,3,4 (the default), "
                        "or none")
+    train.add_argument("--lm-loss-weight", dest="lm_loss_weight", type=float,
+                       help="classify: weight of the Elman RNN's auxiliary loss, predicting each character's "
+                       "neighbours from the bottom layer (default 0.3; 0 turns it off)")
     train.add_argument("--no-refit", dest="no_refit", action="store_true",
                        help="classify: keep the model selected on validation instead of training the final one "
                        "afresh on train + val")

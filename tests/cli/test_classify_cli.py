@@ -41,13 +41,13 @@ def test_evaluate_json(trained_model, names_csv):
 def test_train_from_the_command_line(names_csv, tmp_path):
     run = elman("train", "--task", "classify", "--data", names_csv, "--out", tmp_path / "m", "--epochs", "2",
                 "--hidden-size", "16", "--embedding-dim", "8", "--members", "2", "--bag-ngrams", "2,3",
-                "--weight-dropout", "0.1", "--json")
+                "--weight-dropout", "0.1", "--lm-loss-weight", "0.5", "--json")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["test"]["n"] == 30
     assert (tmp_path / "m" / "model.safetensors").exists()
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["model"]["members"] == 2 and config["model"]["bag_ngrams"] == [2, 3]
-    assert config["model"]["weight_dropout"] == 0.1
+    assert config["model"]["weight_dropout"] == 0.1 and config["model"]["lm_loss_weight"] == 0.5
     assert config["training"]["refit"] and config["refit"]  # the final model trained on train + val
 
     run = elman("train", "--task", "classify", "--data", names_csv, "--out", tmp_path / "kept", "--epochs", "2",
@@ -76,8 +76,9 @@ def test_errors_are_one_line_without_traceback(trained_model, tmp_path):
 
 
 def test_bad_model_options_are_refused_before_anything_is_written(names_csv, tmp_path):
-    for option, value, message in [("--dropout", "1.5", "dropout should be a number in range [0, 1]"),
-                                   ("--weight-dropout", "1", "weight_dropout should be a number in range [0, 1)")]:
+    for option, value, message in [("--dropout", "1.5", "dropout probability has to be between 0 and 1, but got 1.5"),
+                                   ("--weight-dropout", "1", "weight_dropout should be a number in range [0, 1)"),
+                                   ("--lm-loss-weight", "-1", "lm_loss_weight must be >= 0")]:
         run = elman("train", "--task", "classify", "--data", names_csv, "--out", tmp_path / "o", option, value)
         assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
         assert not (tmp_path / "o").exists()

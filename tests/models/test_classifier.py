@@ -1,5 +1,8 @@
+import re
+
 import pytest
 import torch
+from torch.nn import functional
 
 from elman.models.classifier import ClassifierConfig, NgramBag, SequenceClassifier, hashed_ngrams
 
@@ -24,9 +27,9 @@ def test_logits_do_not_depend_on_padding_or_batch_neighbours(pooling, ngrams, ba
 def test_training_mode_forward_and_backward_run_on_every_device(device):
     classifier = model(ngrams=(2, 3), bag_ngrams=(1, 3), bag_buckets=50, dropout=0.3).train().to(device)
     ids = torch.tensor([[2, 5, 6, 7, 3, 0], [2, 6, 7, 3, 0, 0]], device=device)
-    logits = classifier(ids, torch.tensor([5, 4]))
-    assert logits.shape == (2, 4) and logits.device.type == device
-    logits.sum().backward()
+    member_logits, lm_loss = classifier(ids, torch.tensor([5, 4]), lm_loss=True)
+    assert member_logits.shape == (2, 2, 4) and member_logits.device.type == device and lm_loss > 0
+    (member_logits.sum() + lm_loss).backward()  # the LM loss reaches the heads that predict the characters
     assert all(p.grad is not None and p.grad.isfinite().all() for p in classifier.parameters())
     classifier.eval()
     torch.testing.assert_close(classifier(ids, torch.tensor([5, 4])).cpu(),
@@ -86,8 +89,73 @@ def test_ngram_bag_design_matrix_gives_the_same_logits_as_the_bag():
     torch.testing.assert_close(x @ bag.weights.weight + bag.bias, bag(ids, torch.tensor([6, 3])))
 
 
-def test_config_rejects_no_members_and_zero_order_bags():
+def test_config_rejects_no_members_zero_order_bags_and_a_negative_lm_loss_weight():
     with pytest.raises(ValueError, match="members"):
         ClassifierConfig(vocab_size=5, num_classes=2, members=0)
+    with pytest.raises(ValueError, match="lm_loss_weight must be >= 0"):
+        ClassifierConfig(vocab_size=5, num_classes=2, lm_loss_weight=-0.1)
     with pytest.raises(ValueError, match="orders >= 1"):
         ClassifierConfig(vocab_size=5, num_classes=2, bag_ngrams=(0, 2))
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_the_bottom_and_upper_layers_are_one_nn_rnn_stack(num_layers):
+    member = model(num_layers=num_layers).recurrent[0]
+    stack = torch.nn.RNN(8, 6, num_layers=num_layers, nonlinearity="relu", bidirectional=True)
+    upper = {} if member.upper is None else member.upper.state_dict()
+    stack.load_state_dict({**member.bottom.state_dict(),
+                           **{re.sub(r"_l(\d+)", lambda m: f"_l{int(m.group(1)) + 1}", name): value
+                              for name, value in upper.items()}})
+    ids = torch.tensor([[2, 5, 6, 7, 3], [2, 9, 8, 7, 3]])
+    bottom, top, final_states = member.recurrence(ids, torch.tensor([5, 5]))
+    expected, h_n = stack(member.embedding(ids.t()))
+    torch.testing.assert_close(top, expected)
+    torch.testing.assert_close(final_states, h_n[-2:])
+    first = torch.nn.RNN(8, 6, nonlinearity="relu", bidirectional=True)
+    first.load_state_dict(member.bottom.state_dict())
+    torch.testing.assert_close(bottom, first(member.embedding(ids.t()))[0])
+
+
+def test_the_states_that_predict_a_character_have_not_read_it():
+    """The language-model loss reads the bottom layer: there the forward direction at step t has read
+    characters 0..t and the reverse direction t..end. Above it, every state has read every character."""
+    member = model(num_layers=2).recurrent[0]
+    ids = torch.tensor([[2, 5, 6, 7, 8, 3]])
+    changed = ids.clone()
+    changed[0, 3] = 9
+    lengths = torch.tensor([6])
+    bottom, top, _ = member.recurrence(ids, lengths)
+    bottom_changed, top_changed, _ = member.recurrence(changed, lengths)
+    assert torch.equal(bottom[:3, :, :6], bottom_changed[:3, :, :6])  # forward, steps 0..2 (predicting 1..3)
+    assert torch.equal(bottom[4:, :, 6:], bottom_changed[4:, :, 6:])  # reverse, steps 4..5 (predicting 3..4)
+    assert not torch.equal(bottom[3:, :, :6], bottom_changed[3:, :, :6])
+    assert not torch.equal(top[:3, :, :6], top_changed[:3, :, :6])  # why the upper layers predict nothing
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_lm_loss_is_each_rows_mean_cross_entropy_of_the_neighbouring_characters(bidirectional):
+    classifier = model(num_layers=2, bidirectional=bidirectional, dropout=0.0, weight_dropout=0.0,
+                       lm_loss_weight=0.7).train()
+    member = classifier.recurrent[0]
+    ids = torch.tensor([[2, 5, 6, 7, 3, 0], [2, 6, 3, 0, 0, 0], [2, 9, 8, 7, 6, 3]])
+    lengths = torch.tensor([5, 3, 6])
+    bottom, _, _ = member.recurrence(ids, lengths)
+    expected = 0.0
+    for row, length in enumerate(lengths.tolist()):
+        following = [functional.cross_entropy(member.neighbours[0](bottom[t, row, :6]), ids[row, t + 1])
+                     for t in range(length - 1)]
+        expected += 0.7 * sum(following) / len(following)
+        if bidirectional:
+            preceding = [functional.cross_entropy(member.neighbours[1](bottom[t, row, 6:]), ids[row, t - 1])
+                         for t in range(1, length)]
+            expected += 0.7 * sum(preceding) / len(preceding)
+    member_logits, lm_loss = classifier(ids, lengths, lm_loss=True)
+    torch.testing.assert_close(lm_loss, expected)
+    torch.testing.assert_close(member_logits, classifier(ids, lengths, per_member=True))
+
+
+def test_without_lm_loss_there_are_no_character_heads_and_the_loss_is_zero():
+    classifier = model(lm_loss_weight=0.0).train()
+    assert not any("neighbours" in name for name in classifier.state_dict())
+    _, lm_loss = classifier(torch.tensor([[2, 5, 6, 3]]), torch.tensor([4]), lm_loss=True)
+    assert lm_loss == 0

@@ -3,6 +3,7 @@
 import json
 import math
 import pickle
+import re
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 import elman
 from elman.data import read_labelled_csv
 from elman.data.vocabulary import vectorize
+from elman.layer import ElmanRNN
 from elman.models import ClassifierConfig, SequenceClassifier
 from elman.models.classifier import ensemble
 from elman.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -98,6 +100,28 @@ def test_a_checkpoint_from_before_the_ensemble_still_loads(trained_model, tmp_pa
     kept = {key: value for key, value in config.items() if key not in ("model", "sha256")}
     save_checkpoint(tmp_path, old_layout, vocabulary, kept | {"model": options})
     expected = single.eval()(*vectorize(["Nakamoto"], vocabulary, config["max_length"])).softmax(1)
+    torch.testing.assert_close(elman.load(tmp_path).probabilities("Nakamoto"), expected)
+
+
+def test_a_checkpoint_from_before_the_lm_loss_still_loads(trained_model, tmp_path):
+    """Members used to run all their layers in one ElmanRNN, ``rnn``, and had no language-model heads."""
+    config, _, vocabulary = load_checkpoint(trained_model[0])
+    options = {**config["model"], "num_layers": 3, "lm_loss_weight": 0.0}
+    torch.manual_seed(0)
+    current = SequenceClassifier(ClassifierConfig(**options)).eval()
+    old_layout = SequenceClassifier(ClassifierConfig(**options))
+    old_layout.load_state_dict(current.state_dict())
+    for member in old_layout.recurrent:
+        member.rnn = ElmanRNN(options["embedding_dim"], options["hidden_size"], num_layers=3,
+                              nonlinearity=options["nonlinearity"], bidirectional=options["bidirectional"])
+        member.rnn.load_state_dict({**member.bottom.state_dict(),
+                                    **{re.sub(r"_l(\d)", lambda m: f"_l{int(m.group(1)) + 1}", name): value
+                                       for name, value in member.upper.state_dict().items()}})
+        del member.bottom, member.upper
+    old_options = {key: value for key, value in options.items() if key != "lm_loss_weight"}
+    kept = {key: value for key, value in config.items() if key not in ("model", "sha256")}
+    save_checkpoint(tmp_path, old_layout, vocabulary, kept | {"model": old_options})
+    expected = current(*vectorize(["Nakamoto"], vocabulary, config["max_length"])).softmax(1)
     torch.testing.assert_close(elman.load(tmp_path).probabilities("Nakamoto"), expected)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,12 +103,26 @@ class Classifier:
         return classification_metrics(predictions, torch.tensor([index[label] for label in labels]), self.labels)
 
 
+def split_stack_name(name: str) -> str:
+    """A parameter's name in the members' former layout, their layers in one ElmanRNN ``rnn``, -> its name
+    now: layer 0 in ``bottom``, layers 1.. in ``upper`` (counted from 0 there). Other names stay."""
+    match = re.fullmatch(r"(recurrent\.\d+\.)rnn\.(\w+_l)(\d+)(_reverse)?", name)
+    if match is None:
+        return name
+    member, parameter, layer, reverse = match.groups()
+    layer = int(layer)
+    return f"{member}{'upper' if layer else 'bottom'}.{parameter}{max(layer - 1, 0)}{reverse or ''}"
+
+
 def load_classifier(directory: Path, config: dict, state: dict, vocabulary: Vocabulary) -> Classifier:
     try:
         options = dict(config["model"])
         if "members" not in options:  # written before classifiers were ensembles: one recurrent network
             options.update(members=1, bag_ngrams=())
             state = {f"recurrent.0.{name}": tensor for name, tensor in state.items()}
+        if "lm_loss_weight" not in options:  # written before the LM loss: each member's stack in one piece
+            options.update(lm_loss_weight=0.0)
+            state = {split_stack_name(name): tensor for name, tensor in state.items()}
         model = SequenceClassifier(ClassifierConfig(**options))
         if "member_weights" not in state:  # written before the pool's weights were fitted: equal weights
             state = {**state, "member_weights": model.member_weights}

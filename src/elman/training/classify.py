@@ -155,14 +155,16 @@ def class_weights(targets: torch.Tensor, num_classes: int, scheme: str) -> torch
 
 
 def batch_loss(network: nn.Module, batch: Split, loss_function: nn.CrossEntropyLoss,
-               ) -> tuple[torch.Tensor, float, torch.Tensor]:
+               ) -> tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]:
     """(summed loss, what its mean divides by: the summed class weights of the targets, times the number of
-    recurrent members; the members' logits (M, B, C), detached) of one batch.
+    recurrent members; the members' logits (M, B, C), detached; the loss's classification part, detached) of
+    one batch.
 
     Every recurrent member is trained on its own loss (the loss is their mean), not on the ensemble's:
-    members fitted jointly would share their mistakes. The n-gram member, fitted before, takes no part."""
+    members fitted jointly would share their mistakes. A member's loss per row is its classification loss
+    plus its language-model loss (``lm_loss_weight``). The n-gram member, fitted before, takes no part."""
     targets, lengths = batch.targets, batch.lengths
-    member_logits = network(trim(batch.ids, lengths), lengths, per_member=True)
+    member_logits, lm_loss = network(trim(batch.ids, lengths), lengths, lm_loss=True)
     recurrent = getattr(network, "module", network).config.members  # the first ones; the n-gram bag is last
     if recurrent == 1:
         loss = loss_function(member_logits[0], targets)
@@ -170,7 +172,7 @@ def batch_loss(network: nn.Module, batch: Split, loss_function: nn.CrossEntropyL
         loss = loss_function(member_logits[:recurrent].flatten(0, 1), targets.repeat(recurrent))
     weights = loss_function.weight
     divisor = float(weights[targets].sum()) if weights is not None else float(targets.numel())
-    return loss, divisor * recurrent, member_logits.detach()
+    return loss + lm_loss, divisor * recurrent, member_logits.detach(), loss.detach()
 
 
 def selection_score(logits: torch.Tensor, targets: torch.Tensor, labels: list[str], config: TrainConfig) -> float:
@@ -324,22 +326,23 @@ def train_classifier(
                 batch, progress_now = item
                 began = time.monotonic()
                 mine = Split(*(processes.rows(t) for t in (batch.ids, batch.lengths, batch.targets)))
-                member_logits = None
+                member_logits = classification_loss = None
 
                 def loss_sum(network, mine=mine):
-                    nonlocal member_logits
-                    loss, divisor, member_logits = batch_loss(network, mine, loss_function)
+                    nonlocal member_logits, classification_loss
+                    loss, divisor, member_logits, classification_loss = batch_loss(network, mine, loss_function)
                     return loss, divisor
 
                 rate = warmup_cosine(progress_now, config.learning_rate, config.warmup_fraction)
-                total, divisor = run.step(rate, loss_sum)
+                _, divisor = run.step(rate, loss_sum)
                 predicted = ensemble(member_logits, model.member_weights).argmax(1)
-                correct = processes.total(torch.tensor([int((predicted == mine.targets).sum())]))
+                correct, classification_loss = processes.total(
+                    torch.tensor([float((predicted == mine.targets).sum()), float(classification_loss)])).tolist()
                 p["step"] += 1
                 p["batch"] += 1
                 since = p["since"]
                 since["seen"] += len(batch)
-                since["loss"] += total
+                since["loss"] += classification_loss  # the training loss shown and logged leaves out the LM loss
                 since["divisor"] += divisor
                 since["correct"] += int(correct)
                 since["seconds"] += time.monotonic() - began
