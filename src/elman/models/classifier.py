@@ -1,9 +1,10 @@
 """Sequence classifier: an ensemble of character Elman RNNs (characters -> embedding -> ElmanRNN -> pooled
 states -> MLP -> class logits) and, optionally, a linear model over the text's bag of character n-grams.
 
-Each member is trained on its own loss; the ensemble predicts a weighted geometric mean of the members'
-probabilities, normalised, with the weights fitted on the validation split. Members that see the text
-differently make different mistakes, so the pool beats each of them.
+Each member is trained on its own loss (an Elman RNN's with an auxiliary one: from its bottom layer it also
+predicts each character's neighbours, see ``RecurrentMember``); the ensemble predicts a weighted geometric
+mean of the members' probabilities, normalised, with the weights fitted on the validation split. Members
+that see the text differently make different mistakes, so the pool beats each of them.
 """
 
 from __future__ import annotations
