@@ -47,8 +47,8 @@ class ClassifierConfig:
     # (Rei, 2017); 0 turns it off. It costs about a sixth more time per step. On nested splits of surnames.csv
     # (as for weight_dropout, seeds 0-3) the ensemble's accuracy / macro-F1 with 0.3 averaged 0.8324 / 0.541,
     # against 0.8318 / 0.538 without; a first version, which averaged over the batch's characters rather than
-    # per row, 0.8348 / 0.549; its macro-F1 was higher in each of those 8 runs. 1.0: 0.8312 and 0.8349 (seeds
-    # 0 and 1, against 0.8345 and 0.8329 with 0.3).
+    # per row, 0.8348 / 0.549; its macro-F1 was higher in each of those 8 runs. 0.5 averaged 0.8318 / 0.543;
+    # 1.0 (first version) gave 0.8312 and 0.8349 on seeds 0 and 1, against 0.8345 and 0.8329 with 0.3.
     lm_loss_weight: float = 0.3
     members: int = 1  # Elman RNN networks, each with its own weights
     # One more member, linear over the text's hashed character n-grams of these orders; () for none. Training
