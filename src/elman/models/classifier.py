@@ -185,16 +185,15 @@ class RecurrentMember(nn.Module):
             return bottom.new_zeros(())
         characters = ids.t()  # (T, B); padding (0) is no target
         hidden = self.config.hidden_size
-        targets = characters[1:]
-        predicted = self.neighbours[0](self.dropout(bottom[:-1, :, :hidden]))
-        loss = nn.functional.cross_entropy(predicted.flatten(0, 1), targets.flatten(), ignore_index=0,
-                                           reduction="none").view(targets.shape).sum(0)  # (B,)
-        if self.config.bidirectional:  # a padded step's (zero) state predicts nothing
-            previous = characters[:-1].masked_fill(targets == 0, 0)
-            predicted = self.neighbours[1](self.dropout(bottom[1:, :, hidden:]))
-            loss = loss + nn.functional.cross_entropy(predicted.flatten(0, 1), previous.flatten(), ignore_index=0,
-                                                      reduction="none").view(targets.shape).sum(0)
-        predictions_per_direction = (targets != 0).sum(0).clamp(min=1)  # a row's length - 1
+        following = characters[1:]
+        # (states, the characters they predict) of the forward and the reverse direction, each read by its own
+        # head (a unidirectional member has only the first); a padded step's (zero) state predicts nothing
+        tasks = [(bottom[:-1, :, :hidden], following),
+                 (bottom[1:, :, hidden:], characters[:-1].masked_fill(following == 0, 0))]
+        loss = sum(nn.functional.cross_entropy(head(self.dropout(states)).flatten(0, 1), targets.flatten(),
+                                               ignore_index=0, reduction="none").view(targets.shape).sum(0)
+                   for head, (states, targets) in zip(self.neighbours, tasks, strict=False))  # (B,)
+        predictions_per_direction = (following != 0).sum(0).clamp(min=1)  # a row's length - 1
         return self.config.lm_loss_weight * (loss / predictions_per_direction).sum()
 
 
