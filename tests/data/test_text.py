@@ -42,16 +42,19 @@ def test_missing_file(tmp_path):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.integers(2, 400), st.integers(1, 9), st.integers(1, 50))
-def test_stream_batches_cover_the_text_in_order(size, batch_size, chunk_length):
+@given(st.integers(2, 400), st.integers(1, 9), st.integers(1, 50), st.data())
+def test_stream_batches_cover_the_text_in_order(size, batch_size, chunk_length, data):
+    offset = data.draw(st.integers(0, size - 2))
     ids = torch.arange(size)
-    batches = stream_batches(ids, batch_size, chunk_length)
+    batches = stream_batches(ids, batch_size, chunk_length, offset)
     inputs = torch.cat([b.inputs for b in batches], dim=1)
     targets = torch.cat([b.targets for b in batches], dim=1)
     assert torch.equal(targets, inputs + 1)  # every target is the next character
     streams, columns = inputs.shape
-    assert torch.equal(inputs.reshape(-1), ids[: streams * columns])  # stream b continues where b - 1 ended
-    assert streams == min(batch_size, size - 1) and size - 1 - streams * columns < streams  # little is dropped
+    # stream b continues where b - 1 ended, from the offset on
+    assert torch.equal(inputs.reshape(-1), ids[offset : offset + streams * columns])
+    left = size - offset
+    assert streams == min(batch_size, left - 1) and left - 1 - streams * columns < streams  # little is dropped
     assert [b.continues for b in batches] == [False] + [True] * (len(batches) - 1)
     assert all(b.inputs.shape[1] <= chunk_length for b in batches)
 
@@ -59,6 +62,8 @@ def test_stream_batches_cover_the_text_in_order(size, batch_size, chunk_length):
 def test_stream_batches_refuse_a_text_without_a_next_character():
     with pytest.raises(ValueError, match="nothing to predict"):
         stream_batches(torch.tensor([5]), 4, 8)
+    with pytest.raises(ValueError, match="offset must leave two characters of the 3, got 2"):
+        stream_batches(torch.tensor([5, 6, 7]), 4, 8, offset=2)
 
 
 @settings(max_examples=60, deadline=None)

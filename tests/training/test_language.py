@@ -18,6 +18,7 @@ from elman.training.language import (
     LONG_RUN_SECONDS,
     TEXT_MODEL,
     LanguageTrainConfig,
+    epoch_batches,
     model_options_for,
     prepare_text,
     read_language_data,
@@ -189,7 +190,21 @@ def test_a_long_budget_run_records_the_wider_network(story_txt, tmp_path):
     config = LanguageTrainConfig(epochs=1, batch_size=8, chunk_length=16, time_budget=LONG_RUN_SECONDS)
     train_language_model(read_language_data(story_txt, config), tmp_path, {"num_layers": 1}, config, progress=False)
     model = json.loads((tmp_path / "config.json").read_text())["model"]
-    assert (model["hidden_size"], model["dropout"], model["num_layers"]) == (768, 0.2, 1)
+    assert (model["hidden_size"], model["dropout"], model["num_layers"]) == (768, 0.1, 1)
+
+
+def test_each_epoch_cuts_a_long_text_at_other_places():
+    letters = torch.Generator().manual_seed(0)
+    data = prepare_text("".join(chr(97 + int(i)) for i in torch.randint(26, (3000,), generator=letters)))
+    text, config = data.train[0], LanguageTrainConfig(batch_size=4, chunk_length=16)
+
+    def offsets(seed: int) -> list[int]:  # where each epoch's first stream begins in the text
+        generator = torch.Generator().manual_seed(seed)
+        firsts = [epoch_batches(data, config, generator)[0].inputs[0] for _ in range(12)]
+        return [next(o for o in range(len(text)) if torch.equal(text[o : o + 16], first)) for first in firsts]
+
+    assert offsets(0) == offsets(0)  # drawn from the run's generator: a resumed run cuts where it did
+    assert all(0 <= o < 16 for o in offsets(0)) and len(set(offsets(0))) > 3
 
 
 def test_too_little_text_is_refused():

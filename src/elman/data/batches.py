@@ -56,14 +56,20 @@ class TextBatch:
     continues: bool = False
 
 
-def stream_batches(ids: torch.Tensor, batch_size: int, chunk_length: int) -> list[TextBatch]:
+def stream_batches(ids: torch.Tensor, batch_size: int, chunk_length: int, offset: int = 0) -> list[TextBatch]:
     """Truncated-BPTT chunks of one long text ``ids`` (N,): the text is cut into ``batch_size`` equal
     contiguous streams (row b of every batch continues row b of the one before), and time into chunks of
-    ``chunk_length`` steps (the last may be shorter). The batches are views: nothing is copied."""
+    ``chunk_length`` steps (the last may be shorter). The batches are views: nothing is copied.
+
+    ``offset``: characters skipped at the start. Training skips a random number below ``chunk_length``
+    each epoch, so that the chunk boundaries, where the gradient is cut, fall on other characters."""
     if batch_size < 1 or chunk_length < 1:
         raise ValueError(f"batch_size and chunk_length must be positive, got {batch_size} and {chunk_length}")
     if ids.shape[0] < 2:
         raise ValueError(f"a text of {ids.shape[0]} characters has nothing to predict; give at least two")
+    if not 0 <= offset <= ids.shape[0] - 2:
+        raise ValueError(f"offset must leave two characters of the {ids.shape[0]}, got {offset}")
+    ids = ids[offset:]
     streams = min(batch_size, ids.shape[0] - 1)
     columns = (ids.shape[0] - 1) // streams
     inputs = ids[: streams * columns].view(streams, columns)
