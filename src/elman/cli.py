@@ -286,6 +286,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elman", description="Fast, trustworthy Elman recurrent networks.")
     parser.add_argument("--version", action="version", version=f"elman {__version__}")
@@ -318,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-interval", dest="eval_interval", type=_positive_int,
                        help="lm: steps between validations (default: every epoch)")
     train.add_argument("--learning-rate", dest="learning_rate", type=_positive_float)
-    train.add_argument("--weight-decay", dest="weight_decay", type=float)
+    train.add_argument("--weight-decay", dest="weight_decay", type=_non_negative_float)
     train.add_argument("--label-smoothing", dest="label_smoothing", type=float)
     train.add_argument("--class-weighting", dest="class_weighting", choices=CLASS_WEIGHTINGS,
                        help="classify: loss weight per class of the Elman RNN members (default none)")

@@ -79,6 +79,8 @@ def test_options_of_the_other_task_are_refused(story_txt, tmp_path):
 
 
 def test_bad_model_options_are_refused_before_anything_is_written(story_txt, tmp_path):
-    run = elman("train", "--task", "lm", "--data", story_txt, "--out", tmp_path / "o", "--weight-dropout", "-0.5")
-    assert run.returncode == 2 and "weight_dropout should be a number in range [0, 1)" in run.stderr, run.stderr
-    assert "Traceback" not in run.stderr and not (tmp_path / "o").exists()
+    for option, value, message in [("--weight-dropout", "-0.5", "weight_dropout should be a number in range [0, 1)"),
+                                   ("--weight-decay", "-1", "--weight-decay: must be a number >= 0, got -1")]:
+        run = elman("train", "--task", "lm", "--data", story_txt, "--out", tmp_path / "o", option, value)
+        assert run.returncode == 2 and message in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr and not (tmp_path / "o").exists()
