@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive_int)
     train.add_argument("--time-budget", dest="time_budget", type=_positive_float, metavar="SECONDS",
                        help="stop cleanly after this many seconds, keeping the best checkpoint (lm on a long "
-                       "text: 300 or more makes the default network 768 wide with dropout 0.2)")
+                       "text: 300 or more makes the default network 3 layers of 640 units)")
     train.add_argument("--batch-size", dest="batch_size", type=_positive_int)
     train.add_argument("--chunk-length", dest="chunk_length", type=_positive_int,
                        help="lm on a long text: truncated-BPTT steps per chunk")
