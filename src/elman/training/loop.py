@@ -105,6 +105,14 @@ def flatten_parameters(parameters: list[nn.Parameter]) -> tuple[Tensor, Tensor]:
     return values, gradients
 
 
+def matrix_mask(model: nn.Module, parameters: list[nn.Parameter]) -> Tensor:
+    """1 for every element of a weight matrix among ``parameters``, 0 for biases and embedding tables, laid
+    out as ``flatten_parameters`` lays out their values (1-D)."""
+    tables = {id(module.weight) for module in model.modules() if isinstance(module, nn.Embedding)}
+    return torch.cat([torch.full((p.numel(),), float(p.dim() >= 2 and id(p) not in tables), dtype=p.dtype,
+                                 device=p.device) for p in parameters])
+
+
 class Optimisation:
     """The model (DDP-wrapped when there are several processes), AdamW, and one training step.
 
@@ -115,11 +123,13 @@ class Optimisation:
     otherwise."""
 
     def __init__(self, model: nn.Module, learning_rate: float, weight_decay: float, clip_norm: float,
-                 precision: str, processes: Processes, threads: int | None = None):
+                 precision: str, processes: Processes, threads: int | None = None, decay_all: bool = True):
         self.module = model
         self.parameters = [p for p in model.parameters() if p.requires_grad]  # frozen parts stay as they are
         if len({(p.device, p.dtype) for p in self.parameters}) != 1:
             raise ValueError("the trained parameters must exist and share one device and dtype (one buffer)")
+        # decay_all=False: AdamW's decoupled decay shrinks the weight matrices only, not biases or embedding tables
+        self.decay_rates = None if decay_all else matrix_mask(model, self.parameters) * weight_decay
         self.values, self.gradients = flatten_parameters(self.parameters)
         self.model = nn.parallel.DistributedDataParallel(model) if processes.world > 1 else model
         # torch's AdamW holds the state (and saves and restores it); ``_clip_and_update`` takes its steps
@@ -163,10 +173,12 @@ class Optimisation:
         group["lr"] = learning_rate
         state["step"] += 1
         beta1, beta2 = group["betas"]
+        if self.decay_rates is not None:  # the decay AdamW applies first, element by element
+            self.values.addcmul_(self.values, self.decay_rates, value=-learning_rate)
         torch._fused_adamw_([self.values], [self.gradients], [state["exp_avg"]], [state["exp_avg_sq"]], [],
                             [state["step"]], lr=learning_rate, beta1=beta1, beta2=beta2,
-                            weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False, maximize=False,
-                            grad_scale=scale, found_inf=None)
+                            weight_decay=group["weight_decay"] if self.decay_rates is None else 0.0,
+                            eps=group["eps"], amsgrad=False, maximize=False, grad_scale=scale, found_inf=None)
 
     def restart(self) -> None:
         """Forget the optimizer's moments and step count, as a new AdamW would (for training anew)."""
