@@ -1,7 +1,7 @@
 """ElmanRNN vs torch.nn.RNN vs the book's RNNCell loop: training step and inference, side by side.
 
 Same weights and inputs for all three, one process, interleaved repetitions, median time, 2 threads by
-default. Prints a table and writes JSON.
+default; then ElmanRNN's training step in mixed precision against float32. Prints tables and writes JSON.
 
     python benchmarks/layer.py [--threads 2] [--repeats 25] [--json benchmarks/results/layer.json]
 """
@@ -26,6 +26,9 @@ from elman.layer import compiled_loops
 GRID = [
     (64, 20, 100, 64), (64, 20, 100, 256), (32, 64, 64, 512), (128, 50, 128, 128), (1, 200, 64, 128), (8, 100, 32, 64)
 ]
+# ElmanRNN's training step in mixed precision (bfloat16 GEMMs under autocast) against float32: the
+# language models' layers (2 x 512 and 3 x 640 above the first, batch 64, chunk 64)
+MIXED_GRID = [(64, 64, 512, 512), (64, 64, 640, 640)]
 
 
 class BookElmanRNN(nn.Module):
@@ -153,10 +156,28 @@ def main() -> None:
         print(f"{mode:<9}: geomean {geomean(speedups):.2f}x nn.RNN (target {target}x), slowest point "
               f"{min(speedups):.2f}x (floor 0.9x), geomean {geomean(book):.2f}x the book's loop -> {verdict}")
 
+    print("\nElmanRNN training step, bfloat16 autocast against float32:")
+    mixed_rows = []
+    for batch, steps, inputs, hidden in MIXED_GRID:
+        torch.manual_seed(0)
+        layer, x = ElmanRNN(inputs, hidden), torch.randn(steps, batch, inputs)
+        weights = torch.randn(steps, batch, hidden)
+
+        def step(enabled, layer=layer, x=x, weights=weights):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+                training_step(lambda inp: layer(inp)[0], layer, x, weights)
+
+        times = time_interleaved({"float32": lambda: step(False), "bfloat16": lambda: step(True)}, args.repeats)
+        mixed_rows.append({"batch": batch, "time": steps, "input": inputs, "hidden": hidden, "seconds": times,
+                           "speedup": times["float32"] / times["bfloat16"]})
+        print(f"{batch:>4} {steps:>4} {inputs:>4} {hidden:>4} | float32 {times['float32'] * 1e3:8.2f} ms | "
+              f"bfloat16 {times['bfloat16'] * 1e3:8.2f} ms | {mixed_rows[-1]['speedup']:.2f}x")
+
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "torch": torch.__version__, "threads": args.threads, "machine": platform.processor() or platform.machine(),
         "compiled_loop": compiled_loops is not None, "sgemm_gflops": peak, "rows": rows, "summary": summary,
+        "mixed_precision": mixed_rows,
     }, indent=2))
     print(f"\nwrote {args.json}")
 

@@ -129,24 +129,30 @@ def test_gradcheck_whole_layer_with_lengths():
 
 
 @pytest.mark.skipif(fused.compiled_loops is None, reason="compiled loop not built")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, "mixed"])  # mixed: float32 with bfloat16 GEMMs
 @pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid"])
 def test_compiled_loops_equal_python_loops(dtype, activation):
     torch.manual_seed(0)
+    mixed = dtype == "mixed"
+    dtype = torch.float32 if mixed else dtype
     steps_active = [5, 5, 4, 2, 1]
     pre = torch.randn(5, 5, 6, dtype=dtype)
     h0 = torch.randn(5, 6, dtype=dtype)
     w_hh = torch.randn(6, 6, dtype=dtype) * 0.5
+    if mixed:
+        w_hh = w_hh.to(torch.bfloat16)
+    forward, backward = ((fused.compiled_loops.forward_loop_bf16, fused.compiled_loops.backward_loop_bf16) if mixed
+                         else (fused.compiled_loops.forward_loop, fused.compiled_loops.backward_loop))
     out_py, out_c = pre.clone(), pre.clone()
     fused.forward_loop(out_py, h0, w_hh, steps_active, activation)
-    fused.compiled_loops.forward_loop(out_c, h0, w_hh, steps_active, fused.ACTIVATIONS.index(activation))
+    forward(out_c, h0, w_hh, steps_active, fused.ACTIVATIONS.index(activation))
     torch.testing.assert_close(out_c, out_py)
 
     slope = fused.activation_slope(out_py, activation)  # the compiled loop computes it from the states
     dz_py = torch.randn_like(pre)
     dz_c = dz_py.clone()
     fused.backward_loop(dz_py, slope, w_hh, steps_active)
-    fused.compiled_loops.backward_loop(dz_c, out_py, w_hh, steps_active, fused.ACTIVATIONS.index(activation))
+    backward(dz_c, out_py, w_hh, steps_active, fused.ACTIVATIONS.index(activation))
     torch.testing.assert_close(dz_c, dz_py)
 
 
@@ -262,8 +268,8 @@ def test_cuda_fast_path_matches_cpu(nonlinearity, monkeypatch):
 @pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid"])
 def test_mixed_precision_loops_stay_close_to_float32(monkeypatch, compiled, activation):
-    if compiled and (fused.compiled_loops is None or not fused.compiled_loops.has_bf16):
-        pytest.skip("compiled bfloat16 loop not available")
+    if compiled and fused.compiled_loops is None:
+        pytest.skip("compiled loop not built")
     if not compiled:
         monkeypatch.setattr(fused, "compiled_loops", None)
     torch.manual_seed(0)

@@ -4,11 +4,13 @@
 // and shapes). On small problems the per-step cost of a tensor operation, not the arithmetic, is most of
 // the run time, so here each step calls BLAS gemm on raw pointers (the sgemm_/dgemm_ that the torch
 // library carries) and applies the activation on the same pointers (MKL's vectorised vsTanh/vdTanh;
-// sigmoid(x) = (1 + tanh(x / 2)) / 2), with no tensor created inside the loop.
+// sigmoid(x) = (1 + tanh(x / 2)) / 2), with no tensor created inside the float32 and float64 loops.
 //
 // Mixed precision (under torch.autocast with bfloat16): the state and every sum stay float32; only the
-// per-step GEMM reads its operands as bfloat16 (MKL's cblas_gemm_bf16bf16f32, float32 accumulation, on
-// AMX where the CPU has it). The bfloat16 copy of each step's rows is made in a small scratch buffer.
+// per-step GEMM reads its operands as bfloat16, through ATen's bfloat16 matmul (oneDNN: AVX512-BF16 or
+// AMX), whose bfloat16 product is then added to the float32 sum, as the Python loop does. MKL's
+// cblas_gemm_bf16bf16f32 would accumulate in float32, but on an AMD Zen 5 it ran no faster than float32
+// sgemm: 23 ms against 12 ms per 64 steps of a 64 x 640 batch, a third of a 3 x 640 language model's step.
 //
 // Row-major (n x H) matrices are column-major (H x n) ones to Fortran BLAS, so
 //     C += A W^T   is   gemm('T', 'N', H, n, H, 1, W, H, A, H, 1, C, H)
@@ -20,6 +22,7 @@
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 // Weak, so that a torch build without these symbols fails this module's import (the Python loop is used
@@ -31,9 +34,6 @@ void dgemm_(const char*, const char*, const int*, const int*, const int*, const 
             const int*, const double*, const int*, const double*, double*, const int*) __attribute__((weak));
 void vsTanh(int, const float*, float*) __attribute__((weak));
 void vdTanh(int, const double*, double*) __attribute__((weak));
-// MKL's CBLAS enums are ints: layout 101 = row-major; transpose 111 = no, 112 = yes.
-void cblas_gemm_bf16bf16f32(int, int, int, int, int, int, float, const uint16_t*, int, const uint16_t*, int,
-                            float, float*, int) __attribute__((weak));
 }
 
 namespace {
@@ -53,11 +53,6 @@ void gemm_accumulate(bool transpose_w, int rows, int H, const double* w, const d
   dgemm_(&transa, &transb, &H, &rows, &H, &one, w, &H, a, &H, &one, c, &H);
 }
 
-// c (rows x H, float32) += a (rows x H, bfloat16) . op(w), w (H x H, bfloat16). All row-major.
-void gemm_accumulate_bf16(bool transpose_w, int rows, int H, const uint16_t* w, const uint16_t* a, float* c) {
-  cblas_gemm_bf16bf16f32(101, 111, transpose_w ? 112 : 111, rows, H, H, 1.0f, a, H, w, H, 1.0f, c, H);
-}
-
 // float32 -> bfloat16, rounding to nearest even (the values here are finite).
 void to_bf16(const float* x, uint16_t* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
@@ -66,6 +61,35 @@ void to_bf16(const float* x, uint16_t* y, int64_t n) {
     y[i] = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
   }
 }
+
+// c (rows x H, float32) += a (rows x H, float32) . w_op (H x H, bfloat16), with a read as bfloat16 and the
+// product rounded to bfloat16 before the sum (ATen's bfloat16 matmul). Two (B, H) bfloat16 scratch
+// buffers, made once per loop, hold the operand and the product, so nothing is allocated per step.
+class MixedProduct {
+ public:
+  MixedProduct(at::Tensor w_op, int64_t batch)
+      : w_op_(std::move(w_op)),
+        operand_(at::empty({batch, w_op_.size(0)}, w_op_.options())),
+        product_(at::empty({batch, w_op_.size(1)}, w_op_.options())) {}
+
+  void accumulate(const float* a, int rows, float* c) {
+    const int64_t n = static_cast<int64_t>(rows) * product_.size(1);
+    auto* operand = reinterpret_cast<uint16_t*>(operand_.data_ptr<at::BFloat16>());
+    to_bf16(a, operand, n);
+    at::Tensor product = product_.narrow(0, 0, rows);
+    at::mm_out(product, operand_.narrow(0, 0, rows), w_op_);
+    const auto* p = reinterpret_cast<const uint16_t*>(product.data_ptr<at::BFloat16>());
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t bits = static_cast<uint32_t>(p[i]) << 16;
+      float value;
+      std::memcpy(&value, &bits, sizeof value);
+      c[i] += value;
+    }
+  }
+
+ private:
+  at::Tensor w_op_, operand_, product_;
+};
 
 void tanh_inplace(int n, float* x) { vsTanh(n, x, x); }
 void tanh_inplace(int n, double* x) { vdTanh(n, x, x); }
@@ -186,17 +210,15 @@ void forward_loop_bf16(at::Tensor out, const at::Tensor& h0, const at::Tensor& w
   check_mixed(w_hh, "w_hh", at::kBFloat16);
   const int H = static_cast<int>(out.size(2));
   const int64_t stride = out.size(1) * H;
-  const auto* w = reinterpret_cast<const uint16_t*>(w_hh.data_ptr<at::BFloat16>());
-  std::vector<uint16_t> previous(static_cast<size_t>(stride));
+  MixedProduct recurrent(w_hh.t(), out.size(1));
   float* base = out.data_ptr<float>();
-  const float* source = h0.data_ptr<float>();
+  const float* previous = h0.data_ptr<float>();
   for (size_t t = 0; t < steps_active.size(); ++t) {
     const int rows = static_cast<int>(steps_active[t]);
     float* step = base + static_cast<int64_t>(t) * stride;
-    to_bf16(source, previous.data(), static_cast<int64_t>(rows) * H);
-    gemm_accumulate_bf16(true, rows, H, w, previous.data(), step);
+    recurrent.accumulate(previous, rows, step);
     activate_(step, rows * H, activation);
-    source = step;
+    previous = step;
   }
 }
 
@@ -209,18 +231,14 @@ void backward_loop_bf16(at::Tensor dz, const at::Tensor& out, const at::Tensor& 
   check_mixed(w_hh, "w_hh", at::kBFloat16);
   const int H = static_cast<int>(dz.size(2));
   const int64_t stride = dz.size(1) * H;
-  const auto* w = reinterpret_cast<const uint16_t*>(w_hh.data_ptr<at::BFloat16>());
-  std::vector<uint16_t> current(static_cast<size_t>(stride));
+  MixedProduct recurrent(w_hh, dz.size(1));
   float* base = dz.data_ptr<float>();
   const float* states = out.data_ptr<float>();
   for (int64_t t = static_cast<int64_t>(steps_active.size()) - 1; t >= 0; --t) {
     const int rows = static_cast<int>(steps_active[t]);
     float* step = base + t * stride;
     multiply_by_slope(step, states + t * stride, static_cast<int64_t>(rows) * H, activation);
-    if (t > 0) {
-      to_bf16(step, current.data(), static_cast<int64_t>(rows) * H);
-      gemm_accumulate_bf16(false, rows, H, w, current.data(), step - stride);
-    }
+    if (t > 0) recurrent.accumulate(step, rows, step - stride);
   }
 }
 
@@ -232,8 +250,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   }
   m.def("forward_loop", &forward_loop, "Elman recurrence, forward, in place (CPU)");
   m.def("backward_loop", &backward_loop, "Elman recurrence, BPTT, in place (CPU)");
-  // Mixed precision needs MKL's bfloat16 GEMM, which older builds lack: then the Python loop runs it.
-  m.attr("has_bf16") = cblas_gemm_bf16bf16f32 != nullptr;
   m.def("forward_loop_bf16", &forward_loop_bf16, "Elman recurrence, forward, bfloat16 GEMMs (CPU)");
   m.def("backward_loop_bf16", &backward_loop_bf16, "Elman recurrence, BPTT, bfloat16 GEMMs (CPU)");
 }

@@ -39,8 +39,9 @@ at install time). They are the same few lines; the compiled one is used for CPU 
 built, because on small problems the interpreter's per-step cost is most of the run time.
 
 Mixed precision: under ``torch.autocast(device, dtype=torch.bfloat16)`` every GEMM above reads bfloat16
-operands (float32 accumulation; AMX on CPUs that have it, several times the float32 speed), while the
-states ``h_t``, the ``dz_t`` and every gradient stay float32. The layer's output is float32.
+operands (float32 accumulation inside, a bfloat16 product out; AVX512-BF16 or AMX on CPUs that have them,
+several times the float32 speed), while the states ``h_t``, the ``dz_t`` and every gradient stay float32.
+The layer's output is float32.
 """
 
 from __future__ import annotations
@@ -121,11 +122,11 @@ def matmul(a: Tensor, b: Tensor, mixed: bool) -> Tensor:
 
 
 def _use_compiled(*tensors: Tensor, mixed: bool = False) -> bool:
-    """The compiled loops take contiguous float32/float64 CPU tensors (float32 only in mixed precision, with
-    MKL's bfloat16 GEMM); anything else runs the Python loop."""
+    """The compiled loops take contiguous float32/float64 CPU tensors (float32 only in mixed precision);
+    anything else runs the Python loop."""
     dtypes = (torch.float32,) if mixed else (torch.float32, torch.float64)
-    return (compiled_loops is not None and (not mixed or compiled_loops.has_bf16)
-            and all(t.device.type == "cpu" and t.is_contiguous() and t.dtype in dtypes for t in tensors))
+    return compiled_loops is not None and all(
+        t.device.type == "cpu" and t.is_contiguous() and t.dtype in dtypes for t in tensors)
 
 
 def autocast_off(device: str) -> AbstractContextManager:

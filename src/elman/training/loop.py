@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch import distributed as dist
 
+from elman.memory import keep_freed_memory
 from elman.threads import torch_threads
 from elman.training.precision import autocast, resolve
 from elman.training.resume import (
@@ -124,6 +125,7 @@ class Optimisation:
 
     def __init__(self, model: nn.Module, learning_rate: float, weight_decay: float, clip_norm: float,
                  precision: str, processes: Processes, threads: int | None = None, decay_all: bool = True):
+        keep_freed_memory()  # each step's large buffers are then reused, not mapped and faulted in anew
         self.module = model
         self.parameters = [p for p in model.parameters() if p.requires_grad]  # frozen parts stay as they are
         if len({(p.device, p.dtype) for p in self.parameters}) != 1:
