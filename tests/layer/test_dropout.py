@@ -5,31 +5,59 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from elman.layer import fused
 from elman.layer.dropout import LEVELS, Dropout, dropout
+from elman.threads import torch_threads
+
+
+@pytest.fixture(params=["compiled", "torch"])
+def words(request, monkeypatch):
+    """Where the random words come from: the compiled splitmix64 stream (CPU, when built) or torch."""
+    if request.param == "compiled" and fused.compiled_loops is None:
+        pytest.skip("compiled module not built")
+    if request.param == "torch":
+        monkeypatch.setattr(fused, "compiled_loops", None)
+    return request.param
 
 
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.5, 0.9])
-def test_drops_a_fraction_p_and_scales_the_rest_to_keep_the_mean(p, device):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_drops_a_fraction_p_and_scales_the_rest_to_keep_the_mean(p, dtype, device, words):
     torch.manual_seed(0)
-    x = torch.ones(400_000, dtype=torch.float64, device=device)
+    x = torch.ones(400_001, dtype=dtype, device=device)  # not a whole number of 64-bit words
     y = dropout(x, p)
+    assert y.dtype == dtype
     dropped = (y == 0).double().mean().item()
     assert abs(dropped - p) < 4 * (p * (1 - p) / x.numel()) ** 0.5 + 1e-9
     kept = y[y != 0]
     torch.testing.assert_close(kept, torch.full_like(kept, LEVELS / (LEVELS - round(p * LEVELS))))
-    assert abs(y.mean().item() - 1) < 0.01
+    assert abs(y.double().mean().item() - 1) < 0.01
 
 
-def test_masks_are_independent_across_positions_of_one_word():
-    """Four elements share a 64-bit word; each must still be dropped on its own."""
+def test_masks_are_independent_across_positions_of_one_word_and_across_words(words):
+    """Four elements share a 64-bit word; each must still be dropped on its own, and so must neighbouring
+    words (the compiled stream gives word i the i-th output of one splitmix64 sequence)."""
     torch.manual_seed(1)
     kept = dropout(torch.ones(200_000, 4), 0.5) != 0
     both = (kept[:, 0] & kept[:, 3]).double().mean().item()  # the word's lowest and highest 16 bits
     assert abs(both - 0.25) < 0.01
     assert abs(kept[:, 3].double().mean().item() - 0.5) < 0.01
+    neighbours = (kept[:-1, 0] & kept[1:, 0]).double().mean().item()
+    assert abs(neighbours - 0.25) < 0.01
 
 
-def test_gradient_is_the_same_mask_and_scale():
+def test_the_compiled_stream_is_the_same_on_one_thread_and_on_several():
+    if fused.compiled_loops is None:
+        pytest.skip("compiled module not built")
+    masks = []
+    for threads in (1, 2):
+        with torch_threads(threads):
+            torch.manual_seed(4)
+            masks.append(dropout(torch.ones(100_003), 0.3))
+    torch.testing.assert_close(masks[0], masks[1], rtol=0, atol=0)
+
+
+def test_gradient_is_the_same_mask_and_scale(words):
     torch.manual_seed(2)
     x = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
     y = dropout(x, 0.3)
@@ -37,7 +65,7 @@ def test_gradient_is_the_same_mask_and_scale():
     torch.testing.assert_close(grad * x.detach(), y.detach())
 
 
-def test_same_seed_same_mask_and_the_module_follows_train_and_eval():
+def test_same_seed_same_mask_and_the_module_follows_train_and_eval(words):
     layer = Dropout(0.5)
     x = torch.randn(3, 8, 16)
     torch.manual_seed(3)

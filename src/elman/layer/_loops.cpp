@@ -1,4 +1,5 @@
-// The two sequential loops of the fused Elman recurrence, compiled for contiguous CPU tensors.
+// The two sequential loops of the fused Elman recurrence, compiled for contiguous CPU tensors, and the
+// mask of dropout.py's dropout.
 //
 // They compute what `forward_loop` and `backward_loop` in fused.py compute (see there for the equations
 // and shapes). On small problems the per-step cost of a tensor operation, not the arithmetic, is most of
@@ -17,6 +18,8 @@
 //     C += A W     is   gemm('N', 'N', H, n, H, 1, W, H, A, H, 1, C, H)
 
 #include <torch/extension.h>
+
+#include <ATen/Parallel.h>
 
 #include <climits>
 #include <cstdint>
@@ -242,6 +245,51 @@ void backward_loop_bf16(at::Tensor dz, const at::Tensor& out, const at::Tensor& 
   }
 }
 
+// Wellons' lowbias32: a 32-bit integer hash in which every input bit moves every output bit.
+inline uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  x ^= x >> 16;
+  return x;
+}
+
+// GCC compiles the mask loop for AVX-512, AVX2 and the baseline, and picks one when the module loads: the
+// baseline (SSE2) has no vector 32-bit multiply, and the loop is the whole cost of the mask.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define ELMAN_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ELMAN_VECTOR_CLONES
+#endif
+
+ELMAN_VECTOR_CLONES
+void write_keep_mask(float* mask, int64_t begin, int64_t end, uint32_t threshold, float scale, uint32_t key_low,
+                     uint32_t key_high) {
+  for (int64_t i = begin; i < end; ++i) {
+    const uint32_t bits = mix32(mix32(static_cast<uint32_t>(i >> 1) ^ key_low) ^ key_high);
+    const uint32_t level = (i & 1) ? bits >> 16 : bits & 0xFFFFu;
+    mask[i] = level >= threshold ? scale : 0.0f;
+  }
+}
+
+// Dropout's mask (see dropout.py), float32: mask[i] = scale when element i is kept, else 0. Elements 2j and
+// 2j + 1 take the low and high 16 bits of a hash of j and the 64-bit seed, and are kept when those bits,
+// read as a number in [0, 65536), reach dropped_levels. Each element depends on its index alone, so the
+// threads' shares give the same mask as one thread would.
+void dropout_mask(at::Tensor mask, int64_t dropped_levels, double scale, int64_t seed) {
+  TORCH_CHECK(mask.device().is_cpu() && mask.is_contiguous() && mask.scalar_type() == at::kFloat,
+              "mask must be a contiguous float32 CPU tensor");
+  TORCH_CHECK(mask.numel() / 2 <= UINT32_MAX, "mask is too large for 32-bit element pairs");
+  TORCH_CHECK(dropped_levels >= 0 && dropped_levels <= 65536, "dropped_levels must lie in [0, 65536]");
+  float* m = mask.data_ptr<float>();
+  const auto key = static_cast<uint64_t>(seed);
+  at::parallel_for(0, mask.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
+    write_keep_mask(m, begin, end, static_cast<uint32_t>(dropped_levels), static_cast<float>(scale),
+                    static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32));
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -252,4 +300,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward_loop", &backward_loop, "Elman recurrence, BPTT, in place (CPU)");
   m.def("forward_loop_bf16", &forward_loop_bf16, "Elman recurrence, forward, bfloat16 GEMMs (CPU)");
   m.def("backward_loop_bf16", &backward_loop_bf16, "Elman recurrence, BPTT, bfloat16 GEMMs (CPU)");
+  m.def("dropout_mask", &dropout_mask, "dropout's scaled keep mask, float32, in place (CPU)");
 }

@@ -6,18 +6,24 @@ For an input ``x`` of any shape, in training,
 
 and ``y = x`` otherwise. torch's CPU dropout draws ``keep`` with ``bernoulli_``, which costs ~8 ns per
 element on our 2-core machine: a tenth of the default classifier's training step and a quarter of a
-768-wide language model's with dropout 0.2 went into it. Here each element gets 16 bits of one 64-bit
-random word instead (four elements per word, ~1 ns each), and is kept when those bits, read as a number
-in [0, 65536), reach ``round(p * 65536)``. So ``p`` acts rounded to a multiple of 1/65536, and the scale
-uses that rounded value, which keeps E[y] = x exactly.
+768-wide language model's with dropout 0.2 went into it. Here each element gets 16 bits of a 64-bit random
+word instead (four elements per word), and is kept when those bits, read as a number in [0, 65536), reach
+``round(p * 65536)``. So ``p`` acts rounded to a multiple of 1/65536, and the scale uses that rounded value,
+which keeps E[y] = x exactly.
 
-Random numbers come from torch's global generator, so ``torch.manual_seed`` makes the masks repeatable.
+On the CPU, where the compiled module (``_loops.cpp``) is built, the words come from a splitmix64 stream and
+the scaled mask is written in one pass: drawing the words with torch (``random_``) and then comparing,
+converting and scaling them took four passes over the mask, a tenth of a 3 x 640 language model's step.
+Elsewhere torch draws the words. Either way the stream starts from torch's global generator, so
+``torch.manual_seed`` makes the masks repeatable (the two ways draw different masks).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from elman.layer import fused
 
 LEVELS = 1 << 16  # values of the 16 bits each element draws
 _WORD = torch.iinfo(torch.int64)
@@ -37,12 +43,23 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         return x
     if dropped_levels == LEVELS:
         return x * 0
+    return x * scaled_keep_mask(x, dropped_levels)
+
+
+def scaled_keep_mask(x: Tensor, dropped_levels: int) -> Tensor:
+    """``keep / (1 - p)``: shape and dtype of ``x``, each element ``LEVELS / (LEVELS - dropped_levels)`` or 0."""
+    scale = LEVELS / (LEVELS - dropped_levels)
+    if fused.compiled_loops is not None and x.device.type == "cpu":
+        mask = torch.empty(x.shape, dtype=torch.float32)
+        seed = int(torch.randint(_WORD.min, _WORD.max, (1,)))
+        fused.compiled_loops.dropout_mask(mask, dropped_levels, scale, seed)
+        return mask if x.dtype == torch.float32 else mask.to(x.dtype)
     count = x.numel()
     # random_(min, max) covers every bit of a word (plain random_() leaves the sign bit 0)
     words = torch.empty((count + 3) // 4, dtype=torch.int64, device=x.device).random_(_WORD.min, _WORD.max)
     bits = words.view(torch.int16)[:count].view(x.shape)  # signed: [-32768, 32768) stands for [0, 65536)
     keep = bits >= dropped_levels - LEVELS // 2
-    return x * keep.to(x.dtype).mul_(LEVELS / (LEVELS - dropped_levels))
+    return keep.to(x.dtype).mul_(scale)
 
 
 class Dropout(nn.Module):

@@ -220,8 +220,10 @@ class FusedElmanDirection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, activation, padding, rows, mixed):
+        if mixed and w_ih is not None:  # converted once for the projection's GEMM and for dL/dW_ih's
+            x = x.to(torch.bfloat16)
         out = recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, padding, rows, mixed)
-        saved_x = None if w_ih is None else x.to(torch.bfloat16) if mixed else x  # only dL/dW_ih reads it
+        saved_x = None if w_ih is None else x  # only dL/dW_ih reads it
         ctx.save_for_backward(saved_x, h0, w_ih, w_hh, out, rows)
         ctx.activation, ctx.padding, ctx.mixed = activation, padding, mixed
         ctx.has_bias = b_ih is not None
