@@ -14,9 +14,11 @@ from elman.inference import TextGenerator
 from elman.inference.generator import ConditionGuidance
 from elman.training.language import (
     LINES_MODEL,
+    LINES_WEIGHT_DECAY,
     LONG_RUN_MODEL,
     LONG_RUN_SECONDS,
     TEXT_MODEL,
+    TEXT_WEIGHT_DECAY,
     LanguageTrainConfig,
     epoch_batches,
     model_options_for,
@@ -184,6 +186,19 @@ def test_defaults_follow_the_data_and_the_budget_and_given_options_win():
     assert model_options_for("text", None, None) == model_options_for("text", 170, None) == TEXT_MODEL
     assert model_options_for("lines", 10 * LONG_RUN_SECONDS, None) == LINES_MODEL  # names: dropout, any budget
     assert model_options_for("lines", None, {"dropout": 0.0}) == {"dropout": 0.0}
+
+
+def test_weight_decay_follows_the_kind_of_data_unless_given(trained_lm, conditioned_lm, story_txt, tmp_path):
+    def recorded(out):
+        return json.loads((out / "config.json").read_text())["training"]["weight_decay"]
+
+    assert LanguageTrainConfig().weight_decay is None
+    assert recorded(trained_lm[0]) == TEXT_WEIGHT_DECAY
+    assert recorded(conditioned_lm[0]) == LINES_WEIGHT_DECAY != TEXT_WEIGHT_DECAY
+    config = LanguageTrainConfig(epochs=1, batch_size=8, chunk_length=16, weight_decay=0.1)
+    train_language_model(read_language_data(story_txt, config), tmp_path, {"hidden_size": 16, "num_layers": 1}, config,
+                         progress=False)
+    assert recorded(tmp_path) == 0.1
 
 
 def test_a_long_budget_run_records_the_wider_network(story_txt, tmp_path):

@@ -11,7 +11,8 @@
 // per-step GEMM reads its operands as bfloat16, through ATen's bfloat16 matmul (oneDNN: AVX512-BF16 or
 // AMX), whose bfloat16 product is then added to the float32 sum, as the Python loop does. MKL's
 // cblas_gemm_bf16bf16f32 would accumulate in float32, but on an AMD Zen 5 it ran no faster than float32
-// sgemm: 23 ms against 12 ms per 64 steps of a 64 x 640 batch, a third of a 3 x 640 language model's step.
+// sgemm: the forward loop over 64 steps of a 64 x 640 batch took 23 ms with it and takes 9 ms here, and a
+// 3 x 640 language model's training step went from 220 ms to 130 ms.
 //
 // Row-major (n x H) matrices are column-major (H x n) ones to Fortran BLAS, so
 //     C += A W^T   is   gemm('T', 'N', H, n, H, 1, W, H, A, H, 1, C, H)
