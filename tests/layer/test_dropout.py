@@ -35,18 +35,19 @@ def test_drops_a_fraction_p_and_scales_the_rest_to_keep_the_mean(p, dtype, devic
 
 
 def test_masks_are_independent_across_positions_of_one_word_and_across_words(words):
-    """Four elements share a 64-bit word; each must still be dropped on its own, and so must neighbouring
-    words (the compiled stream gives word i the i-th output of one splitmix64 sequence)."""
+    """Elements share random words (four to a 64-bit word drawn by torch, two to a 32-bit hash in the
+    compiled mask); each must still be dropped on its own, and so must neighbouring words."""
     torch.manual_seed(1)
     kept = dropout(torch.ones(200_000, 4), 0.5) != 0
-    both = (kept[:, 0] & kept[:, 3]).double().mean().item()  # the word's lowest and highest 16 bits
-    assert abs(both - 0.25) < 0.01
+    for other in (1, 3):  # the same word's (or hash's) next 16 bits, and the word's highest 16 bits
+        both = (kept[:, 0] & kept[:, other]).double().mean().item()
+        assert abs(both - 0.25) < 0.01
     assert abs(kept[:, 3].double().mean().item() - 0.5) < 0.01
-    neighbours = (kept[:-1, 0] & kept[1:, 0]).double().mean().item()
+    neighbours = (kept[:-1, 0] & kept[1:, 0]).double().mean().item()  # 4 elements apart: other words
     assert abs(neighbours - 0.25) < 0.01
 
 
-def test_the_compiled_stream_is_the_same_on_one_thread_and_on_several():
+def test_the_compiled_mask_is_the_same_on_one_thread_and_on_several():
     if fused.compiled_loops is None:
         pytest.skip("compiled module not built")
     masks = []
