@@ -52,8 +52,9 @@ def scaled_keep_mask(x: Tensor, dropped_levels: int) -> Tensor:
     if fused.compiled_loops is not None and x.device.type == "cpu":
         mask = torch.empty(x.shape, dtype=torch.float32)
         seed = int(torch.randint(_WORD.min, _WORD.max, (1,)))
-        fused.compiled_loops.dropout_mask(mask, dropped_levels, scale, seed)
-        return mask if x.dtype == torch.float32 else mask.to(x.dtype)
+        in_float32 = x.dtype == torch.float32  # else scaled in x's own precision, so that E[y] = x stays exact
+        fused.compiled_loops.dropout_mask(mask, dropped_levels, scale if in_float32 else 1.0, seed)
+        return mask if in_float32 else mask.to(x.dtype).mul_(scale)
     count = x.numel()
     # random_(min, max) covers every bit of a word (plain random_() leaves the sign bit 0)
     words = torch.empty((count + 3) // 4, dtype=torch.int64, device=x.device).random_(_WORD.min, _WORD.max)
