@@ -24,6 +24,15 @@ def test_chunks_with_carried_state_equal_one_long_pass(device):
     torch.testing.assert_close(state, whole_state, rtol=0, atol=1e-12)
 
 
+def test_recurrent_weights_start_orthogonal_and_the_rest_as_nn_rnn():
+    lm = model(num_layers=3)
+    bound = 1 / 7**0.5
+    for layer in range(3):
+        w_hh = getattr(lm.rnn, f"weight_hh_l{layer}")
+        torch.testing.assert_close(w_hh @ w_hh.T, torch.eye(7, dtype=torch.float64), rtol=0, atol=1e-6)
+        assert float(getattr(lm.rnn, f"weight_ih_l{layer}").abs().max()) <= bound
+
+
 @pytest.mark.parametrize("chunk_length", [7, 64, 4096])
 def test_stateful_evaluation_equals_one_long_forward_pass(chunk_length):
     lm = model()
