@@ -43,8 +43,8 @@ VALIDATION_SEGMENTS, VALIDATION_BURN_IN = 32, 256  # the fast estimate used duri
 # 1.489, 0.25 beside dropout 0.2 in 600 s 1.485. Weight decay (below) lets the long run drop less: in 600 s,
 # 2 x 768 with weight decay 0.4 and dropout 0.2 1.449, 0.1 1.440, 0 1.474 (2 x 1024, dropout 0.2: 1.454);
 # a third layer does better than width: 3 x 640 with dropout 0.1 1.427, in fewer steps (4,663 against 6,454).
-# With orthogonal recurrent weights (see LanguageModel) and faster steps, in 600 s: 3 x 640 1.413 (4,950
-# steps), 4 x 512 1.412 (5,412); dropout masks held over time (variational) 1.421; the output reading every
+# With orthogonal recurrent weights (see LanguageModel), in 600 s: 3 x 640 1.413-1.417 (4,950-5,316 steps),
+# 4 x 512 1.412 (5,412); dropout masks held over time (variational) 1.421; the output reading every
 # layer, not only the top one, fits the text sooner and overfits (at step 3,444: 1.467 against 1.453).
 TEXT_MODEL = {"dropout": 0.1}
 LONG_RUN_SECONDS = 300.0
