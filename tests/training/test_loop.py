@@ -100,15 +100,17 @@ def test_a_step_is_torchs_gradient_clipping_then_its_adamw_step(clip_norm):
         torch.testing.assert_close(ours_state[key], theirs_flat, rtol=1e-6, atol=1e-12)
 
 
-@pytest.mark.parametrize("decay_all", [True, False])
-def test_weight_decay_shrinks_every_parameter_or_only_the_weight_matrices(decay_all):
+@pytest.mark.parametrize("decay_all,spare_linear", [(True, False), (False, False), (False, True)])
+def test_weight_decay_shrinks_every_parameter_or_only_the_weight_matrices(decay_all, spare_linear):
     torch.manual_seed(0)
     network = nn.Sequential(nn.Embedding(5, 3), nn.Linear(3, 2)).double()
     before = {name: p.detach().clone() for name, p in network.named_parameters()}
-    run = Optimisation(network, 0.1, 0.5, 1.0, "fp32", Processes(), decay_all=decay_all)
+    run = Optimisation(network, 0.1, 0.5, 1.0, "fp32", Processes(), decay_all=decay_all,
+                       spared_from_decay=(network[1].weight,) if spare_linear else ())
     run.step(0.1, lambda model: (model(torch.tensor([1, 2])).sum() * 0, 2))  # zero gradients: Adam moves nothing
     for name, p in network.named_parameters():
-        shrunk = decay_all or name == "1.weight"  # the Linear's weight; not its bias, not the embedding table
+        # the Linear's weight unless spared; not its bias, not the embedding table
+        shrunk = decay_all or (name == "1.weight" and not spare_linear)
         torch.testing.assert_close(p, before[name] * (1 - 0.1 * 0.5 if shrunk else 1.0), rtol=1e-12, atol=0)
 
 

@@ -106,10 +106,11 @@ def flatten_parameters(parameters: list[nn.Parameter]) -> tuple[Tensor, Tensor]:
     return values, gradients
 
 
-def matrix_mask(model: nn.Module, parameters: list[nn.Parameter]) -> Tensor:
-    """1 for every element of a weight matrix among ``parameters``, 0 for biases and embedding tables, laid
-    out as ``flatten_parameters`` lays out their values (1-D)."""
+def matrix_mask(model: nn.Module, parameters: list[nn.Parameter], spared: Sequence[Tensor] = ()) -> Tensor:
+    """1 for every element of a weight matrix among ``parameters``, 0 for biases, embedding tables and the
+    ``spared`` tensors, laid out as ``flatten_parameters`` lays out their values (1-D)."""
     tables = {id(module.weight) for module in model.modules() if isinstance(module, nn.Embedding)}
+    tables |= {id(tensor) for tensor in spared}
     return torch.cat([torch.full((p.numel(),), float(p.dim() >= 2 and id(p) not in tables), dtype=p.dtype,
                                  device=p.device) for p in parameters])
 
@@ -124,14 +125,17 @@ class Optimisation:
     otherwise."""
 
     def __init__(self, model: nn.Module, learning_rate: float, weight_decay: float, clip_norm: float,
-                 precision: str, processes: Processes, threads: int | None = None, decay_all: bool = True):
+                 precision: str, processes: Processes, threads: int | None = None, decay_all: bool = True,
+                 spared_from_decay: Sequence[Tensor] = ()):
         keep_freed_memory()  # each step's large buffers are then reused, not mapped and faulted in anew
         self.module = model
         self.parameters = [p for p in model.parameters() if p.requires_grad]  # frozen parts stay as they are
         if len({(p.device, p.dtype) for p in self.parameters}) != 1:
             raise ValueError("the trained parameters must exist and share one device and dtype (one buffer)")
-        # decay_all=False: AdamW's decoupled decay shrinks the weight matrices only, not biases or embedding tables
-        self.decay_rates = None if decay_all else matrix_mask(model, self.parameters) * weight_decay
+        # decay_all=False: AdamW's decoupled decay shrinks the weight matrices only, not biases, embedding tables
+        # or the matrices ``spared_from_decay`` names
+        self.decay_rates = (None if decay_all
+                            else matrix_mask(model, self.parameters, spared_from_decay) * weight_decay)
         self.values, self.gradients = flatten_parameters(self.parameters)
         self.model = nn.parallel.DistributedDataParallel(model) if processes.world > 1 else model
         # torch's AdamW holds the state (and saves and restores it); ``_clip_and_update`` takes its steps
