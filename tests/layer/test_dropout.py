@@ -12,7 +12,7 @@ from elman.threads import torch_threads
 
 @pytest.fixture(params=["compiled", "torch"])
 def words(request, monkeypatch):
-    """Where the random words come from: the compiled splitmix64 stream (CPU, when built) or torch."""
+    """Where the random bits come from: the compiled pair hash (CPU, when built) or torch's words."""
     if request.param == "compiled" and fused.compiled_loops is None:
         pytest.skip("compiled module not built")
     if request.param == "torch":

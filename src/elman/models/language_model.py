@@ -56,7 +56,8 @@ class LanguageModel(nn.Module):
         # nn.RNN's uniform initialisation (spectral radius ~0.58) forgets within a few steps. Tiny-shakespeare,
         # 600 s, 3 x 640: 1.413-1.417 nats/char against 1.419-1.420; 170 s, 2 x 512: 1.4725 against 1.4742.
         for layer in range(config.num_layers):
-            nn.init.orthogonal_(getattr(self.rnn, f"weight_hh_l{layer}"))
+            _, w_hh, _, _ = self.rnn.direction_parameters(layer, 0)
+            nn.init.orthogonal_(w_hh)
         self.dropout = Dropout(config.dropout)
         self.output = nn.Linear(config.hidden_size, config.vocab_size)
         self.conditions = (nn.Embedding(config.num_conditions, config.num_layers * config.hidden_size)

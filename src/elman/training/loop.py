@@ -109,9 +109,9 @@ def flatten_parameters(parameters: list[nn.Parameter]) -> tuple[Tensor, Tensor]:
 def matrix_mask(model: nn.Module, parameters: list[nn.Parameter], spared: Sequence[Tensor] = ()) -> Tensor:
     """1 for every element of a weight matrix among ``parameters``, 0 for biases, embedding tables and the
     ``spared`` tensors, laid out as ``flatten_parameters`` lays out their values (1-D)."""
-    tables = {id(module.weight) for module in model.modules() if isinstance(module, nn.Embedding)}
-    tables |= {id(tensor) for tensor in spared}
-    return torch.cat([torch.full((p.numel(),), float(p.dim() >= 2 and id(p) not in tables), dtype=p.dtype,
+    undecayed = {id(module.weight) for module in model.modules() if isinstance(module, nn.Embedding)}
+    undecayed |= {id(tensor) for tensor in spared}
+    return torch.cat([torch.full((p.numel(),), float(p.dim() >= 2 and id(p) not in undecayed), dtype=p.dtype,
                                  device=p.device) for p in parameters])
 
 
