@@ -40,7 +40,8 @@ def _options(args: argparse.Namespace, *configs) -> list[dict]:
 TASK_ONLY_OPTIONS = {
     "classify": ("label_column", "label_smoothing", "class_weighting", "bag_class_weighting", "select_by", "members",
                  "bag_ngrams", "lm_loss_weight", "no_refit"),
-    "lm": ("val_data", "val_fraction", "lines", "condition_column", "chunk_length", "eval_interval"),
+    "lm": ("val_data", "val_fraction", "calibration_fraction", "lines", "condition_column", "chunk_length",
+           "eval_interval"),
 }
 
 
@@ -100,6 +101,10 @@ def _train_language_model(args: argparse.Namespace) -> int:
         val = metrics["val"]
         print(f"validation: {val['loss']:.4f} nats/char, {val['bits_per_char']:.4f} bits/char, "
               f"perplexity {val['perplexity']:.2f}")
+        if "calibration" in metrics:
+            calibration = metrics["calibration"]
+            print(f"calibrated: temperature {calibration['temperature']:.3f} (validation loss before "
+                  f"{calibration['val_loss_before']:.4f})")
         print(f"stopped by {metrics['stopped_by']} after {metrics['steps']} steps, "
               f"{metrics['training_seconds']:.0f} s; model, metrics and curves in {args.out}")
     return 0
@@ -315,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val-data", dest="val_data", type=Path,
                        help="lm: validation text (default: the end of --data)")
     train.add_argument("--val-fraction", dest="val_fraction", type=float, help="lm: held out for validation (0.1)")
+    train.add_argument("--calibration-fraction", dest="calibration_fraction", type=float,
+                       help="lm: of the training data, held out to fit the output's temperature (0.02; 0: none)")
     train.add_argument("--epochs", type=_positive_int)
     train.add_argument("--time-budget", dest="time_budget", type=_positive_float, metavar="SECONDS",
                        help="stop cleanly after this many seconds, keeping the best checkpoint (lm on a long "

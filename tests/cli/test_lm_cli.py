@@ -14,10 +14,12 @@ def elman(*args):
 def test_train_evaluate_generate_from_the_command_line(story_txt, tmp_path):
     out = tmp_path / "lm"
     run = elman("train", "--task", "lm", "--data", story_txt, "--out", out, "--epochs", "2", "--hidden-size", "32",
-                "--num-layers", "1", "--batch-size", "8", "--chunk-length", "16", "--json")
+                "--num-layers", "1", "--batch-size", "8", "--chunk-length", "16", "--calibration-fraction", "0.2",
+                "--json")
     assert run.returncode == 0, run.stderr
     trained = json.loads(run.stdout)
     assert trained["stopped_by"] == "epochs" and trained["val"]["loss"] > 0
+    assert trained["calibration"]["characters"] > 1000 and trained["calibration"]["temperature"] > 0
     validation = tmp_path / "val.txt"
     text = story_txt.read_text()
     validation.write_text(text[int(len(text) * 0.9):])
@@ -76,11 +78,15 @@ def test_options_of_the_other_task_are_refused(story_txt, tmp_path):
     assert run.returncode == 2 and "--class-weighting applies to --task classify only" in run.stderr
     run = elman("train", "--task", "lm", "--data", story_txt, "--out", tmp_path, "--no-refit")
     assert run.returncode == 2 and "--no-refit applies to --task classify only" in run.stderr
+    run = elman("train", "--data", story_txt, "--out", tmp_path, "--calibration-fraction", "0.1")
+    assert run.returncode == 2 and "--calibration-fraction applies to --task lm only" in run.stderr
 
 
 def test_bad_model_options_are_refused_before_anything_is_written(story_txt, tmp_path):
     for option, value, message in [("--weight-dropout", "-0.5", "weight_dropout should be a number in range [0, 1)"),
-                                   ("--weight-decay", "-1", "--weight-decay: must be a number >= 0, got -1")]:
+                                   ("--weight-decay", "-1", "--weight-decay: must be a number >= 0, got -1"),
+                                   ("--calibration-fraction", "0.7", "calibration_fraction must be at least 0 and "
+                                    "below 0.5, got 0.7")]:
         run = elman("train", "--task", "lm", "--data", story_txt, "--out", tmp_path / "o", option, value)
         assert run.returncode == 2 and message in run.stderr, run.stderr
         assert "Traceback" not in run.stderr and not (tmp_path / "o").exists()
