@@ -7,6 +7,7 @@ added to the input at every step; generation can then be steered by it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -141,15 +142,23 @@ def stream_loss(model: LanguageModel, ids: Tensor, segments: int = 1, burn_in: i
 
 
 @torch.no_grad()
+def scored_line_logits(model: LanguageModel, ids: Tensor, lengths: Tensor, conditions: Tensor | None,
+                       batch_size: int = 512) -> Iterator[tuple[Tensor, Tensor]]:
+    """Per batch of lines encoded ``<bos> chars <eos>`` (rows of ``ids`` (N, T), ``lengths`` (N,)): the logits
+    (n, V) and targets (n,) of every predicted token, each character and each line's end, padding left out."""
+    model.eval()
+    for batch in line_batches(ids, lengths, conditions, batch_size):
+        logits, _ = model(batch.inputs, lengths=batch.lengths, conditions=batch.conditions)
+        scored = batch.targets != 0
+        yield logits[scored], batch.targets[scored]
+
+
 def line_loss(model: LanguageModel, ids: Tensor, lengths: Tensor, conditions: Tensor | None,
               batch_size: int = 512) -> float:
     """Mean next-token cross-entropy (nats) over lines encoded ``<bos> chars <eos>`` (rows of ``ids``
     (N, T), ``lengths`` (N,)); every character and each line's end are predicted."""
-    model.eval()
     total, count = 0.0, 0
-    for batch in line_batches(ids, lengths, conditions, batch_size):
-        logits, _ = model(batch.inputs, lengths=batch.lengths, conditions=batch.conditions)
-        total += float(nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.targets.reshape(-1),
-                                                   ignore_index=0, reduction="sum"))
-        count += int(batch.lengths.sum())
+    for logits, targets in scored_line_logits(model, ids, lengths, conditions, batch_size):
+        total += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
+        count += targets.shape[0]
     return total / count

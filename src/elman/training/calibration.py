@@ -15,8 +15,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from elman.data.batches import line_batches
-from elman.models.language_model import LanguageModel
+from elman.models.language_model import LanguageModel, scored_line_logits
 
 SHARPNESS_RANGE = (1e-2, 1e2)  # the search interval for 1/T; far beyond any useful temperature
 
@@ -34,13 +33,8 @@ def held_out_logits(model: LanguageModel, kind: str, held_out: tuple,
             logits, state = model(ids[None, start : min(start + chunk_length, ids.shape[0] - 1)], state)
             pieces.append(logits[0])
         return torch.cat(pieces).float(), ids[1:]
-    logits, targets = [], []
-    for batch in line_batches(*held_out, batch_size=512):
-        out, _ = model(batch.inputs, lengths=batch.lengths, conditions=batch.conditions)
-        scored = batch.targets != 0
-        logits.append(out[scored].float())
-        targets.append(batch.targets[scored])
-    return torch.cat(logits), torch.cat(targets)
+    logits, targets = zip(*scored_line_logits(model, *held_out), strict=True)
+    return torch.cat(logits).float(), torch.cat(targets)
 
 
 def fit_temperature(logits: Tensor, targets: Tensor, iterations: int = 60) -> float:
