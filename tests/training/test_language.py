@@ -102,13 +102,15 @@ def ending_label(name):
 def test_guidance_makes_samples_more_typical_of_their_condition(conditioned_lm):
     generator = elman.load(conditioned_lm[0])
     typical = Counter()
-    for guidance in (0.0, 4.0):  # the small fixture model gains ~10 typical names of 300 at 2, ~30 at 4
+    # Of 1,200 names the small fixture model gains 74-110 typical ones at guidance 4 (training seeds 0-5); with
+    # 300 the gain (12-40) was within the sampling noise, and moved with the last bits of the arithmetic.
+    for guidance in (0.0, 4.0):
         for condition in generator.conditions:
-            samples = generator.generate(num_samples=100, seed=0, condition=condition, guidance=guidance)
+            samples = generator.generate(num_samples=400, seed=0, condition=condition, guidance=guidance)
             typical[guidance] += sum(ending_label(s) == condition for s in samples)
             if guidance:
-                assert samples == generator.generate(num_samples=100, seed=0, condition=condition, guidance=guidance)
-    assert typical[4.0] > typical[0.0] + 15, typical
+                assert samples == generator.generate(num_samples=400, seed=0, condition=condition, guidance=guidance)
+    assert typical[4.0] > typical[0.0] + 40, typical
 
 
 def test_guidance_refuses_more_rows_than_its_limit(conditioned_lm, monkeypatch):

@@ -6,6 +6,7 @@
 // the run time, so here each step calls BLAS gemm on raw pointers (the sgemm_/dgemm_ that the torch
 // library carries) and applies the activation on the same pointers (MKL's vectorised vsTanh/vdTanh;
 // sigmoid(x) = (1 + tanh(x / 2)) / 2), with no tensor created inside the float32 and float64 loops.
+// The mixed-precision loops use a cheaper tanh instead (tanh_approximate), exact to 2e-7.
 //
 // Mixed precision (under torch.autocast with bfloat16): the state and every sum stay float32; only the
 // per-step GEMM reads its operands as bfloat16, through ATen's bfloat16 matmul (oneDNN: AVX512-BF16 or
@@ -57,12 +58,55 @@ void gemm_accumulate(bool transpose_w, int rows, int H, const double* w, const d
   dgemm_(&transa, &transb, &H, &rows, &H, &one, w, &H, a, &H, &one, c, &H);
 }
 
+// GCC compiles the element loops below for AVX-512, AVX2 and the baseline, and picks one when the module
+// loads: the baseline (SSE2) is four floats wide and has no vector 32-bit multiply.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define ELMAN_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ELMAN_VECTOR_CLONES
+#endif
+
 // float32 -> bfloat16, rounding to nearest even (the values here are finite).
+ELMAN_VECTOR_CLONES
 void to_bf16(const float* x, uint16_t* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     uint32_t bits;
     std::memcpy(&bits, x + i, sizeof bits);
     y[i] = static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+  }
+}
+
+// c[i] += p[i], p bfloat16.
+ELMAN_VECTOR_CLONES
+void add_bf16(const uint16_t* p, float* c, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t bits = static_cast<uint32_t>(p[i]) << 16;
+    float value;
+    std::memcpy(&value, &bits, sizeof value);
+    c[i] += value;
+  }
+}
+
+// tanh in place for the mixed-precision loops: sign(x) (1 - t) / (1 + t) with t = exp(-2|x|), the
+// exponential as 2^k exp(r), |r| <= ln(2) / 2, by a degree-6 Taylor polynomial (x - x^3 / 3 below
+// |x| = 0.004, where 1 - t cancels). Absolute error under 2e-7, relative under 4e-5: far below the bfloat16 rounding these loops' products carry (4e-3 relative); MKL's vsTanh, exact
+// to an ulp, took 2.6 of the 8.4 ms of a forward loop over 64 steps of a 64 x 640 batch. NaN stays NaN.
+ELMAN_VECTOR_CLONES
+void tanh_approximate(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    float a = x[i] < 0 ? -x[i] : x[i];
+    a = a > 9.0f ? 9.0f : a;  // tanh(9) is 1 in float32; and exp(-18) keeps k in range
+    const float y = -2.0f * a;
+    const float k = (y * 1.44269504f + 12582912.0f) - 12582912.0f;  // round to nearest integer
+    const float r = (y - k * 0.693145751953125f) - k * 1.428606765330187e-06f;  // ln 2 in two parts
+    const float e = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
+    const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(k) + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    const float t = e * scale;
+    const float cancelled = (1.0f - t) / (1.0f + t);
+    const float magnitude = a < 4e-3f ? a - a * a * a / 3 : cancelled;  // 1 - t cancels for small |x|
+    x[i] = x[i] < 0 ? -magnitude : magnitude;
   }
 }
 
@@ -82,13 +126,7 @@ class MixedProduct {
     to_bf16(a, operand, n);
     at::Tensor product = product_.narrow(0, 0, rows);
     at::mm_out(product, operand_.narrow(0, 0, rows), w_op_);
-    const auto* p = reinterpret_cast<const uint16_t*>(product.data_ptr<at::BFloat16>());
-    for (int64_t i = 0; i < n; ++i) {
-      const uint32_t bits = static_cast<uint32_t>(p[i]) << 16;
-      float value;
-      std::memcpy(&value, &bits, sizeof value);
-      c[i] += value;
-    }
+    add_bf16(reinterpret_cast<const uint16_t*>(product.data_ptr<at::BFloat16>()), c, n);
   }
 
  private:
@@ -114,6 +152,19 @@ void activate_(scalar_t* x, int n, int64_t activation) {
       break;
     default:
       TORCH_CHECK(false, "unknown activation code ", activation);
+  }
+}
+
+// activate_ for the mixed-precision loops, with tanh_approximate for tanh and sigmoid.
+void activate_mixed(float* x, int n, int64_t activation) {
+  if (activation == kTanh) {
+    tanh_approximate(x, n);
+  } else if (activation == kSigmoid) {
+    for (int i = 0; i < n; ++i) x[i] *= 0.5f;
+    tanh_approximate(x, n);
+    for (int i = 0; i < n; ++i) x[i] = 0.5f * x[i] + 0.5f;
+  } else {
+    activate_(x, n, activation);
   }
 }
 
@@ -221,7 +272,7 @@ void forward_loop_bf16(at::Tensor out, const at::Tensor& h0, const at::Tensor& w
     const int rows = static_cast<int>(steps_active[t]);
     float* step = base + static_cast<int64_t>(t) * stride;
     recurrent.accumulate(previous, rows, step);
-    activate_(step, rows * H, activation);
+    activate_mixed(step, rows * H, activation);
     previous = step;
   }
 }
@@ -255,14 +306,6 @@ inline uint32_t mix32(uint32_t x) {
   x ^= x >> 16;
   return x;
 }
-
-// GCC compiles the mask loop for AVX-512, AVX2 and the baseline, and picks one when the module loads: the
-// baseline (SSE2) has no vector 32-bit multiply, and the loop is the whole cost of the mask.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define ELMAN_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ELMAN_VECTOR_CLONES
-#endif
 
 ELMAN_VECTOR_CLONES
 void write_keep_mask(float* mask, int64_t begin, int64_t end, uint32_t threshold, float scale, uint32_t key_low,
