@@ -1,5 +1,5 @@
-// The two sequential loops of the fused Elman recurrence, compiled for contiguous CPU tensors, and the
-// mask of dropout.py's dropout.
+// The two sequential loops of the fused Elman recurrence, compiled for contiguous CPU tensors, and
+// dropout.py's dropout.
 //
 // They compute what `forward_loop` and `backward_loop` in fused.py compute (see there for the equations
 // and shapes). On small problems the per-step cost of a tensor operation, not the arithmetic, is most of
@@ -308,29 +308,34 @@ inline uint32_t mix32(uint32_t x) {
 }
 
 ELMAN_VECTOR_CLONES
-void write_keep_mask(float* mask, int64_t begin, int64_t end, uint32_t threshold, float scale, uint32_t key_low,
-                     uint32_t key_high) {
+void scale_kept(const float* x, float* y, int64_t begin, int64_t end, uint32_t threshold, float scale,
+                uint32_t key_low, uint32_t key_high) {
   for (int64_t i = begin; i < end; ++i) {
     const uint32_t bits = mix32(mix32(static_cast<uint32_t>(i >> 1) ^ key_low) ^ key_high);
     const uint32_t level = (i & 1) ? bits >> 16 : bits & 0xFFFFu;
-    mask[i] = level >= threshold ? scale : 0.0f;
+    y[i] = x[i] * (level >= threshold ? scale : 0.0f);
   }
 }
 
-// Dropout's mask (see dropout.py), float32: mask[i] = scale when element i is kept, else 0. Elements 2j and
-// 2j + 1 take the low and high 16 bits of a hash of j and the 64-bit seed, and are kept when those bits,
-// read as a number in [0, 65536), reach dropped_levels. Each element depends on its index alone, so the
-// threads' shares give the same mask as one thread would.
-void dropout_mask(at::Tensor mask, int64_t dropped_levels, double scale, int64_t seed) {
-  TORCH_CHECK(mask.device().is_cpu() && mask.is_contiguous() && mask.scalar_type() == at::kFloat,
-              "mask must be a contiguous float32 CPU tensor");
-  TORCH_CHECK(mask.numel() / 2 <= UINT32_MAX, "mask is too large for 32-bit element pairs");
+// Dropout (see dropout.py), float32: y[i] = x[i] * scale when element i is kept, else x[i] * 0. Elements 2j
+// and 2j + 1 take the low and high 16 bits of a hash of j and the 64-bit seed, and are kept when those
+// bits, read as a number in [0, 65536), reach dropped_levels. Each element depends on its index alone, so
+// the threads' shares give what one thread would, and the same seed gives the same mask again: the
+// backward pass redraws it instead of keeping it. y may be x.
+void dropout_apply(const at::Tensor& x, at::Tensor y, int64_t dropped_levels, double scale, int64_t seed) {
+  for (const at::Tensor& t : {x, y}) {
+    TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == at::kFloat,
+                "dropout_apply takes contiguous float32 CPU tensors");
+  }
+  TORCH_CHECK(x.numel() == y.numel(), "dropout_apply: x and y must have as many elements");
+  TORCH_CHECK(x.numel() / 2 <= UINT32_MAX, "too many elements for 32-bit element pairs");
   TORCH_CHECK(dropped_levels >= 0 && dropped_levels <= 65536, "dropped_levels must lie in [0, 65536]");
-  float* m = mask.data_ptr<float>();
+  const float* in = x.data_ptr<float>();
+  float* out = y.data_ptr<float>();
   const auto key = static_cast<uint64_t>(seed);
-  at::parallel_for(0, mask.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
-    write_keep_mask(m, begin, end, static_cast<uint32_t>(dropped_levels), static_cast<float>(scale),
-                    static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32));
+  at::parallel_for(0, x.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
+    scale_kept(in, out, begin, end, static_cast<uint32_t>(dropped_levels), static_cast<float>(scale),
+               static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32));
   });
 }
 
@@ -344,5 +349,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward_loop", &backward_loop, "Elman recurrence, BPTT, in place (CPU)");
   m.def("forward_loop_bf16", &forward_loop_bf16, "Elman recurrence, forward, bfloat16 GEMMs (CPU)");
   m.def("backward_loop_bf16", &backward_loop_bf16, "Elman recurrence, BPTT, bfloat16 GEMMs (CPU)");
-  m.def("dropout_mask", &dropout_mask, "dropout's scaled keep mask, float32, in place (CPU)");
+  m.def("dropout_apply", &dropout_apply, "dropout with a hashed mask, float32, y = x * mask (CPU)");
 }

@@ -34,7 +34,10 @@ from elman.training.precision import autocast
 from elman.training.resume import clean_interrupted_writes
 from elman.training.schedule import warmup_cosine
 
-VALIDATION_SEGMENTS, VALIDATION_BURN_IN = 32, 256  # the fast estimate used during training
+# The fast estimate used during training. More segments make fuller GEMMs: on tiny-shakespeare's 111k
+# validation characters at 3 x 640, 32 segments with 256 characters of burn-in took 1.90 s, 128 with 128
+# 1.52 s, and both read 1.4061 for the model whose exact figure is 1.4061.
+VALIDATION_SEGMENTS, VALIDATION_BURN_IN = 128, 128
 MIN_CALIBRATION_CHARACTERS = 1000  # held out to fit the output's temperature; fewer would leave it to chance
 
 # A long text calls for dropout, and a long time budget for a wider network too. On tiny-shakespeare
