@@ -59,12 +59,16 @@ def test_the_compiled_mask_is_the_same_on_one_thread_and_on_several():
     torch.testing.assert_close(masks[0], masks[1], rtol=0, atol=0)
 
 
-def test_gradient_is_the_same_mask_and_scale(words):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # float32: the mask is redrawn, not kept
+def test_gradient_is_the_same_mask_and_scale(words, dtype):
     torch.manual_seed(2)
-    x = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(70, 50, dtype=dtype, requires_grad=True)
     y = dropout(x, 0.3)
-    (grad,) = torch.autograd.grad(y.sum(), x)
-    torch.testing.assert_close(grad * x.detach(), y.detach())
+    upstream = torch.randn_like(x, requires_grad=True)
+    (grad,) = torch.autograd.grad(y, x, upstream, create_graph=True)
+    torch.testing.assert_close(grad.detach() * x.detach(), y.detach() * upstream.detach())
+    (second,) = torch.autograd.grad(grad, upstream, torch.ones_like(x))  # linear in the gradient too
+    torch.testing.assert_close(second, y.detach() / x.detach())
 
 
 def test_same_seed_same_mask_and_the_module_follows_train_and_eval(words):
