@@ -30,7 +30,12 @@ import torch
 import elman
 from elman.data import read_labelled_csv
 from elman.training.classify import CLASS_WEIGHTINGS, TrainConfig, train_classifier
-from elman.training.language import LanguageTrainConfig, read_language_data, train_language_model
+from elman.training.language import (
+    VALIDATION_SEGMENTS,
+    LanguageTrainConfig,
+    read_language_data,
+    train_language_model,
+)
 
 SAMPLES_PER_NATIONALITY = 100
 
@@ -41,7 +46,8 @@ def shakespeare(path: Path, budget: float, out: Path) -> dict:
     generator = elman.load(out)
     samples = generator.generate("ROMEO:\n", length=400, temperature=0.8, num_samples=2, seed=0)
     print(f"\n## tiny-shakespeare, --time-budget {budget:.0f}")
-    print("| seconds | step | train loss | val loss (32 segments, estimate) | val bits/char | chars/s |")
+    estimate = f"val loss ({VALIDATION_SEGMENTS} segments, estimate)"
+    print(f"| seconds | step | train loss | {estimate} | val bits/char | chars/s |")
     print("|---:|---:|---:|---:|---:|---:|")
     for h in metrics["history"]:
         print(f"| {h['seconds']:.0f} | {h['step']} | {h['train_loss']:.4f} | {h['val_loss']:.4f} | "

@@ -141,3 +141,27 @@ def test_training_calibrates_the_kept_model_and_saves_it(story_txt, tmp_path):
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert report["calibration"]["val_loss_before"] == pytest.approx(calibration["val_loss_before"])
     assert "calibration: temperature" in (tmp_path / "train.log").read_text()
+
+
+def test_an_interrupted_run_still_keeps_and_calibrates_its_best_model(story_txt, tmp_path, monkeypatch):
+    config = LanguageTrainConfig(epochs=50, batch_size=8, chunk_length=16, learning_rate=1e-2,
+                                 calibration_fraction=0.2)
+    data = read_language_data(story_txt, config)
+    steps = []
+    schedule = elman.training.language.warmup_cosine
+
+    def interrupt_at_step_40(*args):  # Ctrl-C arrives within the first epoch, before any validation
+        steps.append(None)
+        if len(steps) == 40:
+            raise KeyboardInterrupt
+        return schedule(*args)
+
+    monkeypatch.setattr(elman.training.language, "warmup_cosine", interrupt_at_step_40)
+    metrics = train_language_model(data, tmp_path, {"embedding_dim": 8, "hidden_size": 16, "num_layers": 1}, config,
+                                   progress=False)
+    assert metrics["stopped_by"] == "interrupt" and metrics["steps"] == 39
+    assert [record["step"] for record in metrics["history"]][-1] == 39  # the steps since the last epoch count
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["calibration"]["temperature"] == pytest.approx(metrics["calibration"]["temperature"])
+    assert stream_loss(elman.load(tmp_path).model, data.val[0]) == pytest.approx(metrics["val"]["loss"], rel=1e-6)
+    assert "stopped by interrupt after" in (tmp_path / "train.log").read_text()

@@ -334,43 +334,48 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
         def this_epoch(generator: torch.Generator) -> list[TextBatch]:
             return epoch_batches(data, config, generator)
 
-        for item in state.batches(this_epoch, config.epochs, total_steps, config.time_budget, started,
-                                  processes):
-            if item is None:  # an epoch is complete
-                if not config.eval_interval and validate():
+        try:
+            for item in state.batches(this_epoch, config.epochs, total_steps, config.time_budget, started,
+                                      processes):
+                if item is None:  # an epoch is complete
+                    if not config.eval_interval and validate():
+                        p["stopped"] = "early stopping"
+                    continue
+                batch, progress_now = item
+                began = time.monotonic()
+                mine = share(batch, processes)
+
+                def loss_sum(network, mine=mine):
+                    nonlocal hidden
+                    logits, hidden = network(mine.inputs, hidden if mine.continues else None, mine.lengths,
+                                             mine.conditions)
+                    loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                       mine.targets.reshape(-1), ignore_index=0, reduction="sum")
+                    return loss, int((mine.targets != 0).sum())
+
+                total, count = run.step(warmup_cosine(progress_now, config.learning_rate, config.warmup_fraction),
+                                        loss_sum)
+                hidden = hidden.detach()
+                p["step"] += 1
+                p["batch"] += 1
+                since = p["since"]
+                since["loss"] += total
+                since["tokens"] += count
+                since["seconds"] += time.monotonic() - began
+                bar.update()
+                bar.set_postfix(loss=f"{total / count:.3f}", bpc=f"{total / count / math.log(2):.3f}",
+                                chars_s=f"{since['tokens'] / max(since['seconds'], 1e-9):.0f}")
+                if config.eval_interval and p["step"] % config.eval_interval == 0 and validate():
                     p["stopped"] = "early stopping"
-                continue
-            batch, progress_now = item
-            began = time.monotonic()
-            mine = share(batch, processes)
-
-            def loss_sum(network, mine=mine):
-                nonlocal hidden
-                logits, hidden = network(mine.inputs, hidden if mine.continues else None, mine.lengths,
-                                         mine.conditions)
-                loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                   mine.targets.reshape(-1), ignore_index=0, reduction="sum")
-                return loss, int((mine.targets != 0).sum())
-
-            total, count = run.step(warmup_cosine(progress_now, config.learning_rate, config.warmup_fraction),
-                                    loss_sum)
-            hidden = hidden.detach()
-            p["step"] += 1
-            p["batch"] += 1
-            since = p["since"]
-            since["loss"] += total
-            since["tokens"] += count
-            since["seconds"] += time.monotonic() - began
-            bar.update()
-            bar.set_postfix(loss=f"{total / count:.3f}", bpc=f"{total / count / math.log(2):.3f}",
-                            chars_s=f"{since['tokens'] / max(since['seconds'], 1e-9):.0f}")
-            if config.eval_interval and p["step"] % config.eval_interval == 0 and validate():
-                p["stopped"] = "early stopping"
-            if config.checkpoint_every and p["step"] % config.checkpoint_every == 0:
-                p["elapsed"] = time.monotonic() - started
-                if data.kind == "text":  # lines start afresh; a long text carries its state on
-                    state.carried = processes.gather_rows(hidden, dim=1)
-                state.save(out_dir, run, settings, processes)
+                if config.checkpoint_every and p["step"] % config.checkpoint_every == 0:
+                    p["elapsed"] = time.monotonic() - started
+                    if data.kind == "text":  # lines start afresh; a long text carries its state on
+                        state.carried = processes.gather_rows(hidden, dim=1)
+                    state.save(out_dir, run, settings, processes)
+        except KeyboardInterrupt:  # Ctrl-C ends the run as a budget would: the best model is kept and calibrated
+            if processes.world > 1:
+                raise  # the other processes may wait inside a collective operation for this one
+            p["stopped"] = "interrupt"
         if p["since"]["tokens"]:  # steps since the last validation
             validate()
         bar.close()
