@@ -186,6 +186,24 @@ def test_compiled_loop_is_built_when_required():
     assert fused.compiled_loops is not None
 
 
+def test_a_compiled_module_older_than_the_code_is_set_aside_with_a_warning(monkeypatch):
+    import sys
+    import types
+
+    import elman.layer
+
+    stale = types.ModuleType("elman.layer._loops")
+    stale.__file__ = "/somewhere/_loops.so"
+    for name in fused.COMPILED_FUNCTIONS[:-1]:  # built before the last function was added
+        setattr(stale, name, getattr(fused.compiled_loops, name, None))
+    monkeypatch.setitem(sys.modules, "elman.layer._loops", stale)
+    monkeypatch.setattr(elman.layer, "_loops", stale, raising=False)
+    with pytest.warns(RuntimeWarning, match=r"_loops.so was built from an older _loops.cpp \(it has no dropout_apply"):
+        assert fused._compiled_module() is None
+    setattr(stale, fused.COMPILED_FUNCTIONS[-1], None)
+    assert fused._compiled_module() is stale
+
+
 @pytest.mark.parametrize("backend", ["fused", "reference"])
 @pytest.mark.parametrize("bidirectional", [False])
 def test_truncated_bptt_chunks_equal_one_long_run(backend, bidirectional):

@@ -46,6 +46,7 @@ The layer's output is float32.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import cached_property
@@ -57,10 +58,27 @@ from elman.threads import torch_threads
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid")
 
-try:  # built by `pip install --no-build-isolation .` when torch and a compiler are present
-    from elman.layer import _loops as compiled_loops
-except ImportError:
-    compiled_loops = None
+# What this code calls in the compiled module; a module built from an older _loops.cpp may lack some.
+COMPILED_FUNCTIONS = ("forward_loop", "backward_loop", "forward_loop_bf16", "backward_loop_bf16", "dropout_apply")
+
+
+def _compiled_module():
+    """The compiled loops (``_loops.cpp``), or None where they were not built. A build older than this code
+    is set aside with a warning that says how to rebuild it, and the Python loops run meanwhile."""
+    try:  # built by `pip install --no-build-isolation .` when torch and a compiler are present
+        from elman.layer import _loops
+    except ImportError:
+        return None
+    missing = [name for name in COMPILED_FUNCTIONS if not hasattr(_loops, name)]
+    if missing:
+        warnings.warn(f"{_loops.__file__} was built from an older _loops.cpp (it has no {', '.join(missing)}); "
+                      "the slower Python loops run instead until it is rebuilt: pip install --no-build-isolation . "
+                      "(or, in a source checkout, python setup.py build_ext --inplace)", RuntimeWarning, stacklevel=2)
+        return None
+    return _loops
+
+
+compiled_loops = _compiled_module()
 
 # Below this many multiply-adds per step, a second thread costs more in synchronisation than it saves.
 SINGLE_THREAD_STEP_MACS = 1 << 19
