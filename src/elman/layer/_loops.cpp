@@ -134,38 +134,27 @@ class MixedProduct {
   at::Tensor w_op_, operand_, product_;
 };
 
-void tanh_inplace(int n, float* x) { vsTanh(n, x, x); }
-void tanh_inplace(int n, double* x) { vdTanh(n, x, x); }
+void tanh_inplace(float* x, int64_t n) { vsTanh(static_cast<int>(n), x, x); }
+void tanh_inplace(double* x, int64_t n) { vdTanh(static_cast<int>(n), x, x); }
 
-template <typename scalar_t>
-void activate_(scalar_t* x, int n, int64_t activation) {
+// The activation in place on n values; tanh_in_place(x, n) computes tanh, and sigmoid through it. The float32
+// and float64 loops pass MKL's (tanh_inplace), the mixed-precision loops tanh_approximate.
+template <typename scalar_t, typename Tanh>
+void activate_(scalar_t* x, int n, int64_t activation, Tanh tanh_in_place) {
   switch (activation) {
     case kTanh:
-      tanh_inplace(n, x);
+      tanh_in_place(x, n);
       break;
     case kRelu:
       for (int i = 0; i < n; ++i) x[i] = x[i] > 0 ? x[i] : scalar_t(0);
       break;
     case kSigmoid:
       for (int i = 0; i < n; ++i) x[i] *= scalar_t(0.5);
-      tanh_inplace(n, x);
+      tanh_in_place(x, n);
       for (int i = 0; i < n; ++i) x[i] = scalar_t(0.5) * x[i] + scalar_t(0.5);
       break;
     default:
       TORCH_CHECK(false, "unknown activation code ", activation);
-  }
-}
-
-// activate_ for the mixed-precision loops, with tanh_approximate for tanh and sigmoid.
-void activate_mixed(float* x, int n, int64_t activation) {
-  if (activation == kTanh) {
-    tanh_approximate(x, n);
-  } else if (activation == kSigmoid) {
-    for (int i = 0; i < n; ++i) x[i] *= 0.5f;
-    tanh_approximate(x, n);
-    for (int i = 0; i < n; ++i) x[i] = 0.5f * x[i] + 0.5f;
-  } else {
-    activate_(x, n, activation);
   }
 }
 
@@ -203,7 +192,7 @@ void forward_loop(at::Tensor out, const at::Tensor& h0, const at::Tensor& w_hh,
       const int rows = static_cast<int>(steps_active[t]);
       scalar_t* step = base + static_cast<int64_t>(t) * stride;
       gemm_accumulate(true, rows, H, w.data_ptr<scalar_t>(), previous, step);
-      activate_(step, rows * H, activation);
+      activate_(step, rows * H, activation, [](scalar_t* v, int64_t m) { tanh_inplace(v, m); });
       previous = step;
     }
   });
@@ -273,7 +262,7 @@ void forward_loop_bf16(at::Tensor out, const at::Tensor& h0, const at::Tensor& w
     const int rows = static_cast<int>(steps_active[t]);
     float* step = base + static_cast<int64_t>(t) * stride;
     recurrent.accumulate(previous, rows, step);
-    activate_mixed(step, rows * H, activation);
+    activate_(step, rows * H, activation, [](float* v, int64_t m) { tanh_approximate(v, m); });
     previous = step;
   }
 }
