@@ -103,9 +103,10 @@ class LanguageModel(nn.Module):
 
 
 @torch.no_grad()
-def stream_loss(model: LanguageModel, ids: Tensor, segments: int = 1, burn_in: int = 0,
-                chunk_length: int = 4096) -> float:
-    """Mean next-character cross-entropy (nats) over a text ``ids`` (N,), read statefully.
+def scored_stream_logits(model: LanguageModel, ids: Tensor, segments: int = 1, burn_in: int = 0,
+                         chunk_length: int = 4096) -> Iterator[tuple[Tensor, Tensor]]:
+    """Per chunk of a text ``ids`` (N,) read statefully: the logits (n, V) and targets (n,) of its next-character
+    predictions, with target 0 where a prediction is not scored (burn-in and padding).
 
     ``segments=1`` is exact: one pass over the whole text, the state carried from chunk to chunk, equal to
     one long forward pass. With more, the text is cut into that many segments read in parallel (much
@@ -128,17 +129,24 @@ def stream_loss(model: LanguageModel, ids: Tensor, segments: int = 1, burn_in: i
     lengths = torch.tensor([row[0].shape[0] for row in rows])
     inputs = nn.utils.rnn.pad_sequence([row[0] for row in rows], batch_first=True)
     targets = nn.utils.rnn.pad_sequence([row[1] for row in rows], batch_first=True)
-    total, state = 0.0, None
+    state = None
     for start in range(0, int(lengths[0]), chunk_length):
         running = int((lengths > start).sum())
         steps = (lengths[:running] - start).clamp(max=chunk_length)
         width = int(steps[0])
         logits, state = model(inputs[:running, start : start + width], None if state is None else state[:, :running],
                               lengths=None if bool((steps == width).all()) else steps)
-        total += float(nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                   targets[:running, start : start + width].reshape(-1),
-                                                   ignore_index=0, reduction="sum"))
-    return total / predictions
+        yield logits.reshape(-1, logits.shape[-1]), targets[:running, start : start + width].reshape(-1)
+
+
+def stream_loss(model: LanguageModel, ids: Tensor, segments: int = 1, burn_in: int = 0,
+                chunk_length: int = 4096) -> float:
+    """Mean next-character cross-entropy (nats) over a text ``ids`` (N,), read statefully: exactly with
+    ``segments=1``, else estimated (see ``scored_stream_logits``)."""
+    total = 0.0
+    for logits, targets in scored_stream_logits(model, ids, segments, burn_in, chunk_length):
+        total += float(nn.functional.cross_entropy(logits, targets, ignore_index=0, reduction="sum"))
+    return total / (ids.shape[0] - 1)
 
 
 @torch.no_grad()

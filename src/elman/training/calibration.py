@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from elman.models.language_model import LanguageModel, scored_line_logits
+from elman.models.language_model import LanguageModel, scored_line_logits, scored_stream_logits
 
 SHARPNESS_RANGE = (1e-2, 1e2)  # the search interval for 1/T; far beyond any useful temperature
 
@@ -24,16 +24,11 @@ SHARPNESS_RANGE = (1e-2, 1e2)  # the search interval for 1/T; far beyond any use
 def held_out_logits(model: LanguageModel, kind: str, held_out: tuple,
                     chunk_length: int = 4096) -> tuple[Tensor, Tensor]:
     """-> (logits (N, V), targets (N,)) for every scored character of ``held_out``: a long text ``(ids,)``,
-    read statefully from a zero state, or lines ``(ids (N, T), lengths (N,), conditions (N,) or None)``."""
-    model.eval()
-    if kind == "text":
-        (ids,) = held_out
-        pieces, state = [], None
-        for start in range(0, ids.shape[0] - 1, chunk_length):
-            logits, state = model(ids[None, start : min(start + chunk_length, ids.shape[0] - 1)], state)
-            pieces.append(logits[0])
-        return torch.cat(pieces).float(), ids[1:]
-    logits, targets = zip(*scored_line_logits(model, *held_out), strict=True)
+    read statefully from a zero state in chunks of ``chunk_length`` (every prediction is scored), or lines
+    ``(ids (N, T), lengths (N,), conditions (N,) or None)``."""
+    pieces = (scored_stream_logits(model, *held_out, chunk_length=chunk_length) if kind == "text"
+              else scored_line_logits(model, *held_out))
+    logits, targets = zip(*pieces, strict=True)
     return torch.cat(logits).float(), torch.cat(targets)
 
 
