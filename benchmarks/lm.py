@@ -2,6 +2,9 @@
 
     python benchmarks/lm.py [--budgets 170 600] [--surnames-budget 120] [--threads 2]
 
+The defaults are the acceptance run of the language-model issue: both budgets, temperatures 1.0 and 1.1,
+guidance 0, 1 and 2, and a class-balanced judge (about 22 minutes on 2 cores).
+
 1. tiny-shakespeare (``../shared/data/tinyshakespeare.txt``), first 90% train, last 10% validation, elman's
    default language model and settings with each ``--time-budget`` (which hold out the training text's first
    2% to calibrate the output's temperature on): validation loss against wall-clock time, the exact validation
@@ -9,12 +12,13 @@
    samples.
    Reference: nanoGPT's CPU configuration reaches 1.886 nats/char in about 165 s on this kind of machine.
 2. Surnames (``../shared/data/surnames.csv``): a language model conditioned on the nationality (default
-   settings), and a classifier with default settings; for each nationality, ``--temperatures`` and
+   settings), and a classifier (the judge, see below); for each nationality, ``--temperatures`` and
    ``--guidance`` strengths, 100 samples: the share not in the training set, and the share the classifier
    assigns to the requested nationality. Beside them, the share of real names of that nationality the
    classifier assigns to it, among the test names it never saw (not in train or val, which its refit
-   learns from): what a generator of realistic new names can expect. ``--judge-class-weighting balanced``
-   trains the classifier with every nationality weighted alike, so that it does not lean to the common ones.
+   learns from): what a generator of realistic new names can expect. The judge is trained with every
+   nationality weighted alike (``--judge-class-weighting balanced``), so that it does not lean to the
+   common ones; ``none`` trains it as ``elman train`` does by default.
 
 Prints tables and writes ``lm.json`` into ``--out``.
 """
@@ -133,14 +137,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--text", type=Path, default=Path("../shared/data/tinyshakespeare.txt"))
     parser.add_argument("--surnames", type=Path, default=Path("../shared/data/surnames.csv"))
-    parser.add_argument("--budgets", type=float, nargs="*", default=[170.0], help="tiny-shakespeare time budgets")
+    parser.add_argument("--budgets", type=float, nargs="*", default=[170.0, 600.0], help="tiny-shakespeare time budgets")
     parser.add_argument("--surnames-budget", type=float, default=120.0, help="0 skips the surname part")
     parser.add_argument("--classifier-budget", type=float, default=150.0)
-    parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.7])
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 1.1])
     parser.add_argument("--guidance", type=float, nargs="+", default=[0.0, 1.0, 2.0],
                         help="strengths of steering towards the condition (elman generate --guidance)")
-    parser.add_argument("--judge-class-weighting", choices=CLASS_WEIGHTINGS, default="none",
-                        help="the classifier's class weighting (--class-weighting and --bag-class-weighting)")
+    parser.add_argument("--judge-class-weighting", choices=CLASS_WEIGHTINGS, default="balanced",
+                        help="the classifier's class weighting (--class-weighting and --bag-class-weighting); "
+                             "balanced: it does not lean to the common nationalities")
     parser.add_argument("--reuse", action="store_true", help="reuse the surname models already in --out")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
