@@ -137,7 +137,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--text", type=Path, default=Path("../shared/data/tinyshakespeare.txt"))
     parser.add_argument("--surnames", type=Path, default=Path("../shared/data/surnames.csv"))
-    parser.add_argument("--budgets", type=float, nargs="*", default=[170.0, 600.0], help="tiny-shakespeare time budgets")
+    parser.add_argument("--budgets", type=float, nargs="*", default=[170.0, 600.0],
+                        help="tiny-shakespeare time budgets")
     parser.add_argument("--surnames-budget", type=float, default=120.0, help="0 skips the surname part")
     parser.add_argument("--classifier-budget", type=float, default=150.0)
     parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 1.1])

@@ -15,8 +15,9 @@ def test_train_evaluate_generate_from_the_command_line(story_txt, tmp_path):
     out = tmp_path / "lm"
     run = elman("train", "--task", "lm", "--data", story_txt, "--out", out, "--epochs", "2", "--hidden-size", "32",
                 "--num-layers", "1", "--batch-size", "8", "--chunk-length", "16", "--calibration-fraction", "0.2",
-                "--json")
+                "--embedding-dropout", "0.05", "--json")
     assert run.returncode == 0, run.stderr
+    assert json.loads((out / "config.json").read_text())["model"]["embedding_dropout"] == 0.05
     trained = json.loads(run.stdout)
     assert trained["stopped_by"] == "epochs" and trained["val"]["loss"] > 0
     assert trained["calibration"]["characters"] > 1000 and trained["calibration"]["temperature"] > 0
@@ -84,6 +85,8 @@ def test_options_of_the_other_task_are_refused(story_txt, tmp_path):
 
 def test_bad_model_options_are_refused_before_anything_is_written(story_txt, tmp_path):
     for option, value, message in [("--weight-dropout", "-0.5", "weight_dropout should be a number in range [0, 1)"),
+                                   ("--embedding-dropout", "1.5", "dropout probability has to be between 0 and 1, "
+                                    "but got 1.5"),
                                    ("--weight-decay", "-1", "--weight-decay: must be a number >= 0, got -1"),
                                    ("--calibration-fraction", "0.7", "calibration_fraction must be at least 0 and "
                                     "below 0.5, got 0.7")]:

@@ -61,6 +61,29 @@ def test_line_loss_scores_every_character_and_the_end_once():
     assert line_loss(lm, ids, lengths, None) == pytest.approx(nll.item() / 6, rel=1e-12)
 
 
+@pytest.mark.parametrize("conditioned", [False, True])
+def test_embedding_dropout_zeroes_and_rescales_the_character_embeddings_in_training_only(conditioned):
+    lm = model(embedding_dropout=0.4, num_conditions=3 if conditioned else 0)
+    plain = model(num_conditions=3 if conditioned else 0)
+    plain.load_state_dict(lm.state_dict())
+    ids = torch.randint(4, 12, (6, 40))
+    conditions = torch.tensor([0, 1, 2, 0, 1, 2]) if conditioned else None
+    read = []
+    lm.rnn.register_forward_pre_hook(lambda module, args: read.append(args[0]))
+    lm.train()
+    lm(ids, conditions=conditions)
+    embedded = lm.embedding(ids.t()).detach()
+    added = lm.condition_inputs(conditions) if conditioned else 0
+    characters = (read[0] - added).detach()  # (T, B, E): what the first layer read of the characters
+    dropped = characters.abs() < 1e-12
+    scale = characters[~dropped] / embedded[~dropped]  # one factor, 1 / (1 - p) with p as the hash resolves it
+    torch.testing.assert_close(scale, torch.full_like(scale, float(scale[0])), rtol=1e-12, atol=0)
+    assert float(scale[0]) == pytest.approx(1 / 0.6, rel=1e-4)
+    assert 0.3 < dropped.double().mean() < 0.5
+    lm.eval()
+    torch.testing.assert_close(lm(ids, conditions=conditions)[0], plain(ids, conditions=conditions)[0], rtol=0, atol=0)
+
+
 def test_a_conditioned_model_starts_from_its_condition():
     lm = model(num_layers=2, num_conditions=3)
     ids = torch.randint(4, 12, (2, 6))

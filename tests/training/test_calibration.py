@@ -148,7 +148,7 @@ def test_an_interrupted_run_still_keeps_and_calibrates_its_best_model(story_txt,
                                  calibration_fraction=0.2)
     data = read_language_data(story_txt, config)
     steps = []
-    schedule = elman.training.language.warmup_cosine
+    schedule = elman.training.language.warmup_stable_decay
 
     def interrupt_at_step_40(*args):  # Ctrl-C arrives within the first epoch, before any validation
         steps.append(None)
@@ -156,7 +156,7 @@ def test_an_interrupted_run_still_keeps_and_calibrates_its_best_model(story_txt,
             raise KeyboardInterrupt
         return schedule(*args)
 
-    monkeypatch.setattr(elman.training.language, "warmup_cosine", interrupt_at_step_40)
+    monkeypatch.setattr(elman.training.language, "warmup_stable_decay", interrupt_at_step_40)
     metrics = train_language_model(data, tmp_path, {"embedding_dim": 8, "hidden_size": 16, "num_layers": 1}, config,
                                    progress=False)
     assert metrics["stopped_by"] == "interrupt" and metrics["steps"] == 39

@@ -26,6 +26,7 @@ class LanguageModelConfig:
     num_layers: int = 2
     nonlinearity: str = "tanh"
     dropout: float = 0.0  # between recurrent layers and before the output layer
+    embedding_dropout: float = 0.0  # on each element of the character embeddings, before the first layer
     weight_dropout: float = 0.0  # DropConnect on the recurrent weights W_hh (ElmanRNN's weight_dropout)
     num_conditions: int = 0  # labels a conditioned model can be steered by; 0: unconditioned
 
@@ -60,6 +61,7 @@ class LanguageModel(nn.Module):
             _, w_hh, _, _ = self.rnn.direction_parameters(layer, 0)
             nn.init.orthogonal_(w_hh)
         self.dropout = Dropout(config.dropout)
+        self.embedding_dropout = Dropout(config.embedding_dropout)
         self.output = nn.Linear(config.hidden_size, config.vocab_size)
         self.conditions = (nn.Embedding(config.num_conditions, config.num_layers * config.hidden_size)
                            if config.num_conditions else None)
@@ -90,9 +92,12 @@ class LanguageModel(nn.Module):
         self.check_conditions(ids.shape[0], conditions)
         if state is None:
             state = self.initial_state(ids.shape[0], conditions)
-        if self.condition_inputs is None:  # the inputs are rows of the embedding table
+        dropped = self.training and self.embedding_dropout.p > 0
+        if self.condition_inputs is None and not dropped:  # the inputs are rows of the embedding table
             return self.rnn.forward_from_table(self.embedding.weight, ids.t(), state, lengths=lengths)
-        inputs = self.embedding(ids.t()) + self.condition_inputs(conditions)
+        inputs = self.embedding_dropout(self.embedding(ids.t()))
+        if self.condition_inputs is not None:
+            inputs = inputs + self.condition_inputs(conditions)
         return self.rnn(inputs, state, lengths=lengths)
 
     def forward(self, ids: Tensor, state: Tensor | None = None, lengths: Tensor | None = None,
