@@ -13,7 +13,7 @@ def train(task, data, out, processes):
         if processes > 1 else [sys.executable]
     options = ["--task", task, "--data", str(data), "--out", str(out), "--seed", "5", "--batch-size", "8",
                "--hidden-size", "24", "--num-layers", "2", "--epochs", "2", "--precision", "fp32", "--json",
-               "--dropout", "0", "--weight-dropout", "0",  # dropout masks differ between one process and two
+               "--dropout", "0", "--weight-dropout", "0", "--embedding-dropout", "0",  # masks differ by process
                "--threads", "1",  # as torchrun gives each process: sums in the same order (the n-gram member's fit)
                "--checkpoint-every", "5"]
     if task == "lm":

@@ -184,7 +184,7 @@ def test_time_budget_ends_training_with_a_usable_checkpoint(story_txt, tmp_path)
 def test_defaults_follow_the_data_and_the_budget_and_given_options_win():
     assert model_options_for("text", LONG_RUN_SECONDS, None) == LONG_RUN_MODEL
     assert model_options_for("text", LONG_RUN_SECONDS, {"hidden_size": 64}) == {**LONG_RUN_MODEL, "hidden_size": 64}
-    assert model_options_for("text", LONG_RUN_SECONDS - 1, {"dropout": 0.0}) == {"dropout": 0.0}
+    assert model_options_for("text", LONG_RUN_SECONDS - 1, {"dropout": 0.0}) == {**TEXT_MODEL, "dropout": 0.0}
     assert model_options_for("text", None, None) == model_options_for("text", 170, None) == TEXT_MODEL
     assert model_options_for("lines", 10 * LONG_RUN_SECONDS, None) == LINES_MODEL  # names: dropout, any budget
     assert model_options_for("lines", None, {"dropout": 0.0}) == {"dropout": 0.0}
