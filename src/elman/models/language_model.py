@@ -43,7 +43,8 @@ class LanguageModel(nn.Module):
     Returns ``(logits (B, T, V), state (L, B, H))``. Per layer, :math:`h_t = \\tanh(x_t W_{ih}^T + b_{ih}
     + h_{t-1} W_{hh}^T + b_{hh})` (or the configured nonlinearity), :math:`x_t` the character embedding for
     the first layer (plus the condition's input embedding) and the layer below's :math:`h_t` above it;
-    logits :math:`= h^{(L)}_t W_{out}^T + b`.
+    logits :math:`= h^{(L)}_t W_{out}^T + b`. In training, dropout acts on the character embeddings
+    (``embedding_dropout``), between the layers and before the output layer (``dropout``).
     """
 
     def __init__(self, config: LanguageModelConfig):
