@@ -3,7 +3,7 @@
     python benchmarks/lm.py [--budgets 170 600] [--surnames-budget 120] [--threads 2]
 
 The defaults are the acceptance run of the language-model issue: both budgets, temperatures 1.0 and 1.1,
-guidance 0, 1 and 2, and a class-balanced judge (about 22 minutes on 2 cores).
+guidance 0, 1 and 2, and a class-balanced judge (about 30 minutes on 2 cores).
 
 1. tiny-shakespeare (``../shared/data/tinyshakespeare.txt``), first 90% train, last 10% validation, elman's
    default language model and settings with each ``--time-budget`` (which hold out the training text's first
