@@ -8,10 +8,10 @@ import math
 WARMUP_START = 0.01  # fraction of the peak rate at the very first step
 
 
-def warmup(progress: float, peak: float, warmup_fraction: float) -> float | None:
-    """The rate during the linear warm-up from ``WARMUP_START * peak`` to ``peak`` over the first
-    ``warmup_fraction`` of the run; None once it is over."""
-    return peak * max(progress / warmup_fraction, WARMUP_START) if progress < warmup_fraction else None
+def warmup(progress: float, peak: float, warmup_fraction: float) -> float:
+    """The rate at ``progress`` within the linear warm-up from ``WARMUP_START * peak`` to ``peak`` over the
+    first ``warmup_fraction`` of the run."""
+    return peak * max(progress / warmup_fraction, WARMUP_START)
 
 
 def warmup_cosine(progress: float, peak: float, warmup_fraction: float) -> float:
@@ -22,9 +22,8 @@ def warmup_cosine(progress: float, peak: float, warmup_fraction: float) -> float
     ends with the rate at 0 instead of being cut off mid-schedule.
     """
     progress = min(max(progress, 0.0), 1.0)
-    rate = warmup(progress, peak, warmup_fraction)
-    if rate is not None:
-        return rate
+    if progress < warmup_fraction:
+        return warmup(progress, peak, warmup_fraction)
     decayed = (progress - warmup_fraction) / max(1.0 - warmup_fraction, 1e-12)
     return peak * 0.5 * (1 + math.cos(math.pi * decayed))
 
@@ -38,13 +37,12 @@ def warmup_stable_decay(progress: float, peak: float, warmup_fraction: float, de
     training text; the steep start of the decay then gains most of what annealing gives.
     """
     progress = min(max(progress, 0.0), 1.0)
-    rate = warmup(progress, peak, warmup_fraction)
-    if rate is not None:
-        return rate
+    if progress < warmup_fraction:
+        return warmup(progress, peak, warmup_fraction)
     start = 1.0 - decay_fraction
     if progress <= start:
         return peak
-    return peak * (1 - math.sqrt((progress - start) / max(decay_fraction, 1e-12)))
+    return peak * (1 - math.sqrt((progress - start) / decay_fraction))  # here decay_fraction > progress - start > 0
 
 
 def run_progress(step: int, total_steps: int, elapsed: float, time_budget: float | None) -> float:
