@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-layers", dest="num_layers", type=_positive_int)
     train.add_argument("--nonlinearity", choices=["tanh", "relu", "sigmoid"])
     train.add_argument("--dropout", type=float,
-                       help="default: classify 0.2; lm 0.1 on a text, 0.3 for lines")
+                       help="default: classify 0.2; lm 0.1 on a text (0.05 with --time-budget >= 300), 0.3 for lines")
     train.add_argument("--embedding-dropout", dest="embedding_dropout", type=float,
                        help="dropout on the character embeddings (default: classify as --dropout; lm 0.1 on a text, "
                        "0 for lines)")
