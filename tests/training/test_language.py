@@ -207,8 +207,8 @@ def test_a_long_budget_run_records_the_wider_network(story_txt, tmp_path):
     config = LanguageTrainConfig(epochs=1, batch_size=8, chunk_length=16, time_budget=LONG_RUN_SECONDS)
     train_language_model(read_language_data(story_txt, config), tmp_path, {"num_layers": 1}, config, progress=False)
     model = json.loads((tmp_path / "config.json").read_text())["model"]
-    assert (model["hidden_size"], model["dropout"], model["num_layers"]) == (LONG_RUN_MODEL["hidden_size"],
-                                                                         LONG_RUN_MODEL["dropout"], 1)
+    expected = (LONG_RUN_MODEL["hidden_size"], LONG_RUN_MODEL["dropout"], 1)
+    assert (model["hidden_size"], model["dropout"], model["num_layers"]) == expected
 
 
 def test_each_epoch_cuts_a_long_text_at_other_places():
