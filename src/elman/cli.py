@@ -353,8 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dropout", type=float,
                        help="default: classify 0.2; lm 0.1 on a text (0.05 with --time-budget >= 300), 0.3 for lines")
     train.add_argument("--embedding-dropout", dest="embedding_dropout", type=float,
-                       help="dropout on the character embeddings (default: classify as --dropout; lm 0.1 on a text, "
-                       "0 for lines)")
+                       help="dropout on the character embeddings (default: classify as --dropout; lm 0.1)")
     train.add_argument("--weight-dropout", dest="weight_dropout", type=float,
                        help="DropConnect on the recurrent weights W_hh in training (default: classify 0.3, lm 0)")
     train.add_argument("--members", type=_positive_int,
