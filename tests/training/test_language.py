@@ -102,8 +102,9 @@ def ending_label(name):
 def test_guidance_makes_samples_more_typical_of_their_condition(conditioned_lm):
     generator = elman.load(conditioned_lm[0])
     typical = Counter()
-    # Of 1,200 names the small fixture model gains 74-110 typical ones at guidance 4 (training seeds 0-5); with
-    # 300 the gain (12-40) was within the sampling noise, and moved with the last bits of the arithmetic.
+    # Of 1,200 names the small fixture model gains 59-104 typical ones at guidance 4 (training seeds 0-3; 40-96
+    # with embedding dropout 0.1, which the fixture leaves out); with 300 the gain (12-40) was within the
+    # sampling noise, and moved with the last bits of the arithmetic.
     for guidance in (0.0, 4.0):
         for condition in generator.conditions:
             samples = generator.generate(num_samples=400, seed=0, condition=condition, guidance=guidance)
@@ -187,7 +188,7 @@ def test_defaults_follow_the_data_and_the_budget_and_given_options_win():
     assert model_options_for("text", LONG_RUN_SECONDS - 1, {"dropout": 0.0}) == {**TEXT_MODEL, "dropout": 0.0}
     assert model_options_for("text", None, None) == model_options_for("text", 170, None) == TEXT_MODEL
     assert model_options_for("lines", 10 * LONG_RUN_SECONDS, None) == LINES_MODEL  # names: dropout, any budget
-    assert model_options_for("lines", None, {"dropout": 0.0}) == {"dropout": 0.0}
+    assert model_options_for("lines", None, {"dropout": 0.0}) == {**LINES_MODEL, "dropout": 0.0}
 
 
 def test_weight_decay_follows_the_kind_of_data_unless_given(trained_lm, conditioned_lm, story_txt, tmp_path):
