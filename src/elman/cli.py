@@ -41,7 +41,7 @@ TASK_ONLY_OPTIONS = {
     "classify": ("label_column", "label_smoothing", "class_weighting", "bag_class_weighting", "select_by", "members",
                  "bag_ngrams", "lm_loss_weight", "no_refit"),
     "lm": ("val_data", "val_fraction", "calibration_fraction", "lines", "condition_column", "chunk_length",
-           "eval_interval"),
+           "eval_interval", "device"),
 }
 
 
@@ -346,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", choices=["auto", "bf16", "fp32"],
                        help="bf16: bfloat16 GEMMs, float32 weights and states; auto: bf16 where the CPU is fast at it "
                        "(default: auto for lm, fp32 for classify)")
+    train.add_argument("--device", help="lm: where the model trains: cpu (default), cuda or cuda:N (a GPU; the "
+                       "recurrence then runs in cuDNN, in float32 unless --precision bf16)")
     train.add_argument("--embedding-dim", dest="embedding_dim", type=_positive_int)
     train.add_argument("--hidden-size", dest="hidden_size", type=_positive_int)
     train.add_argument("--num-layers", dest="num_layers", type=_positive_int)

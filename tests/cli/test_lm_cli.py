@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 
 def elman(*args):
@@ -81,6 +82,15 @@ def test_options_of_the_other_task_are_refused(story_txt, tmp_path):
     assert run.returncode == 2 and "--no-refit applies to --task classify only" in run.stderr
     run = elman("train", "--data", story_txt, "--out", tmp_path, "--calibration-fraction", "0.1")
     assert run.returncode == 2 and "--calibration-fraction applies to --task lm only" in run.stderr
+    run = elman("train", "--data", story_txt, "--out", tmp_path, "--device", "cpu")
+    assert run.returncode == 2 and "--device applies to --task lm only" in run.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_training_on_a_gpu_that_is_not_there_is_one_clear_line(story_txt, tmp_path):
+    run = elman("train", "--task", "lm", "--data", story_txt, "--out", tmp_path / "out", "--device", "cuda")
+    assert run.returncode == 2 and "PyTorch sees no CUDA GPU here" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_model_options_are_refused_before_anything_is_written(story_txt, tmp_path):

@@ -55,6 +55,12 @@ class TextBatch:
     conditions: torch.Tensor | None = None
     continues: bool = False
 
+    def to(self, device: torch.device) -> TextBatch:
+        """The batch on ``device``; ``lengths`` stay on the CPU, where the recurrence reads them (as
+        ``pack_padded_sequence`` does)."""
+        return TextBatch(self.inputs.to(device), self.targets.to(device), self.lengths,
+                         None if self.conditions is None else self.conditions.to(device), self.continues)
+
 
 def stream_batches(ids: torch.Tensor, batch_size: int, chunk_length: int, offset: int = 0) -> list[TextBatch]:
     """Truncated-BPTT chunks of one long text ``ids`` (N,): the text is cut into ``batch_size`` equal

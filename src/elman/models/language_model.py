@@ -120,6 +120,7 @@ def scored_stream_logits(model: LanguageModel, ids: Tensor, segments: int = 1, b
     estimate, used for validation during training.
     """
     model.eval()
+    device = model.output.weight.device  # the text may stay on the CPU; each chunk goes where the model is
     predictions = ids.shape[0] - 1
     if predictions < 1:
         raise ValueError("a text of fewer than two characters has nothing to predict")
@@ -140,9 +141,10 @@ def scored_stream_logits(model: LanguageModel, ids: Tensor, segments: int = 1, b
         running = int((lengths > start).sum())
         steps = (lengths[:running] - start).clamp(max=chunk_length)
         width = int(steps[0])
-        logits, state = model(inputs[:running, start : start + width], None if state is None else state[:, :running],
+        logits, state = model(inputs[:running, start : start + width].to(device),
+                              None if state is None else state[:, :running],
                               lengths=None if bool((steps == width).all()) else steps)
-        yield logits.reshape(-1, logits.shape[-1]), targets[:running, start : start + width].reshape(-1)
+        yield logits.reshape(-1, logits.shape[-1]), targets[:running, start : start + width].reshape(-1).to(device)
 
 
 def stream_loss(model: LanguageModel, ids: Tensor, segments: int = 1, burn_in: int = 0,
@@ -162,6 +164,7 @@ def scored_line_logits(model: LanguageModel, ids: Tensor, lengths: Tensor, condi
     (n, V) and targets (n,) of every predicted token, each character and each line's end, padding left out."""
     model.eval()
     for batch in line_batches(ids, lengths, conditions, batch_size):
+        batch = batch.to(model.output.weight.device)  # the lines may stay on the CPU
         logits, _ = model(batch.inputs, lengths=batch.lengths, conditions=batch.conditions)
         scored = batch.targets != 0
         yield logits[scored], batch.targets[scored]

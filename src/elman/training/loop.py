@@ -84,6 +84,29 @@ def join_processes() -> Processes:
     return Processes(dist.get_rank(), dist.get_world_size())
 
 
+def training_device(name: str, processes: Processes) -> torch.device:
+    """The device a run trains on: "cpu", or "cuda" / "cuda:N" where PyTorch sees that GPU. Several
+    processes (torchrun) train on the CPU only: their process group is gloo's."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {name!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: PyTorch sees no CUDA GPU here (a CPU build of torch, or no driver); "
+                         "train with device cpu")
+    if (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if processes.world > 1:
+        raise ValueError(f"device {name!r}: several processes (torchrun) train on the CPU only; leave the device "
+                         "at cpu, or train in one process on the GPU")
+    return device
+
+
 # Below this many trained parameters a step's operations are too small to share between threads: the
 # book's surname classifier (24k parameters, batch 64) steps in 1.9 ms on one thread and 2.2 ms on two;
 # the default classifier (290k) in 22 ms on one and 16 ms on two.
@@ -150,7 +173,7 @@ class Optimisation:
         if not self.model.training:  # train() walks every submodule: 0.1 ms a step for a small model
             self.model.train()
         with torch_threads(self.threads):
-            with autocast(self.precision):
+            with autocast(self.precision, self.values.device):
                 total, count = loss_sum(self.model)
             count = float(self.processes.total(torch.tensor([float(count)]))) if self.processes.world > 1 \
                 else float(count)
@@ -191,19 +214,24 @@ class Optimisation:
         self.optimizer.state.clear()
 
     def snapshot(self) -> tuple[dict[str, Tensor], dict]:
-        """Model, optimizer and the global random generator (dropout): (named tensors, JSON-able rest)."""
+        """Model, optimizer and the global random generators (dropout; the GPU's too when the model is on
+        one): (named tensors, JSON-able rest)."""
         optimizer, rest = optimizer_tensors(self.optimizer)
         tensors = {**prefixed("model", self.module.state_dict()), **prefixed("optimizer", optimizer),
                    "rng.torch": torch.get_rng_state()}
+        if self.values.is_cuda:
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.values.device)
         return tensors, rest
 
     def restore(self, tensors: dict[str, Tensor], optimizer_rest: dict) -> None:
         self.module.load_state_dict(unprefixed("model", tensors))
         restore_optimizer(self.optimizer, unprefixed("optimizer", tensors), optimizer_rest)
         torch.set_rng_state(tensors["rng.torch"])
+        if self.values.is_cuda and "rng.cuda" in tensors:  # a run begun on the CPU draws anew on the GPU
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.values.device)
 
 
-RESUMABLE_CHANGES = ("time_budget", "threads", "checkpoint_every")  # settings a resumed run may change
+RESUMABLE_CHANGES = ("time_budget", "threads", "checkpoint_every", "device")  # settings a resumed run may change
 
 
 class RunState:
@@ -311,7 +339,9 @@ class RunLog:
             stepped = sum(q.numel() for q in model.parameters() if q.requires_grad)
             self(f"model {asdict(model_config)}; {total} parameters"
                  + (f", {stepped} of them trained by the optimizer's steps" if stepped != total else ""))
-            self(f"training {asdict(training_config)}; precision here: {resolve(training_config.precision)}; "
+            device = next(model.parameters()).device
+            precision = resolve(training_config.precision, device)
+            self(f"training {asdict(training_config)}; on {device}, precision {precision}; "
                  f"{self.processes.world} process(es)")
 
     def __exit__(self, *exception) -> None:

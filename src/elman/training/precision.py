@@ -1,7 +1,8 @@
 """Training precision: float32, or bfloat16 GEMMs with float32 states and weights (mixed precision).
 
 ``"auto"`` picks mixed precision where the CPU computes bfloat16 natively (AMX or AVX512-BF16: several
-times the float32 GEMM speed); elsewhere bfloat16 would be emulated and slower, so float32 is kept.
+times the float32 GEMM speed); elsewhere bfloat16 would be emulated and slower, so float32 is kept. On a
+GPU, ``"auto"`` is float32: the recurrence runs in cuDNN's whole-sequence kernels, whose float32 is fast.
 """
 
 from __future__ import annotations
@@ -24,17 +25,18 @@ def cpu_has_fast_bfloat16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def resolve(precision: str) -> str:
-    """"auto" -> "bf16" or "fp32" for this machine; the others are returned as they are."""
+def resolve(precision: str, device: torch.device | str = "cpu") -> str:
+    """"auto" -> "bf16" or "fp32" for this machine's ``device``; the others are returned as they are."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
-        return "bf16" if cpu_has_fast_bfloat16() else "fp32"
+        return "bf16" if torch.device(device).type == "cpu" and cpu_has_fast_bfloat16() else "fp32"
     return precision
 
 
-def autocast(precision: str) -> contextlib.AbstractContextManager:
-    """The context the forward pass runs in: bfloat16 autocast on the CPU for "bf16", nothing for "fp32"."""
-    if resolve(precision) == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+def autocast(precision: str, device: torch.device | str = "cpu") -> contextlib.AbstractContextManager:
+    """The context the forward pass runs in: bfloat16 autocast on ``device``'s type for "bf16", nothing for
+    "fp32"."""
+    if resolve(precision, device) == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()  # a disabled autocast still costs ~15 us to enter, every step
