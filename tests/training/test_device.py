@@ -1,6 +1,7 @@
 """Training a language model on a chosen device: every device this machine has gives a checkpoint that loads
-and scores alike on the CPU, and a run resumes exactly from an earlier training state, also on another
-device. Bad device names are refused with a message saying what to use."""
+and scores alike on the CPU, and a run resumes exactly from an earlier training state (on a GPU, without
+dropout between the layers: cuDNN draws that from a generator of its own, whose state cannot be saved), also
+on another device. Bad devices and precisions are refused with a message saying what to use."""
 
 import json
 import shutil
@@ -12,16 +13,18 @@ from safetensors.torch import load_file
 import elman
 from elman.training.language import LanguageTrainConfig, read_language_data, train_language_model
 from elman.training.loop import Processes, training_device
+from elman.training.precision import resolve
 from elman.training.resume import RESUME
 
-OPTIONS = {"embedding_dim": 16, "hidden_size": 32, "num_layers": 2, "dropout": 0.1}  # dropout: its generator resumes
+# dropout: its random generators resume too (the GPU's as well, for the embedding dropout)
+OPTIONS = {"embedding_dim": 16, "hidden_size": 32, "num_layers": 2, "dropout": 0.1, "embedding_dropout": 0.1}
 
 
-def train(data_path, out, device, resume=False, **conditioned):
+def train(data_path, out, device, resume=False, options=OPTIONS, **conditioned):
     config = LanguageTrainConfig(epochs=3, batch_size=16, chunk_length=32, learning_rate=1e-2, device=device,
                                  checkpoint_every=5, seed=1)
     data = read_language_data(data_path, config, **conditioned)
-    return train_language_model(data, out, OPTIONS, config, progress=False, resume=resume)
+    return train_language_model(data, out, options, config, progress=False, resume=resume)
 
 
 @pytest.mark.parametrize("kind", ["text", "conditioned lines"])
@@ -44,11 +47,12 @@ def test_a_model_trained_on_any_device_loads_and_scores_alike_on_the_cpu(kind, d
 
 def test_a_run_resumes_exactly_from_an_earlier_training_state(device, story_txt, tmp_path):
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    train(story_txt, reference, device)
+    options = OPTIONS if device == "cpu" else {**OPTIONS, "dropout": 0.0}
+    train(story_txt, reference, device, options=options)
     shutil.copytree(reference, resumed)
     newest = sorted((resumed / RESUME).glob("step-*"))[-1]
     shutil.rmtree(newest)  # the run then goes on from the state before it, to the end again
-    metrics = train(story_txt, resumed, device, resume=True)
+    metrics = train(story_txt, resumed, device, resume=True, options=options)
     log = (resumed / "train.log").read_text()
     assert "resumed at step" in log
     expected, got = load_file(reference / "model.safetensors"), load_file(resumed / "model.safetensors")
@@ -73,6 +77,12 @@ def test_a_run_begun_on_the_gpu_goes_on_on_the_cpu(story_txt, tmp_path):
 def test_unknown_devices_are_refused(name, message):
     with pytest.raises(ValueError, match=message):
         training_device(name, Processes())
+
+
+def test_bf16_is_the_cpus_precision_only():
+    assert resolve("bf16", "cpu") == "bf16" and resolve("auto", "cuda") == "fp32"
+    with pytest.raises(ValueError, match="on a GPU the model trains in float32"):
+        resolve("bf16", "cuda")
 
 
 def test_a_gpu_that_is_not_there_is_refused_with_what_to_use():

@@ -30,7 +30,7 @@ from elman.training.calibration import calibrate
 from elman.training.checkpoint import save_checkpoint
 from elman.training.loop import Optimisation, Processes, RunLog, RunState, join_processes, training_device
 from elman.training.plots import plot_language_curves
-from elman.training.precision import autocast
+from elman.training.precision import autocast, resolve
 from elman.training.resume import clean_interrupted_writes
 from elman.training.schedule import warmup_stable_decay
 
@@ -298,6 +298,7 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
         torch.set_num_threads(config.threads)
     processes = join_processes()
     device = training_device(config.device, processes)
+    resolve(config.precision, device)  # refuses a precision the device has not, before anything is written
     if data.kind == "text" and processes.world > 1 and config.batch_size % processes.world:
         raise ValueError(f"--batch-size {config.batch_size} streams cannot be shared evenly by {processes.world} "
                          "processes; use a multiple of the number of processes")

@@ -2,7 +2,8 @@
 
 ``"auto"`` picks mixed precision where the CPU computes bfloat16 natively (AMX or AVX512-BF16: several
 times the float32 GEMM speed); elsewhere bfloat16 would be emulated and slower, so float32 is kept. On a
-GPU, ``"auto"`` is float32: the recurrence runs in cuDNN's whole-sequence kernels, whose float32 is fast.
+GPU the model trains in float32: the recurrence runs in cuDNN's whole-sequence kernels (``"auto"`` means
+float32 there, and ``"bf16"`` is refused).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def resolve(precision: str, device: torch.device | str = "cpu") -> str:
     """"auto" -> "bf16" or "fp32" for this machine's ``device``; the others are returned as they are."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16" and torch.device(device).type != "cpu":
+        raise ValueError("precision bf16 is mixed precision for the CPU; on a GPU the model trains in float32 "
+                         "(cuDNN's kernels): leave the precision at auto or fp32")
     if precision == "auto":
         return "bf16" if torch.device(device).type == "cpu" and cpu_has_fast_bfloat16() else "fp32"
     return precision
