@@ -18,7 +18,11 @@ guidance 0, 1 and 2, and a class-balanced judge (about 30 minutes on 2 cores).
    classifier assigns to it, among the test names it never saw (not in train or val, which its refit
    learns from): what a generator of realistic new names can expect. The judge is trained with every
    nationality weighted alike (``--judge-class-weighting balanced``), so that it does not lean to the
-   common ones; ``none`` trains it as ``elman train`` does by default.
+   common ones; ``none`` trains it as ``elman train`` does by default. And how much the language model
+   memorised: the share of its probability (temperature 1, no guidance) that falls on the nationality's
+   training names, and how many times more probable a training name is than a real name it never saw
+   (val or test), per name; were the two alike, the training names would hold only the share ``if
+   unmemorised``.
 
 Prints tables and writes ``lm.json`` into ``--out``.
 """
@@ -32,7 +36,7 @@ from pathlib import Path
 import torch
 
 import elman
-from elman.data import read_labelled_csv
+from elman.data import read_labelled_csv, vectorize
 from elman.training.classify import CLASS_WEIGHTINGS, TrainConfig, train_classifier
 from elman.training.language import (
     VALIDATION_SEGMENTS,
@@ -94,7 +98,15 @@ def surnames(path: Path, budget: float, classifier_budget: float, out: Path, tem
     print(f"\n{judge.name} assigns real new names (test names not in train or val) their nationality: "
           + ", ".join(f"{nationality} {share:.0%}" for nationality, share in real.items())
           + f"; a majority for {sum(share > 0.5 for share in real.values())} of {len(real)}")
-    results = {"judge": judge.name, "real_unseen_names_recognised": real}
+    results = {"judge": judge.name, "real_unseen_names_recognised": real,
+               "memorisation": memorisation(generator, table)}
+    print("\n## memorisation (temperature 1, no guidance)")
+    print("| nationality | training names | their share of the probability | per name, against unseen real names "
+          "| share if unmemorised |")
+    print("|---|---:|---:|---:|---:|")
+    for nationality, row in results["memorisation"].items():
+        print(f"| {nationality} | {row['training_names']} | {row['training_share']:.1%} | "
+              f"{row['training_over_unseen_per_name']:.1f}x | {row['training_share_if_unmemorised']:.1%} |")
     for temperature, guidance in ((t, g) for t in temperatures for g in guidances):
         rows = {}
         for nationality in generator.conditions:
@@ -127,6 +139,33 @@ def surnames(path: Path, budget: float, classifier_budget: float, out: Path, tem
         print(f"- {nationality}: " + ("; ".join(key for key in settings if meets_both(results[key][nationality]))
                                      or "none"))
     return results
+
+
+@torch.no_grad()
+def name_log_probabilities(generator, names: list[str], condition: str) -> torch.Tensor:
+    """log P(name | condition) (N,) under the generator's model: each character and the end of the line."""
+    ids, lengths = vectorize(names, generator.vocabulary, generator.max_length + 2)
+    conditions = torch.full((len(names),), generator.conditions.index(condition))
+    logits, _ = generator.model(ids[:, :-1], lengths=lengths - 1, conditions=conditions)
+    scored = logits.log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
+    return (scored * (torch.arange(ids.shape[1] - 1) < (lengths - 1)[:, None])).sum(1)
+
+
+def memorisation(generator, table) -> dict:
+    """Per nationality: the probability its training names hold, and a training name's mean probability over
+    that of the real names of it the model never saw (val and test names not among the training names)."""
+    rows = {}
+    for nationality in generator.conditions:
+        of = [(text, split) for text, label, split in zip(table.texts, table.labels, table.splits, strict=True)
+              if label == nationality]
+        trained = sorted({text for text, split in of if split == "train"})
+        unseen = sorted({text for text, split in of if split != "train"} - set(trained))
+        share = float(name_log_probabilities(generator, trained, nationality).exp().sum())
+        per_unseen_name = float(name_log_probabilities(generator, unseen, nationality).exp().mean())
+        rows[nationality] = {"training_names": len(trained), "unseen_names": len(unseen), "training_share": share,
+                             "training_over_unseen_per_name": share / len(trained) / per_unseen_name,
+                             "training_share_if_unmemorised": per_unseen_name * len(trained)}
+    return rows
 
 
 def meets_both(row: dict) -> bool:
