@@ -346,8 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", choices=["auto", "bf16", "fp32"],
                        help="bf16: bfloat16 GEMMs, float32 weights and states; auto: bf16 where the CPU is fast at it "
                        "(default: auto for lm, fp32 for classify)")
-    train.add_argument("--device", help="lm: where the model trains: cpu (default), cuda or cuda:N (a GPU; the "
-                       "recurrence then runs in cuDNN, in float32 unless --precision bf16)")
+    train.add_argument("--device", help="lm: where the model trains: cpu (default), cuda or cuda:N (a GPU: the "
+                       "recurrence then runs in cuDNN, in float32)")
     train.add_argument("--embedding-dim", dest="embedding_dim", type=_positive_int)
     train.add_argument("--hidden-size", dest="hidden_size", type=_positive_int)
     train.add_argument("--num-layers", dest="num_layers", type=_positive_int)
