@@ -13,6 +13,7 @@ from elman import __version__
 from elman.data.reader import DataError
 from elman.training.checkpoint import CheckpointError
 from elman.training.classify import CLASS_WEIGHTINGS
+from elman.training.resume import saved_settings
 
 
 def _add_columns(parser: argparse.ArgumentParser) -> None:
@@ -31,10 +32,24 @@ def _print_metrics(name: str, metrics: dict) -> None:
     print(f"{name}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} (n = {metrics['n']})")
 
 
-def _options(args: argparse.Namespace, *configs) -> list[dict]:
-    """The flags given on the command line, as keyword arguments of each dataclass in ``configs``."""
-    return [{f.name: getattr(args, f.name) for f in fields(config) if getattr(args, f.name, None) is not None}
-            for config in configs]
+def _options(args: argparse.Namespace, model_config: type, training_config: type,
+             from_data: tuple[str, ...]) -> tuple[dict, dict]:
+    """Keyword arguments of the model's and the training's config dataclasses: the flags given on the command
+    line and, on --resume, for every option not given, the run's own (its training states record them), so a
+    resumed run goes on as it began, also where elman's defaults have changed since. ``from_data``: model
+    settings the data decides (the vocabulary's size, ...)."""
+    given = [{f.name: getattr(args, f.name) for f in fields(config) if getattr(args, f.name, None) is not None}
+             for config in (model_config, training_config)]
+    if args.resume is None:
+        return given[0], given[1]
+    saved = saved_settings(args.resume)
+    merged = []
+    for name, config, options in (("model", model_config, given[0]), ("training", training_config, given[1])):
+        known = {f.name for f in fields(config)} - set(from_data)  # others are refused by the resume's check
+        run_own = {key: tuple(value) if isinstance(value, list) else value  # JSON has lists, the configs tuples
+                   for key, value in saved.get(name, {}).items() if key in known}
+        merged.append({**run_own, **options})
+    return merged[0], merged[1]
 
 
 TASK_ONLY_OPTIONS = {
@@ -69,7 +84,7 @@ def _train_classifier(args: argparse.Namespace) -> int:
     from elman.training.classify import TrainConfig, train_classifier
 
     data = _read(args)
-    model_options, training = _options(args, ClassifierConfig, TrainConfig)
+    model_options, training = _options(args, ClassifierConfig, TrainConfig, ("vocab_size", "num_classes"))
     if args.no_refit:
         training["refit"] = False
     metrics = train_classifier(data, args.out, model_options, TrainConfig(**training), progress=not args.json,
@@ -89,7 +104,7 @@ def _train_language_model(args: argparse.Namespace) -> int:
     from elman.models.language_model import LanguageModelConfig
     from elman.training.language import LanguageTrainConfig, read_language_data, train_language_model
 
-    model_options, training = _options(args, LanguageModelConfig, LanguageTrainConfig)
+    model_options, training = _options(args, LanguageModelConfig, LanguageTrainConfig, ("vocab_size", "num_conditions"))
     config = LanguageTrainConfig(**training)
     data = read_language_data(args.data, config, args.val_data, args.lines, args.text_column, args.condition_column,
                               args.split_column)

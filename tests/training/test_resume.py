@@ -4,6 +4,7 @@ states are refused by name and the run goes on from the one before."""
 
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,6 +109,28 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(task, kills, story_
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[name], got[name]) for name in expected), "weights differ after resuming"
     metrics = [json.loads((d / "metrics.json").read_text()) for d in (reference, interrupted)]
+    assert without_timing(metrics[0]) == without_timing(metrics[1])
+
+
+@pytest.mark.parametrize("task", ["lm", "classify"])
+def test_a_run_resumed_with_only_its_data_goes_on_with_the_settings_it_began_with(task, story_txt, names_csv,
+                                                                                  tmp_path):
+    data = story_txt if task == "lm" else names_csv
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    command = training_command(task, data, reference)  # none of its settings are elman's defaults
+    command[command.index("--epochs") + 1] = "3"
+    run = subprocess.run(command, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    shutil.copytree(reference, resumed)
+    shutil.rmtree(resumed / "resume" / states(resumed)[-1])  # it goes on from the state before, to the end again
+    bare = [sys.executable, "-m", "elman", "train", "--task", task, "--data", str(data), "--resume", str(resumed),
+            "--json"]
+    run = subprocess.run(bare, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "resumed at step" in (resumed / "train.log").read_text()
+    expected, got = load_file(reference / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert expected.keys() == got.keys() and all(torch.equal(expected[name], got[name]) for name in expected)
+    metrics = [json.loads((d / "metrics.json").read_text()) for d in (reference, resumed)]
     assert without_timing(metrics[0]) == without_timing(metrics[1])
 
 

@@ -124,6 +124,20 @@ def load_training_state(out_dir: Path) -> tuple[dict[str, torch.Tensor], dict, l
     raise CheckpointError(f"cannot resume from {out_dir}: {detail}")
 
 
+def saved_settings(out_dir: Path) -> dict[str, dict]:
+    """The settings a run's training states record (config dicts by name, e.g. "training" and "model"), read
+    from the newest readable ``state.json`` (every state of a run records the same); {} when there is none.
+    The tensors are not checked here: resuming does that."""
+    for directory in sorted((Path(out_dir) / RESUME).glob("step-*"), reverse=True):
+        try:
+            meta = json.loads((directory / META).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(meta, dict) and meta.get("format") == FORMAT:
+            return {name: meta[name] for name in ("training", "model") if isinstance(meta.get(name), dict)}
+    return {}
+
+
 def check_same_config(saved: dict, current: dict, out_dir: Path, ignore: tuple[str, ...] = ()) -> None:
     """A resumed run must use the settings it started with (a time budget may change)."""
     current = json.loads(json.dumps(current))  # as it would read back: tuples become lists
