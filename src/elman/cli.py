@@ -325,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="classify: CSV with texts and labels; lm: a text file, or a CSV/--lines file of lines")
     train.add_argument("--out", type=Path, help="directory for the checkpoint, metrics and figures")
     train.add_argument("--resume", type=Path, metavar="DIR",
-                       help="continue the run whose outputs are in DIR where it stopped (same other options)")
+                       help="continue the run whose outputs are in DIR where it stopped; options not given are "
+                       "the run's own (give --task and --data again)")
     train.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, metavar="STEPS",
                        help="steps between training states for --resume (default 200; 0: none)")
     _add_columns(train)
