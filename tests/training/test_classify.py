@@ -213,6 +213,52 @@ def test_time_budget_stops_cleanly_and_keeps_a_checkpoint(names_csv, tmp_path):
     assert fit_and_steps <= metrics["training_seconds"] < 2.0
 
 
+def interrupt_at_step(step, monkeypatch):
+    """Ctrl-C as the ``step``-th training step (counted over both phases) is about to run."""
+    import elman.training.classify as classify
+
+    schedule, steps = classify.warmup_cosine, []
+
+    def interrupted_schedule(*args):
+        steps.append(None)
+        if len(steps) == step:
+            raise KeyboardInterrupt
+        return schedule(*args)
+
+    monkeypatch.setattr(classify, "warmup_cosine", interrupted_schedule)
+
+
+SMALL = {"embedding_dim": 8, "hidden_size": 8, "num_layers": 1, "mlp_hidden": 0, "ngram_buckets": 64}
+
+
+def test_ctrl_c_in_selection_keeps_the_best_model_so_far_and_skips_the_refit(names_csv, tmp_path, monkeypatch):
+    interrupt_at_step(20, monkeypatch)  # in the third epoch of 8 steps (120 rows, batches of 16)
+    from elman.training.classify import train_classifier
+
+    metrics = train_classifier(read_labelled_csv(names_csv), tmp_path, SMALL,
+                               TrainConfig(epochs=6, batch_size=16, patience=100), progress=False)
+    assert metrics["stopped_by"] == "interrupt" and "refit" not in metrics
+    assert metrics["epochs_run"] == 3  # the steps of the epoch cut short are validated too
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["test"] == metrics["test"] and (tmp_path / "confusion.png").is_file()
+    assert "no refit: the run was interrupted" in (tmp_path / "train.log").read_text()
+    evaluated = elman.load(tmp_path).evaluate(read_labelled_csv(names_csv))
+    assert evaluated["accuracy"] == pytest.approx(metrics["test"]["accuracy"])  # the checkpoint is the final model
+
+
+def test_ctrl_c_in_the_refit_drops_it_for_the_selected_model(names_csv, tmp_path, monkeypatch):
+    interrupt_at_step(48 + 5, monkeypatch)  # selection: 6 epochs of 8 steps; then 5 steps into the refit
+    from elman.training.classify import train_classifier
+
+    metrics = train_classifier(read_labelled_csv(names_csv), tmp_path, SMALL,
+                               TrainConfig(epochs=6, batch_size=16, patience=100), progress=False)
+    assert metrics["stopped_by"] == "epochs" and metrics["refit"]["stopped_by"] == "interrupt"
+    assert metrics["refit"]["steps"] == 4
+    assert "refit" not in json.loads((tmp_path / "config.json").read_text())  # the selection's checkpoint stays
+    evaluated = elman.load(tmp_path).evaluate(read_labelled_csv(names_csv))
+    assert evaluated["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+
+
 def test_joined_splits_keep_every_row_padded_to_the_wider():
     narrow = Split(torch.tensor([[5, 6]]), torch.tensor([2]), torch.tensor([1]))
     wide = Split(torch.tensor([[7, 8, 9], [4, 0, 0]]), torch.tensor([3, 1]), torch.tensor([0, 2]))

@@ -23,7 +23,7 @@ from elman.data.splits import stratified_split
 from elman.data.vocabulary import Vocabulary, vectorize
 from elman.files import atomic_write_text
 from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits, ensemble
-from elman.training.checkpoint import save_checkpoint
+from elman.training.checkpoint import load_checkpoint, save_checkpoint
 from elman.training.loop import Optimisation, RunLog, RunState, join_processes
 from elman.training.metrics import classification_metrics
 from elman.training.ngram_fit import L2_PATH, fit_ngram_bag, freeze
@@ -232,7 +232,9 @@ def train_classifier(
     Writes into ``out_dir``: the checkpoint (model.safetensors, vocab.json, config.json), metrics.json,
     curves.png, confusion.png, train.log, and every ``checkpoint_every`` steps the training state under
     ``resume/``. With ``resume``, continues from the newest intact training state in ``out_dir`` exactly
-    as the interrupted run would have gone on. Returns the contents of metrics.json.
+    as the interrupted run would have gone on. Ctrl-C (one process) ends the run as its time budget would:
+    in selection, the best model so far is the final one (no refit); in the refit, the refit cut short is
+    dropped for the selected model; either way the outputs are written. Returns the contents of metrics.json.
     """
     config = config or TrainConfig()
     if config.select_by not in ("macro_f1", "loss"):
@@ -310,46 +312,51 @@ def train_classifier(
             def this_epoch(generator: torch.Generator) -> list[Split]:
                 return epoch_batches(split, config.batch_size, generator)
 
-            for item in state.batches(this_epoch, epochs, total_steps, time_budget, started, processes, first_step):
-                if item is None:  # an epoch is complete
-                    end_of_epoch(time.monotonic() - started)
-                    bar.update()
+            try:
+                for item in state.batches(this_epoch, epochs, total_steps, time_budget, started, processes, first_step):
+                    if item is None:  # an epoch is complete
+                        end_of_epoch(time.monotonic() - started)
+                        bar.update()
+                        since = p["since"]
+                        shown = {"loss": f"{since['loss'] / max(since['divisor'], 1e-12):.3f}",
+                                 "texts_s": f"{since['seen'] / max(since['seconds'], 1e-9):.0f}"}
+                        if p["phase"] == "select":
+                            last = p["history"][-1]
+                            shown.update(val_acc=f"{last['val_accuracy']:.3f}", val_f1=f"{last['val_macro_f1']:.3f}")
+                        bar.set_postfix(shown)
+                        p["since"] = epoch_counts()
+                        continue
+                    batch, progress_now = item
+                    began = time.monotonic()
+                    mine = Split(*(processes.rows(t) for t in (batch.ids, batch.lengths, batch.targets)))
+                    member_logits = classification_loss = None
+
+                    def loss_sum(network, mine=mine):
+                        nonlocal member_logits, classification_loss
+                        loss, divisor, member_logits, classification_loss = batch_loss(network, mine, loss_function)
+                        return loss, divisor
+
+                    rate = warmup_cosine(progress_now, config.learning_rate, config.warmup_fraction)
+                    _, divisor = run.step(rate, loss_sum)
+                    predicted = ensemble(member_logits, model.member_weights).argmax(1)
+                    correct, classification_loss = processes.total(
+                        torch.tensor([float((predicted == mine.targets).sum()), float(classification_loss)])).tolist()
+                    p["step"] += 1
+                    p["batch"] += 1
                     since = p["since"]
-                    shown = {"loss": f"{since['loss'] / max(since['divisor'], 1e-12):.3f}",
-                             "texts_s": f"{since['seen'] / max(since['seconds'], 1e-9):.0f}"}
-                    if p["phase"] == "select":
-                        last = p["history"][-1]
-                        shown.update(val_acc=f"{last['val_accuracy']:.3f}", val_f1=f"{last['val_macro_f1']:.3f}")
-                    bar.set_postfix(shown)
-                    p["since"] = epoch_counts()
-                    continue
-                batch, progress_now = item
-                began = time.monotonic()
-                mine = Split(*(processes.rows(t) for t in (batch.ids, batch.lengths, batch.targets)))
-                member_logits = classification_loss = None
-
-                def loss_sum(network, mine=mine):
-                    nonlocal member_logits, classification_loss
-                    loss, divisor, member_logits, classification_loss = batch_loss(network, mine, loss_function)
-                    return loss, divisor
-
-                rate = warmup_cosine(progress_now, config.learning_rate, config.warmup_fraction)
-                _, divisor = run.step(rate, loss_sum)
-                predicted = ensemble(member_logits, model.member_weights).argmax(1)
-                correct, classification_loss = processes.total(
-                    torch.tensor([float((predicted == mine.targets).sum()), float(classification_loss)])).tolist()
-                p["step"] += 1
-                p["batch"] += 1
-                since = p["since"]
-                since["seen"] += len(batch)
-                since["loss"] += classification_loss  # the training loss shown and logged leaves out the LM loss
-                since["divisor"] += divisor
-                since["correct"] += int(correct)
-                since["seconds"] += time.monotonic() - began
-                if config.checkpoint_every and p["step"] % config.checkpoint_every == 0:
-                    p["elapsed"] = time.monotonic() - started
-                    state.save(out_dir, run, settings, processes)
-            if p["since"]["seen"]:  # the steps of an epoch cut short by the time budget
+                    since["seen"] += len(batch)
+                    since["loss"] += classification_loss  # the training loss shown and logged leaves out the LM loss
+                    since["divisor"] += divisor
+                    since["correct"] += int(correct)
+                    since["seconds"] += time.monotonic() - began
+                    if config.checkpoint_every and p["step"] % config.checkpoint_every == 0:
+                        p["elapsed"] = time.monotonic() - started
+                        state.save(out_dir, run, settings, processes)
+            except KeyboardInterrupt:  # Ctrl-C ends the phase as a budget would; see below for what is kept
+                if processes.world > 1 or not (p["history"] or p["since"]["seen"]):
+                    raise  # other processes may wait in a collective operation; or nothing was learnt yet
+                p["stopped"] = "interrupt"
+            if p["since"]["seen"]:  # the steps of an epoch cut short by the time budget or Ctrl-C
                 end_of_epoch(time.monotonic() - started)
             p["elapsed"] = time.monotonic() - started
             bar.close()
@@ -396,7 +403,9 @@ def train_classifier(
             p["selection"] = {"stopped_by": p["stopped"] or "epochs", "seconds": fitting + p["elapsed"],
                               "epochs_run": len(p["history"]), **p.pop("selected")}
             model.load_state_dict(state.best_weights)  # with the pool weights fitted for it
-            if config.refit:
+            if config.refit and p["stopped"] == "interrupt":
+                log("no refit: the run was interrupted, the selected model is the final one")
+            elif config.refit:
                 p.update(phase="refit", epoch=1, batch=0, refit_from=p["step"], elapsed=0.0, stopped=None)
                 state.best_weights = None
                 torch.manual_seed(config.seed + 1)  # the final model starts anew, from its own seed
@@ -418,7 +427,10 @@ def train_classifier(
                           "epochs": round(steps / math.ceil(len(train_and_val) / config.batch_size), 2),
                           "stopped_by": p["stopped"] or "epochs",
                           "seconds": p["elapsed"] + p.get("refit_bag_fit", {}).get("seconds", 0.0)}
-            if processes.main:
+            if p["stopped"] == "interrupt":  # a refit cut short is not annealed: the selected model stays final
+                model.load_state_dict(load_checkpoint(out_dir)[1])
+                log("refit interrupted: the selected model (the checkpoint written during selection) is the final one")
+            elif processes.main:
                 save_checkpoint(out_dir, model, prepared.vocabulary,
                                 {**checkpoint_config, "epoch": p["selection"]["epochs_run"], "refit": True})
         log(f"stopped after {p['selection']['seconds'] + p.get('refit', {}).get('seconds', 0.0):.1f} s")
