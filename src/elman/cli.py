@@ -73,6 +73,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.out is not None and args.out.resolve() != args.resume.resolve():
             raise ValueError(f"--resume {args.resume} continues in its own directory; leave out --out {args.out}")
+        saved_model = saved_settings(args.resume).get("model", {})
+        task = "lm" if "num_conditions" in saved_model else "classify" if "num_classes" in saved_model else args.task
+        if task != args.task:
+            raise ValueError(f"{args.resume} holds a run of --task {task}; resume it with --task {task}")
         args.out = args.resume
     elif args.out is None:
         raise ValueError("give --out DIR for the outputs (or --resume DIR to continue a run)")

@@ -143,6 +143,9 @@ def test_resume_refuses_other_settings_and_missing_states(story_txt, tmp_path):
     resumed[resumed.index("--hidden-size") + 1] = "32"
     run = subprocess.run(resumed, capture_output=True, text=True)
     assert run.returncode == 2 and "was trained with other settings" in run.stderr and "Traceback" not in run.stderr
+    classify = [sys.executable, "-m", "elman", "train", "--data", str(story_txt), "--resume", str(out)]  # no --task lm
+    run = subprocess.run(classify, capture_output=True, text=True)
+    assert run.returncode == 2 and "holds a run of --task lm; resume it with --task lm" in run.stderr
     with pytest.raises(CheckpointError, match="no training state"):
         load_training_state(tmp_path / "elsewhere")
 
