@@ -246,6 +246,16 @@ def test_ctrl_c_in_selection_keeps_the_best_model_so_far_and_skips_the_refit(nam
     assert evaluated["accuracy"] == pytest.approx(metrics["test"]["accuracy"])  # the checkpoint is the final model
 
 
+def test_ctrl_c_stays_the_reason_when_the_cut_short_epoch_also_exhausts_the_patience(names_csv, tmp_path,
+                                                                                       monkeypatch):
+    interrupt_at_step(5, monkeypatch)  # the first epoch's validation comes after Ctrl-C; patience 0 would end it too
+    from elman.training.classify import train_classifier
+
+    metrics = train_classifier(read_labelled_csv(names_csv), tmp_path, SMALL,
+                               TrainConfig(epochs=6, batch_size=16, patience=0), progress=False)
+    assert metrics["stopped_by"] == "interrupt" and "refit" not in metrics
+
+
 def test_ctrl_c_in_the_refit_drops_it_for_the_selected_model(names_csv, tmp_path, monkeypatch):
     interrupt_at_step(48 + 5, monkeypatch)  # selection: 6 epochs of 8 steps; then 5 steps into the refit
     from elman.training.classify import train_classifier

@@ -381,7 +381,7 @@ def train_classifier(
                 if processes.main:
                     save_checkpoint(out_dir, model, prepared.vocabulary, {**checkpoint_config, "epoch": p["epoch"]})
             log(json.dumps(record) + ("  (best)" if improved else ""))
-            if p["stale"] >= config.patience:
+            if p["stale"] >= config.patience and p["stopped"] is None:  # not after a budget or Ctrl-C ended it
                 p["stopped"] = "early stopping"
 
         def count_refit_epoch(seconds: float) -> None:
