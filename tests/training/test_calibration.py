@@ -165,3 +165,17 @@ def test_an_interrupted_run_still_keeps_and_calibrates_its_best_model(story_txt,
     assert saved["calibration"]["temperature"] == pytest.approx(metrics["calibration"]["temperature"])
     assert stream_loss(elman.load(tmp_path).model, data.val[0]) == pytest.approx(metrics["val"]["loss"], rel=1e-6)
     assert "stopped by interrupt after" in (tmp_path / "train.log").read_text()
+
+
+def test_an_interrupt_before_the_first_step_goes_on_up_with_nothing_to_keep(story_txt, tmp_path, monkeypatch):
+    config = LanguageTrainConfig(epochs=2, batch_size=8, chunk_length=16)
+    data = read_language_data(story_txt, config)
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(elman.training.language, "warmup_stable_decay", interrupt)
+    with pytest.raises(KeyboardInterrupt):  # the command line then says "interrupted" (exit 130)
+        train_language_model(data, tmp_path, {"embedding_dim": 8, "hidden_size": 16, "num_layers": 1}, config,
+                             progress=False)
+    assert not (tmp_path / "metrics.json").exists()

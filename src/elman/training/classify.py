@@ -312,7 +312,7 @@ def train_classifier(
             def this_epoch(generator: torch.Generator) -> list[Split]:
                 return epoch_batches(split, config.batch_size, generator)
 
-            try:
+            with state.ends_on_interrupt(processes):  # Ctrl-C: see below for what is kept
                 for item in state.batches(this_epoch, epochs, total_steps, time_budget, started, processes, first_step):
                     if item is None:  # an epoch is complete
                         end_of_epoch(time.monotonic() - started)
@@ -352,10 +352,6 @@ def train_classifier(
                     if config.checkpoint_every and p["step"] % config.checkpoint_every == 0:
                         p["elapsed"] = time.monotonic() - started
                         state.save(out_dir, run, settings, processes)
-            except KeyboardInterrupt:  # Ctrl-C ends the phase as a budget would; see below for what is kept
-                if processes.world > 1 or not (p["history"] or p["since"]["seen"]):
-                    raise  # other processes may wait in a collective operation; or nothing was learnt yet
-                p["stopped"] = "interrupt"
             if p["since"]["seen"]:  # the steps of an epoch cut short by the time budget or Ctrl-C
                 end_of_epoch(time.monotonic() - started)
             p["elapsed"] = time.monotonic() - started

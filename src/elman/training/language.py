@@ -357,7 +357,7 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
         def this_epoch(generator: torch.Generator) -> list[TextBatch]:
             return epoch_batches(data, config, generator)
 
-        try:
+        with state.ends_on_interrupt(processes):  # Ctrl-C: the best model is kept and calibrated
             for item in state.batches(this_epoch, config.epochs, total_steps, config.time_budget, started,
                                       processes):
                 if item is None:  # an epoch is complete
@@ -396,10 +396,6 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
                     if data.kind == "text":  # lines start afresh; a long text carries its state on
                         state.carried = processes.gather_rows(hidden, dim=1)
                     state.save(out_dir, run, settings, processes)
-        except KeyboardInterrupt:  # Ctrl-C ends the run as a budget would: the best model is kept and calibrated
-            if processes.world > 1:
-                raise  # the other processes may wait inside a collective operation for this one
-            p["stopped"] = "interrupt"
         if p["since"]["tokens"]:  # steps since the last validation
             validate()
         bar.close()

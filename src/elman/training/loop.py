@@ -11,6 +11,7 @@ the same everywhere, so every process takes the same decisions); only the first 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import time
@@ -274,6 +275,18 @@ class RunState:
                 p["epoch"] += 1
                 p["batch"] = 0
                 self.epoch_start = self.generator.get_state()
+
+    @contextlib.contextmanager
+    def ends_on_interrupt(self, processes: Processes) -> Iterator[None]:
+        """Ctrl-C inside ends the phase as a time budget would: ``progress["stopped"]`` becomes "interrupt" and
+        the caller keeps what was learnt. Once no step was taken, there is nothing to keep, and with several
+        processes the others may wait inside a collective operation for this one: then the interrupt goes on up."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            if processes.world > 1 or self.progress["step"] == 0:
+                raise
+            self.progress["stopped"] = "interrupt"
 
     def record(self, score: float, weights: dict[str, Tensor]) -> bool:
         """Note a validation score (higher is better) for early stopping, keeping a copy of the best weights.
