@@ -32,23 +32,18 @@ def _print_metrics(name: str, metrics: dict) -> None:
     print(f"{name}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} (n = {metrics['n']})")
 
 
-def _options(args: argparse.Namespace, model_config: type, training_config: type,
+def _options(args: argparse.Namespace, saved: dict[str, dict], model_config: type, training_config: type,
              from_data: tuple[str, ...]) -> tuple[dict, dict]:
     """Keyword arguments of the model's and the training's config dataclasses: the flags given on the command
-    line and, on --resume, for every option not given, the run's own (its training states record them), so a
-    resumed run goes on as it began, also where elman's defaults have changed since. ``from_data``: model
-    settings the data decides (the vocabulary's size, ...)."""
-    given = [{f.name: getattr(args, f.name) for f in fields(config) if getattr(args, f.name, None) is not None}
-             for config in (model_config, training_config)]
-    if args.resume is None:
-        return given[0], given[1]
-    saved = saved_settings(args.resume)
+    line and, for every option not given, the run's own where one is resumed (``saved``: its training states'
+    settings), so a resumed run goes on as it began, also where elman's defaults have changed since.
+    ``from_data``: model settings the data decides (the vocabulary's size, ...)."""
     merged = []
-    for name, config, options in (("model", model_config, given[0]), ("training", training_config, given[1])):
+    for name, config in (("model", model_config), ("training", training_config)):
         known = {f.name for f in fields(config)} - set(from_data)  # others are refused by the resume's check
         run_own = {key: tuple(value) if isinstance(value, list) else value  # JSON has lists, the configs tuples
                    for key, value in saved.get(name, {}).items() if key in known}
-        merged.append({**run_own, **options})
+        merged.append({**run_own, **{key: getattr(args, key) for key in known if getattr(args, key, None) is not None}})
     return merged[0], merged[1]
 
 
@@ -73,22 +68,25 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.out is not None and args.out.resolve() != args.resume.resolve():
             raise ValueError(f"--resume {args.resume} continues in its own directory; leave out --out {args.out}")
-        saved_model = saved_settings(args.resume).get("model", {})
-        task = "lm" if "num_conditions" in saved_model else "classify" if "num_classes" in saved_model else args.task
+        saved = saved_settings(args.resume)
+        model = saved.get("model", {})
+        task = "lm" if "num_conditions" in model else "classify" if "num_classes" in model else args.task
         if task != args.task:
             raise ValueError(f"{args.resume} holds a run of --task {task}; resume it with --task {task}")
         args.out = args.resume
     elif args.out is None:
         raise ValueError("give --out DIR for the outputs (or --resume DIR to continue a run)")
-    return _train_classifier(args) if args.task == "classify" else _train_language_model(args)
+    else:
+        saved = {}
+    return _train_classifier(args, saved) if args.task == "classify" else _train_language_model(args, saved)
 
 
-def _train_classifier(args: argparse.Namespace) -> int:
+def _train_classifier(args: argparse.Namespace, saved: dict[str, dict]) -> int:
     from elman.models.classifier import ClassifierConfig
     from elman.training.classify import TrainConfig, train_classifier
 
     data = _read(args)
-    model_options, training = _options(args, ClassifierConfig, TrainConfig, ("vocab_size", "num_classes"))
+    model_options, training = _options(args, saved, ClassifierConfig, TrainConfig, ("vocab_size", "num_classes"))
     if args.no_refit:
         training["refit"] = False
     metrics = train_classifier(data, args.out, model_options, TrainConfig(**training), progress=not args.json,
@@ -104,11 +102,12 @@ def _train_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_language_model(args: argparse.Namespace) -> int:
+def _train_language_model(args: argparse.Namespace, saved: dict[str, dict]) -> int:
     from elman.models.language_model import LanguageModelConfig
     from elman.training.language import LanguageTrainConfig, read_language_data, train_language_model
 
-    model_options, training = _options(args, LanguageModelConfig, LanguageTrainConfig, ("vocab_size", "num_conditions"))
+    model_options, training = _options(args, saved, LanguageModelConfig, LanguageTrainConfig,
+                                       ("vocab_size", "num_conditions"))
     config = LanguageTrainConfig(**training)
     data = read_language_data(args.data, config, args.val_data, args.lines, args.text_column, args.condition_column,
                               args.split_column)

@@ -86,8 +86,8 @@ def save_training_state(out_dir: Path, step: int, tensors: dict[str, torch.Tenso
     return directory
 
 
-def _read(directory: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    meta_path, tensor_path = directory / META, directory / TENSORS
+def _read_meta(directory: Path) -> dict:
+    meta_path = directory / META
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -98,6 +98,11 @@ def _read(directory: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise CheckpointError(f"{meta_path}: a training state of format version {meta.get('format_version', 1)}, "
                               f"written by another version of elman (this one resumes version {FORMAT_VERSION}); "
                               "start a new run")
+    return meta
+
+
+def _read(directory: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    meta, tensor_path = _read_meta(directory), directory / TENSORS
     if not tensor_path.is_file() or sha256_of(tensor_path) != meta.get("sha256"):
         raise CheckpointError(f"{tensor_path}: missing, truncated or corrupted (its sha256 does not match {META})")
     try:
@@ -130,11 +135,10 @@ def saved_settings(out_dir: Path) -> dict[str, dict]:
     The tensors are not checked here: resuming does that."""
     for directory in sorted((Path(out_dir) / RESUME).glob("step-*"), reverse=True):
         try:
-            meta = json.loads((directory / META).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            meta = _read_meta(directory)
+        except CheckpointError:
             continue
-        if isinstance(meta, dict) and meta.get("format") == FORMAT:
-            return {name: meta[name] for name in ("training", "model") if isinstance(meta.get(name), dict)}
+        return {name: meta[name] for name in ("training", "model") if isinstance(meta.get(name), dict)}
     return {}
 
 
