@@ -193,17 +193,21 @@ def _predict(args: argparse.Namespace) -> int:
     if args.input:
         with atomic_output(args.output) as temporary, open(temporary, "w", newline="", encoding="utf-8") as file:
             writer = csv.writer(file)
-            writer.writerow(["text", "prediction", "probability", "top_k"])
+            writer.writerow(["text", "prediction", "probability", "top_k", "unknown_characters"])
             for p in predictions:
                 ranked = ";".join(f"{label}:{prob:.4f}" for label, prob in p.labels)
-                writer.writerow([p.text, p.labels[0][0], f"{p.labels[0][1]:.4f}", ranked])
-        print(f"wrote {len(predictions)} predictions to {args.output}")
+                best, probability = p.labels[0]
+                writer.writerow([p.text, best, f"{probability:.4f}", ranked, "".join(p.unknown_characters)])
+        unknown = sum(bool(p.unknown_characters) for p in predictions)
+        print(f"wrote {len(predictions)} predictions to {args.output}"
+              + (f"; texts with characters the model never saw: {unknown} (column unknown_characters)"
+                 if unknown else ""))
     elif args.json:
-        print(json.dumps([{"text": p.text, "labels": [{"label": label, "probability": prob}
-                                                      for label, prob in p.labels]} for p in predictions], indent=2))
+        print(json.dumps([p.as_json() for p in predictions], indent=2))
     else:
         for p in predictions:
-            print(p.text)
+            print(p.text + (f"  (never seen in training, read as unknown: {' '.join(p.unknown_characters)})"
+                            if p.unknown_characters else ""))
             for rank, (label, prob) in enumerate(p.labels, start=1):
                 print(f"  {rank}. {label:<14} {prob:6.1%}")
     return 0

@@ -15,7 +15,10 @@ def test_predict_prints_ranked_labels(trained_model):
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert lines[0] == "Nakamoto" and lines[1].strip().startswith("1. Japanese")
-    assert lines[3] == "Ivanova" and "%" in lines[4]
+    assert lines[3].startswith("Ivanova") and "%" in lines[4]
+    run = elman("predict", "--model", trained_model[0], "Na☃kamoto")
+    assert run.returncode == 0
+    assert run.stdout.splitlines()[0] == "Na☃kamoto  (never seen in training, read as unknown: ☃)"
 
 
 def test_predict_json_and_batch_files(trained_model, tmp_path):
@@ -23,12 +26,14 @@ def test_predict_json_and_batch_files(trained_model, tmp_path):
     [entry] = json.loads(run.stdout)
     assert entry["text"] == "Sato" and len(entry["labels"]) == 3
     names = tmp_path / "names.csv"
-    names.write_text("surname\nYamada\nRomero\n")
+    names.write_text("surname\nSato\nRomer☃\n", encoding="utf-8")
     output = tmp_path / "predictions.csv"
     run = elman("predict", "--model", trained_model[0], "--input", names, "--output", output)
     assert run.returncode == 0, run.stderr
-    rows = list(csv.DictReader(output.open()))
-    assert [r["text"] for r in rows] == ["Yamada", "Romero"] and rows[0]["prediction"]
+    assert "texts with characters the model never saw: 1 " in run.stdout
+    rows = list(csv.DictReader(output.open(encoding="utf-8")))
+    assert [r["text"] for r in rows] == ["Sato", "Romer☃"] and rows[0]["prediction"]
+    assert [r["unknown_characters"] for r in rows] == ["", "☃"]
 
 
 def test_evaluate_json(trained_model, names_csv):

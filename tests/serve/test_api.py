@@ -44,6 +44,9 @@ def test_predict(client):
     assert first["text"] == "Nakamoto" and first["labels"][0]["label"] == "Japanese"
     assert second["labels"][0]["label"] == "Slavic"
     assert sum(entry["probability"] for entry in first["labels"]) == pytest.approx(1, abs=1e-5)
+    assert first["unknown_characters"] == []
+    [odd] = client.post("/v1/predict", json={"texts": ["Naka☃mΩto"]}).json()["predictions"]
+    assert odd["unknown_characters"] == ["Ω", "☃"] and len(odd["labels"]) == 3
 
 
 def test_generate_is_reproducible_with_a_seed(client, conditioned_lm):

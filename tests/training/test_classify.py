@@ -67,9 +67,12 @@ def test_predict_refuses_bad_texts(trained_model, texts, error, message):
         elman.load(trained_model[0]).predict(texts)
 
 
-def test_unknown_characters_are_classified_through_unk(trained_model):
-    [prediction] = elman.load(trained_model[0]).predict(["Ωmega☃"])
-    assert len(prediction.labels) == 3
+def test_unknown_characters_are_classified_through_unk_and_named(trained_model):
+    classifier = elman.load(trained_model[0])
+    odd, same, plain = classifier.predict(["Ωmega☃", "☃megaΩ", "Sato"])
+    assert odd.unknown_characters == ["Ω", "☃"] and same.unknown_characters == ["Ω", "☃"]
+    assert odd.labels == same.labels  # both characters read as the one <unk>
+    assert plain.unknown_characters == []
 
 
 def test_evaluate_matches_training_metrics(trained_model, names_csv):

@@ -15,7 +15,7 @@ def read_text(path: str | Path) -> str:
 
     Raises ``DataError`` for a missing, empty, binary (NUL bytes), non-UTF-8 or oversized file.
     """
-    text = read_utf8(Path(path), empty="a language model needs text to learn from",
+    text = read_utf8(Path(path), empty="a language model needs text to read",
                      binary="this looks like a binary file, not text", max_bytes=MAX_TEXT_BYTES)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return unicodedata.normalize("NFC", text)

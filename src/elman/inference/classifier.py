@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,6 +22,13 @@ MAX_TEXT_CHARS = 10_000
 class Prediction:
     text: str
     labels: list[tuple[str, float]]  # (label, probability), most probable first
+    # characters of the text that training never showed the model: it read each as <unk>
+    unknown_characters: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        """The prediction as the CLI's ``--json`` and the HTTP API give it."""
+        return {"text": self.text, "labels": [{"label": label, "probability": p} for label, p in self.labels],
+                "unknown_characters": self.unknown_characters}
 
 
 class Classifier:
@@ -69,7 +76,8 @@ class Classifier:
         probabilities = self._probabilities(cleaned)
         values, indices = probabilities.topk(min(top_k, len(self.labels)), dim=1)
         return [
-            Prediction(text, [(self.labels[i], float(p)) for p, i in zip(row_p.tolist(), row_i.tolist(), strict=True)])
+            Prediction(text, [(self.labels[i], float(p)) for p, i in zip(row_p.tolist(), row_i.tolist(), strict=True)],
+                       self.vocabulary.unknown_characters(text))
             for text, row_p, row_i in zip(cleaned, values, indices, strict=True)
         ]
 

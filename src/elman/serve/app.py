@@ -230,9 +230,7 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
         except (ValueError, TypeError) as error:
             raise RequestError(422, "invalid_input", str(error)) from None
         predictions = await batchers[entry.name].predict(texts, min(request.top_k, len(entry.model.labels)))
-        return {"model": entry.name, "predictions": [
-            {"text": p.text, "labels": [{"label": label, "probability": prob} for label, prob in p.labels]}
-            for p in predictions]}
+        return {"model": entry.name, "predictions": [p.as_json() for p in predictions]}
 
     @app.post("/v1/generate")
     def generate(request: GenerateRequest) -> dict:

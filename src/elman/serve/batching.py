@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import replace
 
 from starlette.concurrency import run_in_threadpool
 
@@ -49,7 +50,7 @@ class PredictionBatcher:
                 for request_texts, k, future in group:
                     mine = predictions[start : start + len(request_texts)]
                     start += len(request_texts)
-                    future.set_result([Prediction(p.text, p.labels[:k]) for p in mine])
+                    future.set_result([replace(p, labels=p.labels[:k]) for p in mine])
         finally:
             self.draining = False
 
