@@ -172,8 +172,12 @@ def _evaluate_language_model(args: argparse.Namespace, model) -> int:
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
+        scope = f"{metrics['characters']} characters"
+        if "lines" in metrics:
+            part = "every line" if metrics["split"] == "all" else "the test split"
+            scope += f" of {metrics['lines']} lines, {part} (each line's end counts as a character)"
         print(f"{metrics['loss']:.4f} nats/char, {metrics['bits_per_char']:.4f} bits/char, perplexity "
-              f"{metrics['perplexity']:.2f} over {metrics['characters']} characters"
+              f"{metrics['perplexity']:.2f} over {scope}"
               + (f" ({metrics['unknown_characters']} unknown to the model)" if metrics["unknown_characters"] else ""))
     return 0
 

@@ -164,7 +164,7 @@ def test_conditioned_generation_needs_a_known_condition(conditioned_lm):
 def test_line_models_evaluate_the_test_split(conditioned_lm, names_csv):
     out, metrics = conditioned_lm
     result = elman.load(out).evaluate_lines(read_labelled_csv(names_csv))
-    assert result["lines"] == 30 and 0 < result["loss"] < 2.0
+    assert result["lines"] == 30 and result["split"] == "test" and 0 < result["loss"] < 2.0
     test_texts = [t for t, s in zip(*_texts_and_splits(names_csv), strict=True) if s == "test"]
     assert result["characters"] == sum(len(t) + 1 for t in test_texts)  # every character and each line's end
 
@@ -229,3 +229,11 @@ def test_each_epoch_cuts_a_long_text_at_other_places():
 def test_too_little_text_is_refused():
     with pytest.raises(DataError, match="too little text"):
         prepare_text("ab", val_fraction=0.1, source="tiny.txt")
+
+
+def test_line_models_evaluate_every_line_of_a_file_without_splits(conditioned_lm, names_csv, tmp_path):
+    rows = names_csv.read_text(encoding="utf-8").splitlines()
+    unsplit = tmp_path / "unsplit.csv"
+    unsplit.write_text("\n".join(row.rsplit(",", 1)[0] for row in rows) + "\n", encoding="utf-8")
+    result = elman.load(conditioned_lm[0]).evaluate_lines(read_labelled_csv(unsplit))
+    assert result["lines"] == len(rows) - 1 and result["split"] == "all"

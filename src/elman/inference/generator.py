@@ -264,7 +264,7 @@ class TextGenerator:
             conditions = torch.tensor([self.condition_index(data.labels[i]) for i in rows])
         return {**loss_report(line_loss(self.model, ids, lengths, conditions)),
                 "characters": int(lengths.sum()) - len(rows), "lines": len(rows),
-                "unknown_characters": int((ids == 1).sum())}
+                "split": "all" if data.splits is None else "test", "unknown_characters": int((ids == 1).sum())}
 
 
 def load_generator(directory: Path, config: dict, state: dict, vocabulary: Vocabulary) -> TextGenerator:
