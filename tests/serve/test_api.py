@@ -128,6 +128,15 @@ def test_malformed_json_and_oversized_bodies(client):
     assert error_of(client.get("/v1/predict"), 405)
 
 
+def test_a_body_not_sent_as_json_is_told_how_to_send_it(client):
+    body = b'{"texts": ["Sato"]}'
+    for headers in ({"Content-Type": "application/x-www-form-urlencoded"}, {"Content-Type": "text/plain"}, {}):
+        assert "Content-Type: application/json" in error_of(client.post("/v1/predict", content=body,
+                                                                         headers=headers), 415)
+    sent_as_json = client.post("/v1/predict", content=body, headers={"Content-Type": "application/json; charset=utf-8"})
+    assert sent_as_json.status_code == 200
+
+
 def test_the_page_and_its_files_are_served(client):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"] and "/static/app.js" in page.text

@@ -173,6 +173,13 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError):
         problems = error.errors()
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        json_sent = media_type == "application/json" or media_type.endswith("+json")
+        if request.method == "POST" and not json_sent:  # FastAPI read the body as a form, not as JSON
+            return error_response(415, "unsupported_media_type",
+                                  f"the body must be JSON sent as Content-Type: application/json, got "
+                                  f"{media_type or 'no Content-Type'} (curl: --json '{{...}}', or "
+                                  f"-H 'Content-Type: application/json')")
         if any(p.get("type") == "json_invalid" for p in problems):
             return error_response(400, "malformed_json", "the request body is not valid JSON")
         described = "; ".join(f"{'.'.join(str(part) for part in p['loc'][1:]) or 'body'}: {p['msg']}"
