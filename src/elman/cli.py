@@ -13,7 +13,7 @@ from elman import __version__
 from elman.data.reader import DataError
 from elman.training.checkpoint import CheckpointError
 from elman.training.classify import CLASS_WEIGHTINGS
-from elman.training.resume import saved_settings
+from elman.training.resume import RESUME, saved_settings
 
 
 def _add_columns(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +66,8 @@ def _refuse_options_of_other_tasks(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> int:
     _refuse_options_of_other_tasks(args)
     if args.resume is not None:
+        if args.overwrite:
+            raise ValueError("--resume continues a run and --overwrite starts one afresh; give one of them")
         if args.out is not None and args.out.resolve() != args.resume.resolve():
             raise ValueError(f"--resume {args.resume} continues in its own directory; leave out --out {args.out}")
         saved = saved_settings(args.resume)
@@ -77,8 +79,19 @@ def _train(args: argparse.Namespace) -> int:
     elif args.out is None:
         raise ValueError("give --out DIR for the outputs (or --resume DIR to continue a run)")
     else:
+        _check_fresh_out_dir(args.out, args.overwrite)
         saved = {}
     return _train_classifier(args, saved) if args.task == "classify" else _train_language_model(args, saved)
+
+
+def _check_fresh_out_dir(out: Path, overwrite: bool) -> None:
+    """A new run must not silently replace a trained model, nor start beside another run's training states."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a directory")
+    held = [name for name in ("model.safetensors", "config.json", RESUME) if (out / name).exists()]
+    if held and not overwrite:
+        raise ValueError(f"--out {out} already holds a run ({', '.join(held)}); continue it with --resume {out}, "
+                         "replace it with --overwrite, or choose another --out")
 
 
 def _train_classifier(args: argparse.Namespace, saved: dict[str, dict]) -> int:
@@ -338,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", type=Path, metavar="DIR",
                        help="continue the run whose outputs are in DIR where it stopped; options not given are "
                        "the run's own (give --task and --data again)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="train afresh into an --out that holds a run, replacing its model and training states")
     train.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, metavar="STEPS",
                        help="steps between training states for --resume (default 200; 0: none)")
     _add_columns(train)

@@ -162,3 +162,30 @@ def test_resume_refuses_a_training_state_of_another_format_version(story_txt, tm
     run = subprocess.run(training_command("lm", story_txt, out, resume=True), capture_output=True, text=True)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert "format version 1, written by another version of elman" in run.stderr and "start a new run" in run.stderr
+
+
+def test_a_new_run_neither_replaces_a_model_unasked_nor_leaves_an_older_runs_states(story_txt, tmp_path):
+    out = tmp_path / "run"
+    longer = training_command("lm", story_txt, out)
+    assert subprocess.run(longer, capture_output=True).returncode == 0
+    older_states, model = states(out), (out / "model.safetensors").read_bytes()
+
+    shorter = training_command("lm", story_txt, out)
+    shorter[shorter.index("--epochs") + 1] = "1"
+    run = subprocess.run(shorter, capture_output=True, text=True)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert f"--out {out} already holds a run" in run.stderr and f"--resume {out}" in run.stderr
+    assert (out / "model.safetensors").read_bytes() == model and states(out) == older_states
+
+    run = subprocess.run([*shorter, "--overwrite"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    # the older run's later states would outrank the new run's, and --resume would go on with the older run
+    steps = [json.loads((out / "resume" / s / "state.json").read_text())["step"] for s in states(out)]
+    assert steps and max(steps) <= json.loads(run.stdout)["steps"] < int(older_states[-1].removeprefix("step-"))
+
+    run = subprocess.run([*training_command("lm", story_txt, out, resume=True), "--overwrite"], capture_output=True,
+                         text=True)
+    assert run.returncode == 2 and "give one of them" in run.stderr
+    (tmp_path / "file").write_text("")
+    run = subprocess.run(training_command("lm", story_txt, tmp_path / "file"), capture_output=True, text=True)
+    assert run.returncode == 2 and "is a file; give a directory" in run.stderr

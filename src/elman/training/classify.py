@@ -28,7 +28,7 @@ from elman.training.loop import Optimisation, RunLog, RunState, join_processes
 from elman.training.metrics import classification_metrics
 from elman.training.ngram_fit import L2_PATH, fit_ngram_bag, freeze
 from elman.training.plots import plot_confusion, plot_curves
-from elman.training.resume import clean_interrupted_writes
+from elman.training.resume import prepare_out_dir
 from elman.training.schedule import warmup_cosine
 
 CLASS_WEIGHTINGS = ("none", "sqrt", "balanced")
@@ -252,8 +252,7 @@ def train_classifier(
     processes = join_processes()
     out_dir = Path(out_dir)
     if processes.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        clean_interrupted_writes(out_dir)
+        prepare_out_dir(out_dir, resume)
     train, val = prepared.splits["train"], prepared.splits["val"]
     train_and_val = train.joined(val) if config.refit else None  # what the final model trains on
     if model.bag is not None:

@@ -31,7 +31,7 @@ from elman.training.checkpoint import save_checkpoint
 from elman.training.loop import Optimisation, Processes, RunLog, RunState, join_processes, training_device
 from elman.training.plots import plot_language_curves
 from elman.training.precision import autocast, resolve
-from elman.training.resume import clean_interrupted_writes
+from elman.training.resume import prepare_out_dir
 from elman.training.schedule import warmup_stable_decay
 
 # The fast estimate used during training. More segments make fuller GEMMs: on tiny-shakespeare's 111k
@@ -308,8 +308,7 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
     model = LanguageModel(model_config).to(device)  # refuses bad options before anything is written
     out_dir = Path(out_dir)
     if processes.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        clean_interrupted_writes(out_dir)
+        prepare_out_dir(out_dir, resume)
     run = Optimisation(model, config.learning_rate, config.weight_decay, config.clip_norm, config.precision,
                        processes, config.threads, decay_all=False, spared_from_decay=(model.output.weight,))
     generator = torch.Generator().manual_seed(config.seed)

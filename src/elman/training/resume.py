@@ -72,6 +72,15 @@ def clean_interrupted_writes(out_dir: Path) -> list[Path]:
     return removed
 
 
+def prepare_out_dir(out_dir: Path, resume: bool) -> None:
+    """Make ``out_dir`` ready for a run: created, cleared of interrupted writes, and, for a fresh run, of an
+    older run's training states, which would otherwise outrank the new run's (by step) and be resumed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clean_interrupted_writes(out_dir)
+    if not resume:
+        shutil.rmtree(out_dir / RESUME, ignore_errors=True)
+
+
 def save_training_state(out_dir: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     directory = out_dir / RESUME / f"step-{step:09d}"
     directory.mkdir(parents=True, exist_ok=True)
