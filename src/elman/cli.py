@@ -204,6 +204,8 @@ def _predict(args: argparse.Namespace) -> int:
         raise ValueError("give either texts to classify or --input FILE.csv (with --output FILE.csv)")
     if args.input and not args.output:
         raise ValueError("--input needs --output FILE.csv for the predictions")
+    if args.input and args.output.resolve() == args.input.resolve():
+        raise ValueError(f"--output {args.output} is the --input file; write the predictions to another file")
     classifier = _load(args, Classifier)
     texts = args.texts or read_labelled_csv(args.input, args.text_column, require_labels=False).texts
     predictions = classifier.predict(texts, top_k=args.top_k)
@@ -292,6 +294,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from elman.experiments import report
 
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; give a directory for the report")
     names = list(report.EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     results = report.run_experiments(names, args.out, quick=args.quick, seed=args.seed, progress=not args.json)
     path = report.write_report(results, args.out, args.quick)
@@ -479,12 +483,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _describe(error: Exception) -> str:
+    """The error's message; for the operating system's own errors, "path: reason" without "[Errno N]"."""
+    if isinstance(error, OSError) and error.strerror and error.filename is not None:
+        paths = f"{error.filename}" + (f" -> {error.filename2}" if error.filename2 is not None else "")
+        return f"{paths}: {error.strerror}"
+    return str(error)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
     except (DataError, CheckpointError, ValueError, TypeError, OSError) as error:
-        print(f"elman {args.command}: error: {error}", file=sys.stderr)
+        print(f"elman {args.command}: error: {_describe(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

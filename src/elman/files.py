@@ -14,6 +14,10 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's directory; when the block succeeds it replaces ``path`` in
     one ``os.replace``. On any error the temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: there is no directory {path.parent} to write it in")
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(descriptor)
     temporary = Path(temporary)

@@ -87,3 +87,18 @@ def test_bad_model_options_are_refused_before_anything_is_written(names_csv, tmp
         run = elman("train", "--task", "classify", "--data", names_csv, "--out", tmp_path / "o", option, value)
         assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
         assert not (tmp_path / "o").exists()
+
+
+def test_outputs_that_cannot_be_written_are_refused_by_name(trained_model, names_csv, tmp_path):
+    kept = names_csv.read_bytes()
+    run = elman("predict", "--model", trained_model[0], "--input", names_csv, "--output", names_csv)
+    assert run.returncode == 2 and "is the --input file" in run.stderr
+    assert names_csv.read_bytes() == kept  # the data were not replaced by predictions
+    run = elman("predict", "--model", trained_model[0], "--input", names_csv, "--output", tmp_path / "no" / "p.csv")
+    assert run.returncode == 2 and f"there is no directory {tmp_path / 'no'} to write it in" in run.stderr
+    run = elman("inspect", "--model", trained_model[0], "Sato", "--out", tmp_path)
+    assert run.returncode == 2 and f"{tmp_path} is a directory; give a file name" in run.stderr
+    (tmp_path / "report").write_text("")
+    run = elman("demo", "--experiment", "xor", "--quick", "--out", tmp_path / "report")
+    assert run.returncode == 2 and "is a file; give a directory" in run.stderr
+    assert not list(tmp_path.glob(".*.tmp")) and "Traceback" not in run.stderr

@@ -26,3 +26,13 @@ def test_unknown_command_is_a_usage_error_not_a_traceback():
 def test_version_flag():
     run = subprocess.run([sys.executable, "-m", "elman", "--version"], capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout.startswith("elman ")
+
+
+def test_operating_system_errors_read_as_path_and_reason():
+    from elman.cli import _describe
+
+    denied = PermissionError(13, "Permission denied", "/srv/runs/model.safetensors")
+    assert _describe(denied) == "/srv/runs/model.safetensors: Permission denied"
+    moved = OSError(18, "Invalid cross-device link", "/tmp/a", "/mnt/b")
+    assert _describe(moved) == "/tmp/a -> /mnt/b: Invalid cross-device link"
+    assert _describe(ValueError("top_k must be positive")) == "top_k must be positive"

@@ -62,6 +62,8 @@ def test_bad_files_get_a_clear_error(tmp_path, content, message):
 def test_missing_file_and_unknown_column_name(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         read_labelled_csv(tmp_path / "absent.csv")
+    with pytest.raises(DataError, match="a directory, not a file"):
+        read_labelled_csv(tmp_path)
     path = write(tmp_path, "surname,nationality\nAbe,Japanese\nSmith,English\n")
     with pytest.raises(DataError, match="no column 'name' for the text"):
         read_labelled_csv(path, text_column="name")

@@ -162,6 +162,9 @@ def test_corrupt_config_and_foreign_files_are_refused(checkpoint_copy, tmp_path)
         elman.load(checkpoint_copy)
     with pytest.raises(CheckpointError, match="no such checkpoint directory"):
         elman.load(tmp_path / "nowhere")
+    (tmp_path / "model.csv").write_text("surname\n")
+    with pytest.raises(CheckpointError, match="a file, not a checkpoint directory"):
+        elman.load(tmp_path / "model.csv")
 
 
 def test_pickle_checkpoint_is_refused_and_never_unpickled(tmp_path):

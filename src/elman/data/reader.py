@@ -64,7 +64,7 @@ def read_utf8(path: Path, empty: str, binary: str, max_bytes: int | None = None)
     """The decoded contents of a text file. ``DataError`` for a missing, oversized, binary (NUL bytes),
     non-UTF-8 or blank file; ``empty`` and ``binary`` finish those two messages for the kind of file."""
     if not path.is_file():
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{path}: a directory, not a file" if path.is_dir() else f"{path}: no such file")
     size = path.stat().st_size
     if max_bytes is not None and size > max_bytes:
         raise DataError(f"{path}: {size} bytes; the limit for this file is {max_bytes} bytes")

@@ -60,7 +60,8 @@ def load_checkpoint(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor
     intact elman checkpoint; never unpickles."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise CheckpointError(f"{directory}: no such checkpoint directory")
+        raise CheckpointError(f"{directory}: a file, not a checkpoint directory" if directory.exists()
+                              else f"{directory}: no such checkpoint directory")
     config_path = directory / CONFIG
     if not config_path.is_file():
         pickled = [name for name in PICKLE_NAMES if (directory / name).exists()]
