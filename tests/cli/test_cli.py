@@ -33,6 +33,6 @@ def test_operating_system_errors_read_as_path_and_reason():
 
     denied = PermissionError(13, "Permission denied", "/srv/runs/model.safetensors")
     assert _describe(denied) == "/srv/runs/model.safetensors: Permission denied"
-    moved = OSError(18, "Invalid cross-device link", "/tmp/a", "/mnt/b")
+    moved = OSError(18, "Invalid cross-device link", "/tmp/a", None, "/mnt/b")  # (errno, reason, path, winerror, path2)
     assert _describe(moved) == "/tmp/a -> /mnt/b: Invalid cross-device link"
     assert _describe(ValueError("top_k must be positive")) == "top_k must be positive"
