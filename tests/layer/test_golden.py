@@ -214,3 +214,15 @@ def test_weight_dropout_is_nn_rnn_on_masked_recurrent_weights(from_table, device
     ours.eval()
     out_t, h_t = theirs(x[0][ids] if from_table else x, h0)
     torch.testing.assert_close(run_ours()[0], out_t, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch_first,with_h0,with_lengths", list(itertools.product((False, True), repeat=3)))
+def test_an_empty_batch_gives_empty_outputs_as_nn_rnn(route, batch_first, with_h0, with_lengths):
+    theirs, ours = make_pair(2, True, "tanh", batch_first, True)
+    x = torch.randn((0, STEPS, INPUT) if batch_first else (STEPS, 0, INPUT), dtype=torch.float64)
+    h0 = torch.randn(4, 0, HIDDEN, dtype=torch.float64) if with_h0 else None
+    out, h_n = ours(x, h0, lengths=torch.zeros(0, dtype=torch.int64) if with_lengths else None)
+    expected_out, expected_h_n = theirs(x, h0)
+    assert out.shape == expected_out.shape and h_n.shape == expected_h_n.shape
+    (out.sum() + h_n.sum()).backward()  # the outputs are part of the graph, as nn.RNN's
+    assert all(p.grad is not None and not p.grad.any() for p in ours.parameters())

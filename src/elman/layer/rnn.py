@@ -273,8 +273,8 @@ class ElmanRNN(nn.Module):
             raise ValueError(
                 f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {input.shape[-1]}"
             )
-        if steps == 0 or batch == 0:
-            raise ValueError(f"input must have at least one time step and one sequence, got {steps} and {batch}")
+        if steps == 0:
+            raise ValueError("input must have at least one time step, got 0")
         if hx is not None:
             expected = (self.num_layers * self.num_directions, batch, self.hidden_size)
             if tuple(hx.shape) != expected:
@@ -294,6 +294,8 @@ class ElmanRNN(nn.Module):
         if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
             raise TypeError(f"lengths must hold integers, got {lengths.dtype}")
         lengths = lengths.to(torch.int64)
+        if batch == 0:
+            return lengths
         low, high = int(lengths.min()), int(lengths.max())
         if low < 1 or high > steps:
             raise ValueError(
@@ -343,7 +345,8 @@ class ElmanRNN(nn.Module):
                                 ) -> tuple[Tensor, Tensor]:
         """The stack, one layer and direction at a time through the backend; the batch sorted by length.
         With ``ids`` (T, B), ``x`` is a table (V, I) and the input is its rows ``ids``."""
-        run_direction = BACKENDS[self.backend]
+        # an empty batch (which nn.RNN accepts) goes through the plain loop: the fused one reshapes by -1
+        run_direction = BACKENDS["reference" if x.shape[1] == 0 and ids is None else self.backend]
         final_states = []
         layer_input = x
         for layer in range(self.num_layers):
