@@ -11,8 +11,17 @@ from pathlib import Path
 
 from elman import __version__
 from elman.data.reader import DataError
+from elman.models.classifier import ClassifierConfig
+from elman.models.language_model import LanguageModelConfig
 from elman.training.checkpoint import CheckpointError
-from elman.training.classify import CLASS_WEIGHTINGS
+from elman.training.classify import CLASS_WEIGHTINGS, TrainConfig
+from elman.training.language import (
+    LINES_WEIGHT_DECAY,
+    LONG_RUN_MODEL,
+    LONG_RUN_SECONDS,
+    TEXT_WEIGHT_DECAY,
+    LanguageTrainConfig,
+)
 from elman.training.resume import RESUME, saved_settings
 
 
@@ -53,6 +62,17 @@ TASK_ONLY_OPTIONS = {
     "lm": ("val_data", "val_fraction", "calibration_fraction", "lines", "condition_column", "chunk_length",
            "eval_interval", "device"),
 }
+
+
+def _defaults(name: str, lm_note: str = "") -> str:
+    """"(default: classify X, lm Y)", read from the configs, so that the help cannot drift from them."""
+    def default(config: type) -> object:
+        return next(f.default for f in fields(config) if f.name == name)
+
+    model_option = name in {f.name for f in fields(ClassifierConfig)}
+    classify_config, lm_config = (ClassifierConfig, LanguageModelConfig) if model_option else (TrainConfig,
+                                                                                              LanguageTrainConfig)
+    return f"(default: classify {default(classify_config)}, lm {default(lm_config)}{lm_note})"
 
 
 def _refuse_options_of_other_tasks(args: argparse.Namespace) -> None:
@@ -368,36 +388,55 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val-fraction", dest="val_fraction", type=float, help="lm: held out for validation (0.1)")
     train.add_argument("--calibration-fraction", dest="calibration_fraction", type=float,
                        help="lm: of the training data, held out to fit the output's temperature (0.02; 0: none)")
-    train.add_argument("--epochs", type=_positive_int)
+    train.add_argument("--epochs", type=_positive_int,
+                       help="most passes over the training data; a time budget or early stopping usually ends the "
+                       f"run first {_defaults('epochs')}")
     train.add_argument("--time-budget", dest="time_budget", type=_positive_float, metavar="SECONDS",
                        help="stop cleanly after this many seconds, keeping the best checkpoint (lm on a long "
                        "text: 300 or more makes the default network 3 layers of 640 units)")
-    train.add_argument("--batch-size", dest="batch_size", type=_positive_int)
+    train.add_argument("--batch-size", dest="batch_size", type=_positive_int,
+                       help=f"texts per step; lm on a long text: parallel streams {_defaults('batch_size')}")
     train.add_argument("--chunk-length", dest="chunk_length", type=_positive_int,
                        help="lm on a long text: truncated-BPTT steps per chunk")
     train.add_argument("--eval-interval", dest="eval_interval", type=_positive_int,
                        help="lm: steps between validations (default: every epoch)")
-    train.add_argument("--learning-rate", dest="learning_rate", type=_positive_float)
-    train.add_argument("--weight-decay", dest="weight_decay", type=_non_negative_float)
-    train.add_argument("--label-smoothing", dest="label_smoothing", type=float)
+    train.add_argument("--learning-rate", dest="learning_rate", type=_positive_float,
+                       help=f"AdamW's peak rate, after the warm-up {_defaults('learning_rate')}")
+    train.add_argument("--weight-decay", dest="weight_decay", type=_non_negative_float,
+                       help=f"AdamW's decoupled decay (default: classify {TrainConfig.weight_decay}, lm "
+                       f"{TEXT_WEIGHT_DECAY} on a long text, {LINES_WEIGHT_DECAY} for lines)")
+    train.add_argument("--label-smoothing", dest="label_smoothing", type=float,
+                       help=f"classify: of the cross-entropy's target (default {TrainConfig.label_smoothing})")
     train.add_argument("--class-weighting", dest="class_weighting", choices=CLASS_WEIGHTINGS,
                        help="classify: loss weight per class of the Elman RNN members (default none)")
     train.add_argument("--bag-class-weighting", dest="bag_class_weighting", choices=CLASS_WEIGHTINGS,
                        help="classify: loss weight per class of the n-gram member's fit (default sqrt)")
-    train.add_argument("--select-by", dest="select_by", choices=["macro_f1", "loss"])
-    train.add_argument("--patience", type=_positive_int)
-    train.add_argument("--max-length", dest="max_length", type=_positive_int)
-    train.add_argument("--seed", type=int)
-    train.add_argument("--threads", type=_positive_int)
+    train.add_argument("--select-by", dest="select_by", choices=["macro_f1", "loss"],
+                       help=f"classify: the validation score that picks the best epoch (default "
+                       f"{TrainConfig.select_by})")
+    train.add_argument("--patience", type=_positive_int,
+                       help=f"validations without improvement before stopping {_defaults('patience')}")
+    train.add_argument("--max-length", dest="max_length", type=_positive_int,
+                       help=f"characters kept per text or line {_defaults('max_length')}")
+    train.add_argument("--seed", type=int,
+                       help=f"weights, dropout, batch order and random splits {_defaults('seed')}")
+    train.add_argument("--threads", type=_positive_int, help="CPU threads (default: torch's)")
     train.add_argument("--precision", choices=["auto", "bf16", "fp32"],
                        help="bf16: bfloat16 GEMMs, float32 weights and states; auto: bf16 where the CPU is fast at it "
                        "(default: auto for lm, fp32 for classify)")
     train.add_argument("--device", help="lm: where the model trains: cpu (default), cuda or cuda:N (a GPU: the "
                        "recurrence then runs in cuDNN, in float32)")
-    train.add_argument("--embedding-dim", dest="embedding_dim", type=_positive_int)
-    train.add_argument("--hidden-size", dest="hidden_size", type=_positive_int)
-    train.add_argument("--num-layers", dest="num_layers", type=_positive_int)
-    train.add_argument("--nonlinearity", choices=["tanh", "relu", "sigmoid"])
+    train.add_argument("--embedding-dim", dest="embedding_dim", type=_positive_int,
+                       help=f"size of the character embeddings {_defaults('embedding_dim')}")
+    def long_run(name: str) -> str:
+        return f"; {LONG_RUN_MODEL[name]} on a long text with --time-budget >= {LONG_RUN_SECONDS:.0f}"
+
+    train.add_argument("--hidden-size", dest="hidden_size", type=_positive_int,
+                       help=f"units per layer {_defaults('hidden_size', long_run('hidden_size'))}")
+    train.add_argument("--num-layers", dest="num_layers", type=_positive_int,
+                       help=f"stacked Elman layers {_defaults('num_layers', long_run('num_layers'))}")
+    train.add_argument("--nonlinearity", choices=["tanh", "relu", "sigmoid"],
+                       help=f"the recurrence's units {_defaults('nonlinearity')}")
     train.add_argument("--dropout", type=float,
                        help="default: classify 0.2; lm 0.1 on a text (0.05 with --time-budget >= 300), 0.3 for lines")
     train.add_argument("--embedding-dropout", dest="embedding_dropout", type=float,
@@ -418,9 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     train.set_defaults(handler=_train)
 
-    evaluate = commands.add_parser("evaluate", help="score a trained model on a CSV file")
+    evaluate = commands.add_parser("evaluate", help="score a trained model on a CSV (or text, for a language model)")
     evaluate.add_argument("--model", type=Path, required=True, help="checkpoint directory")
-    evaluate.add_argument("--data", type=Path, required=True)
+    evaluate.add_argument("--data", type=Path, required=True,
+                          help="classify: CSV (its test split, if it has one); lm: a text file, or a CSV of lines")
     _add_columns(evaluate)
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(handler=_evaluate)
