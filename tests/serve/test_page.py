@@ -28,6 +28,11 @@ def test_typing_a_surname_shows_bars_and_a_heatmap(browser, server, tmp_path):
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(server + "/")
+    # the page opens on an example (the field's placeholder, Nakamoto); emptying the field clears what it shows
+    page.wait_for_function("document.querySelector('#heatmap').dataset.characters === '8'", timeout=15_000)
+    page.fill("#text", "")
+    page.wait_for_function("document.querySelector('#heatmap').dataset.characters === '0'", timeout=15_000)
+    assert page.locator(".bar-row").count() == 0
     page.locator("#text").press_sequentially("Nakamoto", delay=30)
     page.wait_for_function("document.querySelector('#heatmap').dataset.characters === '8'", timeout=15_000)
     page.wait_for_selector(".bar-row")

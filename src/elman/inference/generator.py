@@ -131,14 +131,14 @@ class TextGenerator:
         self.config = config
         self._never = torch.tensor([vocabulary.index(s) for s in SPECIALS if not (kind == "lines" and s == EOS)])
 
-    def encode_prime(self, prime: str) -> list[int]:
-        """Character ids of an NFC-normalised prime (as ``clean_prime`` gives it)."""
+    def encode_prime(self, prime: str, what: str = "prime") -> list[int]:
+        """Character ids of an NFC-normalised prime (as ``clean_prime`` gives it); ``what`` names it in errors."""
         if len(prime) > MAX_GENERATE_CHARS:
-            raise ValueError(f"the prime has {len(prime)} characters; the limit is {MAX_GENERATE_CHARS}")
+            raise ValueError(f"the {what} has {len(prime)} characters; the limit is {MAX_GENERATE_CHARS}")
         unknown = self.vocabulary.unknown_characters(prime)
         if unknown:
             known = "".join(t for t in self.vocabulary.tokens if t not in SPECIALS)
-            raise ValueError(f"the prime contains characters the model never saw: {unknown}; it knows {known!r}")
+            raise ValueError(f"the {what} contains characters the model never saw: {unknown}; it knows {known!r}")
         return self.vocabulary.indices(prime)
 
     @staticmethod
@@ -159,9 +159,9 @@ class TextGenerator:
             raise ValueError(f"unknown condition {condition!r}; this model knows {self.conditions}")
         return self.conditions.index(condition)
 
-    def context(self, prime: str, condition: str | None) -> tuple[list[int], Tensor | None]:
+    def context(self, prime: str, condition: str | None, what: str = "prime") -> tuple[list[int], Tensor | None]:
         """(ids the model reads before sampling, condition index tensor (1,) or None)."""
-        ids = self.encode_prime(prime)
+        ids = self.encode_prime(prime, what)
         index = self.condition_index(condition)
         if self.kind == "lines":
             ids = [self.vocabulary.index(BOS), *ids]
@@ -227,7 +227,7 @@ class TextGenerator:
         text = self.clean_prime(text)
         if not text:
             raise ValueError("give a text to inspect")
-        ids, conditions = self.context(text, condition)
+        ids, conditions = self.context(text, condition, what="text")
         states, _ = self.model.hidden_states(torch.tensor([ids]), conditions=conditions)
         states = states[-len(text) :, 0]  # after each character of the text, not the start symbol before it
         probabilities = self.model.output(states).softmax(-1)

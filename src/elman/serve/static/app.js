@@ -77,7 +77,12 @@ function drawHeatmap(characters, hidden, units) {
 
 async function inspectText(text) {
   const ticket = ++pending;
-  if (!text.trim()) { $("bars").replaceChildren(); $("prefixes").replaceChildren(); return; }
+  if (!text.trim()) {
+    $("bars").replaceChildren();
+    $("prefixes").replaceChildren();
+    drawHeatmap([], [], []);
+    return;
+  }
   try {
     const body = { model: current.name, text };
     const result = await api("/v1/inspect", body);
@@ -125,7 +130,10 @@ function choose(name) {
   if (current.conditions) {
     $("condition").replaceChildren(...current.conditions.map((c) => new Option(c, c)));
   }
-  if (classifier) inspectText($("text").value);
+  if (classifier) {
+    if (!$("text").value) $("text").value = $("text").placeholder; // an example to look at before typing
+    inspectText($("text").value);
+  }
 }
 
 let typing = null;
