@@ -22,7 +22,7 @@ from elman.training.language import (
     TEXT_WEIGHT_DECAY,
     LanguageTrainConfig,
 )
-from elman.training.resume import RESUME, saved_settings
+from elman.training.resume import check_new_run_dir, saved_settings
 
 
 def _add_columns(parser: argparse.ArgumentParser) -> None:
@@ -99,19 +99,9 @@ def _train(args: argparse.Namespace) -> int:
     elif args.out is None:
         raise ValueError("give --out DIR for the outputs (or --resume DIR to continue a run)")
     else:
-        _check_fresh_out_dir(args.out, args.overwrite)
+        check_new_run_dir(args.out, args.overwrite)
         saved = {}
     return _train_classifier(args, saved) if args.task == "classify" else _train_language_model(args, saved)
-
-
-def _check_fresh_out_dir(out: Path, overwrite: bool) -> None:
-    """A new run must not silently replace a trained model, nor start beside another run's training states."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a directory")
-    held = [name for name in ("model.safetensors", "config.json", RESUME) if (out / name).exists()]
-    if held and not overwrite:
-        raise ValueError(f"--out {out} already holds a run ({', '.join(held)}); continue it with --resume {out}, "
-                         "replace it with --overwrite, or choose another --out")
 
 
 def _train_classifier(args: argparse.Namespace, saved: dict[str, dict]) -> int:

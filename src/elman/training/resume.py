@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from elman.files import atomic_output, atomic_write_text
-from elman.training.checkpoint import CheckpointError, sha256_of
+from elman.training.checkpoint import CONFIG, WEIGHTS, CheckpointError, sha256_of
 
 RESUME = "resume"
 TENSORS, META = "state.safetensors", "state.json"
@@ -70,6 +70,18 @@ def clean_interrupted_writes(out_dir: Path) -> list[Path]:
             shutil.rmtree(directory, ignore_errors=True)
             removed.append(directory)
     return removed
+
+
+def check_new_run_dir(out_dir: Path, overwrite: bool) -> None:
+    """The command line's guard before a new run: ``out_dir`` must not be a file, nor silently lose a trained
+    model or another run's training states (``overwrite`` allows that). The training functions themselves
+    train wherever they are told."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file; give a directory")
+    held = [name for name in (WEIGHTS, CONFIG, RESUME) if (out_dir / name).exists()]
+    if held and not overwrite:
+        raise ValueError(f"--out {out_dir} already holds a run ({', '.join(held)}); continue it with --resume "
+                         f"{out_dir}, replace it with --overwrite, or choose another --out")
 
 
 def prepare_out_dir(out_dir: Path, resume: bool) -> None:
