@@ -137,6 +137,17 @@ def checkpoint_copy(trained_model, tmp_path):
     return target
 
 
+def test_a_checkpoint_from_a_newer_elman_names_the_options_it_does_not_know(checkpoint_copy):
+    path = checkpoint_copy / "config.json"
+    config = json.loads(path.read_text())
+    config["model"]["attention_heads"] = 4
+    config["elman_version"] = "9.0.0"
+    path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"model options \['attention_heads'\] are unknown to elman .*; it was "
+                                              r"written by elman 9\.0\.0; load it with that version or a newer one"):
+        elman.load(checkpoint_copy)
+
+
 def test_truncated_weights_are_refused(checkpoint_copy):
     weights = checkpoint_copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])

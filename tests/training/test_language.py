@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 from collections import Counter
 
 import pytest
@@ -12,6 +13,7 @@ from elman.data.reader import DataError, read_labelled_csv
 from elman.data.text import read_text
 from elman.inference import TextGenerator
 from elman.inference.generator import ConditionGuidance
+from elman.training.checkpoint import CheckpointError
 from elman.training.language import (
     LINES_MODEL,
     LINES_WEIGHT_DECAY,
@@ -237,3 +239,13 @@ def test_line_models_evaluate_every_line_of_a_file_without_splits(conditioned_lm
     unsplit.write_text("\n".join(row.rsplit(",", 1)[0] for row in rows) + "\n", encoding="utf-8")
     result = elman.load(conditioned_lm[0]).evaluate_lines(read_labelled_csv(unsplit))
     assert result["lines"] == len(rows) - 1 and result["split"] == "all"
+
+
+def test_a_language_model_from_a_newer_elman_names_the_options_it_does_not_know(conditioned_lm, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(conditioned_lm[0], copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["model"]["attention"] = True
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"model options \['attention'\] are unknown to elman .*edited by hand"):
+        elman.load(copy)

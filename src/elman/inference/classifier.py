@@ -12,7 +12,7 @@ from elman.data.reader import LabelledTexts, normalise_text
 from elman.data.vocabulary import Vocabulary, vectorize
 from elman.inference.inspection import Inspection
 from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits
-from elman.training.checkpoint import CheckpointError
+from elman.training.checkpoint import CheckpointError, model_config
 from elman.training.metrics import classification_metrics
 
 MAX_TEXT_CHARS = 10_000
@@ -131,12 +131,14 @@ def load_classifier(directory: Path, config: dict, state: dict, vocabulary: Voca
         if "lm_loss_weight" not in options:  # written before the LM loss: each member's stack in one piece
             options.update(lm_loss_weight=0.0)
             state = {split_stack_name(name): tensor for name, tensor in state.items()}
-        model = SequenceClassifier(ClassifierConfig(**options))
+        model = SequenceClassifier(model_config(ClassifierConfig, {**config, "model": options}, directory))
         if "member_weights" not in state:  # written before the pool's weights were fitted: equal weights
             state = {**state, "member_weights": model.member_weights}
         model.load_state_dict(state)
         labels = list(config["labels"])
         max_length = int(config["max_length"])
+    except CheckpointError:
+        raise
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{directory}: the weights do not fit the configuration ({error})") from None
     if len(labels) != model.config.num_classes or len(vocabulary) != model.config.vocab_size:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -35,6 +36,20 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def model_config(config_class: type, config: dict, directory: Path):
+    """``config_class`` built from the checkpoint's ``config["model"]``; options this elman does not know (a
+    checkpoint written by a newer one) are refused by name rather than reported as a mismatch of weights."""
+    options = config["model"]
+    unknown = sorted(set(options) - {f.name for f in fields(config_class)})
+    if unknown:
+        written_by = config.get("elman_version", "?")
+        advice = ("was it edited by hand?" if written_by == __version__ else
+                  f"it was written by elman {written_by}; load it with that version or a newer one")
+        raise CheckpointError(f"{directory / CONFIG}: model options {unknown} are unknown to elman {__version__}; "
+                              + advice)
+    return config_class(**options)
 
 
 def save_checkpoint(directory: str | Path, model: torch.nn.Module, vocabulary: Vocabulary, config: dict) -> Path:
