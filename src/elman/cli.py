@@ -186,7 +186,7 @@ def _evaluate_language_model(args: argparse.Namespace, model) -> int:
     from elman.training.language import read_lines_file
 
     if model.kind == "text":
-        metrics = model.evaluate_text(read_text(args.data))
+        metrics = model.evaluate_text(read_text(args.data), progress=not args.json)
     else:
         columns = model.config.get("columns") or {}
         metrics = model.evaluate_lines(read_lines_file(args.data, args.text_column or columns.get("text"),

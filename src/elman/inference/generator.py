@@ -237,14 +237,14 @@ class TextGenerator:
         eos = self.vocabulary.index(EOS)
         return self.vocabulary.decode(ids[: ids.index(eos)] if eos in ids else ids)
 
-    def evaluate_text(self, text: str) -> dict:
-        """Loss over a whole text read statefully, as one long pass."""
+    def evaluate_text(self, text: str, progress: bool = False) -> dict:
+        """Loss over a whole text read statefully, as one long pass (``progress``: a bar over it)."""
         if self.kind != "text":
             raise ValueError("this model was trained on separate lines; evaluate it on a CSV or line file")
         ids = torch.tensor(self.vocabulary.indices(text), dtype=torch.int64)
         if ids.shape[0] < 2:
             raise ValueError("the text has fewer than two characters; nothing to predict")
-        return {**loss_report(stream_loss(self.model, ids)), "characters": ids.shape[0] - 1,
+        return {**loss_report(stream_loss(self.model, ids, progress=progress)), "characters": ids.shape[0] - 1,
                 "unknown_characters": int((ids == 1).sum())}
 
     def evaluate_lines(self, data: LabelledTexts) -> dict:

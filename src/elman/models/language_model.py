@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from elman.data.batches import line_batches
 from elman.layer import ElmanRNN
@@ -148,12 +149,16 @@ def scored_stream_logits(model: LanguageModel, ids: Tensor, segments: int = 1, b
 
 
 def stream_loss(model: LanguageModel, ids: Tensor, segments: int = 1, burn_in: int = 0,
-                chunk_length: int = 4096) -> float:
+                chunk_length: int = 4096, progress: bool = False) -> float:
     """Mean next-character cross-entropy (nats) over a text ``ids`` (N,), read statefully: exactly with
-    ``segments=1``, else estimated (see ``scored_stream_logits``)."""
+    ``segments=1``, else estimated (see ``scored_stream_logits``). ``progress``: a bar over the characters
+    (one exact pass reads some 30,000 a second on two cores)."""
     total = 0.0
-    for logits, targets in scored_stream_logits(model, ids, segments, burn_in, chunk_length):
-        total += float(nn.functional.cross_entropy(logits, targets, ignore_index=0, reduction="sum"))
+    with tqdm(total=ids.shape[0] - 1, unit="char", unit_scale=True, desc="evaluate", disable=not progress,
+              leave=False) as bar:
+        for logits, targets in scored_stream_logits(model, ids, segments, burn_in, chunk_length):
+            total += float(nn.functional.cross_entropy(logits, targets, ignore_index=0, reduction="sum"))
+            bar.update(min(targets.numel(), bar.total - bar.n))
     return total / (ids.shape[0] - 1)
 
 
