@@ -64,15 +64,17 @@ TASK_ONLY_OPTIONS = {
 }
 
 
-def _defaults(name: str, lm_note: str = "") -> str:
-    """"(default: classify X, lm Y)", read from the configs, so that the help cannot drift from them."""
+def _defaults(name: str, long_run: bool = False) -> str:
+    """"(default: classify X, lm Y)", read from the configs, so that the help cannot drift from them;
+    ``long_run`` adds the language model's value under a long time budget (``LONG_RUN_MODEL``)."""
     def default(config: type) -> object:
         return next(f.default for f in fields(config) if f.name == name)
 
     model_option = name in {f.name for f in fields(ClassifierConfig)}
     classify_config, lm_config = (ClassifierConfig, LanguageModelConfig) if model_option else (TrainConfig,
                                                                                               LanguageTrainConfig)
-    return f"(default: classify {default(classify_config)}, lm {default(lm_config)}{lm_note})"
+    note = f"; {LONG_RUN_MODEL[name]} on a long text with --time-budget >= {LONG_RUN_SECONDS:.0f}" if long_run else ""
+    return f"(default: classify {default(classify_config)}, lm {default(lm_config)}{note})"
 
 
 def _refuse_options_of_other_tasks(args: argparse.Namespace) -> None:
@@ -418,13 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "recurrence then runs in cuDNN, in float32)")
     train.add_argument("--embedding-dim", dest="embedding_dim", type=_positive_int,
                        help=f"size of the character embeddings {_defaults('embedding_dim')}")
-    def long_run(name: str) -> str:
-        return f"; {LONG_RUN_MODEL[name]} on a long text with --time-budget >= {LONG_RUN_SECONDS:.0f}"
-
     train.add_argument("--hidden-size", dest="hidden_size", type=_positive_int,
-                       help=f"units per layer {_defaults('hidden_size', long_run('hidden_size'))}")
+                       help=f"units per layer {_defaults('hidden_size', long_run=True)}")
     train.add_argument("--num-layers", dest="num_layers", type=_positive_int,
-                       help=f"stacked Elman layers {_defaults('num_layers', long_run('num_layers'))}")
+                       help=f"stacked Elman layers {_defaults('num_layers', long_run=True)}")
     train.add_argument("--nonlinearity", choices=["tanh", "relu", "sigmoid"],
                        help=f"the recurrence's units {_defaults('nonlinearity')}")
     train.add_argument("--dropout", type=float,
