@@ -5,6 +5,7 @@ import math
 import shutil
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
@@ -249,3 +250,16 @@ def test_a_language_model_from_a_newer_elman_names_the_options_it_does_not_know(
     (copy / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=r"model options \['attention'\] are unknown to elman .*edited by hand"):
         elman.load(copy)
+
+
+def test_inspecting_a_line_model_starts_at_the_start_of_the_line(conditioned_lm):
+    generator = elman.load(conditioned_lm[0])
+    inspection = generator.inspect("Ka", condition="Spanish")
+    assert inspection.characters == ["<bos>", "K", "a"]
+    assert inspection.probabilities.shape[0] == inspection.hidden.shape[0] == 3
+    # its first row is the distribution of a name's first character, as generation samples it
+    ids = torch.tensor([[generator.vocabulary.index("<bos>")]])
+    conditions = torch.tensor([generator.conditions.index("Spanish")])
+    with torch.no_grad():
+        logits, _ = generator.model(ids, conditions=conditions)
+    np.testing.assert_allclose(inspection.probabilities[0], logits[0, 0].softmax(-1).numpy(), rtol=1e-5, atol=1e-7)

@@ -223,15 +223,18 @@ class TextGenerator:
 
     @torch.no_grad()
     def inspect(self, text: str, condition: str | None = None) -> Inspection:
-        """The next-character distribution after each character of ``text``, and the hidden states."""
+        """The next-character distribution after each character of ``text``, and the hidden states. A line
+        model reads the line's start first (``"<bos>"`` leads ``characters``): what it expects the first
+        character to be (under ``condition``) is part of the picture."""
         text = self.clean_prime(text)
         if not text:
             raise ValueError("give a text to inspect")
         ids, conditions = self.context(text, condition, what="text")
         states, _ = self.model.hidden_states(torch.tensor([ids]), conditions=conditions)
-        states = states[-len(text) :, 0]  # after each character of the text, not the start symbol before it
+        read = [BOS, *text] if self.kind == "lines" else list(text)
+        states = states[-len(read) :, 0]
         probabilities = self.model.output(states).softmax(-1)
-        return Inspection("lm", list(text), states.numpy(), probabilities.numpy(), list(self.vocabulary.tokens))
+        return Inspection("lm", read, states.numpy(), probabilities.numpy(), list(self.vocabulary.tokens))
 
     def _decode_until_end(self, ids: list[int]) -> str:
         eos = self.vocabulary.index(EOS)

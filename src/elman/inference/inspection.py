@@ -18,7 +18,8 @@ VISIBLE = {" ": "\u2423", "\n": "\u23ce", "\t": "\u21e5"}  # blanks drawn as sym
 class Inspection:
     """One text read by a model.
 
-    characters: the N characters read (after normalisation and the model's length limit).
+    characters: the N characters read (after normalisation and the model's length limit); a line model's
+        start with ``"<bos>"``, the start of the line.
     hidden: ``(N, units)``, the top recurrent layer's state after each character (for a bidirectional
         classifier, both directions side by side: the reverse direction has read the rest of the text).
     probabilities: ``(N, len(labels))``. Classifier: the class probabilities of each prefix
