@@ -12,7 +12,7 @@ from elman.data.reader import LabelledTexts, normalise_text
 from elman.data.vocabulary import Vocabulary, vectorize
 from elman.inference.inspection import Inspection
 from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits
-from elman.training.checkpoint import CheckpointError, model_config
+from elman.training.checkpoint import CheckpointError, fitting_configuration, model_config
 from elman.training.metrics import classification_metrics
 
 MAX_TEXT_CHARS = 10_000
@@ -123,7 +123,7 @@ def split_stack_name(name: str) -> str:
 
 
 def load_classifier(directory: Path, config: dict, state: dict, vocabulary: Vocabulary) -> Classifier:
-    try:
+    with fitting_configuration(directory):
         options = dict(config["model"])
         if "members" not in options:  # written before classifiers were ensembles: one recurrent network
             options.update(members=1, bag_ngrams=())
@@ -137,10 +137,6 @@ def load_classifier(directory: Path, config: dict, state: dict, vocabulary: Voca
         model.load_state_dict(state)
         labels = list(config["labels"])
         max_length = int(config["max_length"])
-    except CheckpointError:
-        raise
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{directory}: the weights do not fit the configuration ({error})") from None
     if len(labels) != model.config.num_classes or len(vocabulary) != model.config.vocab_size:
         raise CheckpointError(f"{directory}: labels or vocabulary do not match the model's sizes")
     return Classifier(model, vocabulary, labels, max_length, config)

@@ -12,7 +12,7 @@ from elman.data.reader import LabelledTexts, normalise_text
 from elman.data.vocabulary import BOS, EOS, SPECIALS, Vocabulary, vectorize
 from elman.inference.inspection import Inspection
 from elman.models.language_model import LanguageModel, LanguageModelConfig, line_loss, stream_loss
-from elman.training.checkpoint import CheckpointError, model_config
+from elman.training.checkpoint import CheckpointError, fitting_configuration, model_config
 from elman.training.language import loss_report
 
 MAX_GENERATE_CHARS = 100_000
@@ -271,16 +271,12 @@ class TextGenerator:
 
 
 def load_generator(directory: Path, config: dict, state: dict, vocabulary: Vocabulary) -> TextGenerator:
-    try:
+    with fitting_configuration(directory):
         model = LanguageModel(model_config(LanguageModelConfig, config, directory))
         model.load_state_dict(state)
         kind = config["kind"]
         conditions = None if config.get("conditions") is None else list(config["conditions"])
         max_length = int(config["max_length"])
-    except CheckpointError:
-        raise
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{directory}: the weights do not fit the configuration ({error})") from None
     if kind not in ("text", "lines") or len(vocabulary) != model.config.vocab_size or \
             len(conditions or []) != model.config.num_conditions:
         raise CheckpointError(f"{directory}: kind, vocabulary or conditions do not match the model")

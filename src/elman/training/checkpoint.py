@@ -7,8 +7,10 @@ between two writes, a truncated copy, flipped bytes) is refused on load with a m
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
@@ -36,6 +38,19 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def fitting_configuration(directory: Path) -> Iterator[None]:
+    """Around building a model from a checkpoint's configuration and loading its weights: what goes wrong
+    there (a missing key, a wrong type, weights of other shapes) becomes one ``CheckpointError`` naming the
+    directory; a ``CheckpointError`` raised inside already names its file and passes as it is."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{directory}: the weights do not fit the configuration ({error})") from None
 
 
 def model_config(config_class: type, config: dict, directory: Path):

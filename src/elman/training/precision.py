@@ -30,11 +30,12 @@ def resolve(precision: str, device: torch.device | str = "cpu") -> str:
     """"auto" -> "bf16" or "fp32" for this machine's ``device``; the others are returned as they are."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "bf16" and torch.device(device).type != "cpu":
+    on_cpu = torch.device(device).type == "cpu"
+    if precision == "bf16" and not on_cpu:
         raise ValueError("precision bf16 is mixed precision for the CPU; on a GPU the model trains in float32 "
                          "(cuDNN's kernels): leave the precision at auto or fp32")
     if precision == "auto":
-        return "bf16" if torch.device(device).type == "cpu" and cpu_has_fast_bfloat16() else "fp32"
+        return "bf16" if on_cpu and cpu_has_fast_bfloat16() else "fp32"
     return precision
 
 
