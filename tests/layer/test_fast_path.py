@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from elman import ElmanRNN
-from elman.layer import fused
-from elman.layer.fused import FusedElmanDirection, Padding
+from elman.layer import fused, ops
 from elman.layer.reference import reference_direction
 
 LENGTHS = torch.tensor([6, 2, 5, 1, 6])
@@ -84,32 +83,34 @@ def test_gradcheck_single_direction(nonlinearity, padded, outputs):
     h0 = torch.randn(batch, hidden, dtype=torch.float64, requires_grad=True)
     params = [torch.randn(*shape, dtype=torch.float64, requires_grad=True)
               for shape in ((hidden, inputs), (hidden, hidden), (hidden,), (hidden,))]
-    padding = Padding.from_sorted_lengths(torch.tensor([4, 3, 1]), steps, x.device) if padded else None
+    lengths = torch.tensor([3, 4, 1]) if padded else None  # unsorted: the operator sorts them
 
     def run(x, h0, w_ih, w_hh, b_ih, b_hh):
-        out, h_n = FusedElmanDirection.apply(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, padding, None, False)
+        out, h_n = ops.rnn_direction(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, None, nonlinearity, False, False)
         return {"both": (out, h_n), "states": out, "final": h_n}[outputs]
 
     assert torch.autograd.gradcheck(run, (x, h0, *params))
 
 
 @pytest.mark.parametrize("padded", [False, True])
-def test_gradcheck_table_rows(padded):
-    """Without W_ih the input is rows of a table of projections; its gradient sums over the steps reading
-    each row (rows read twice, and a row never read, included)."""
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("table_rows", [5, 20])  # fewer rows than inputs: projected once; more: gathered first
+def test_gradcheck_table_rows(padded, reverse, table_rows):
+    """The input is rows of a table; its gradient sums over the steps reading each row (rows read twice,
+    and rows never read, included)."""
     torch.manual_seed(0)
-    table = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(table_rows, 2, dtype=torch.float64, requires_grad=True)
     rows = torch.tensor([[0, 1, 1], [2, 0, 3], [2, 2, 0], [1, 3, 0]])  # row 4 is never read
+    params = [torch.randn(*shape, dtype=torch.float64, requires_grad=True) for shape in ((3, 2), (3, 3), (3,), (3,))]
     h0 = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
-    w_hh = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
-    padding = Padding.from_sorted_lengths(torch.tensor([4, 3, 1]), 4, table.device) if padded else None
+    lengths = torch.tensor([4, 1, 3]) if padded else None
 
-    def run(table, h0, w_hh):
-        return FusedElmanDirection.apply(table, h0, None, w_hh, None, None, "tanh", padding, rows, False)
+    def run(table, h0, w_ih, w_hh, b_ih, b_hh):
+        return ops.rnn_direction(table, h0, w_ih, w_hh, b_ih, b_hh, lengths, rows, "tanh", reverse, False)
 
-    assert torch.autograd.gradcheck(run, (table, h0, w_hh))
-    out, h_n = run(table, h0, w_hh)
-    expected_out, expected_h_n = reference_direction(table[rows], h0, None, w_hh, None, None, "tanh", False, padding)
+    assert torch.autograd.gradcheck(run, (table, h0, *params))
+    out, h_n = run(table, h0, *params)
+    expected_out, expected_h_n = reference_direction(table, h0, *params, "tanh", reverse, lengths, rows)
     torch.testing.assert_close(out, expected_out)
     torch.testing.assert_close(h_n, expected_h_n)
 
@@ -314,14 +315,14 @@ def test_mixed_precision_loops_stay_close_to_float32(monkeypatch, compiled, acti
     pre, h0 = torch.randn(5, 7, 32), torch.randn(7, 32)
     w_hh = torch.randn(32, 32) / 32**0.5
     exact, mixed = pre.clone(), pre.clone()
-    fused._run_forward_loop(exact, h0, w_hh, steps_active, activation, mixed=False)
-    fused._run_forward_loop(mixed, h0, w_hh, steps_active, activation, mixed=True)
+    fused.run_loop("forward", exact, h0, w_hh, steps_active, activation, mixed=False)
+    fused.run_loop("forward", mixed, h0, w_hh, steps_active, activation, mixed=True)
     torch.testing.assert_close(mixed, exact, atol=3e-2, rtol=0)
     assert not torch.equal(mixed, exact)  # bfloat16 products really were used
     dz = torch.randn_like(pre)
     exact_dz, mixed_dz = dz.clone(), dz.clone()
-    fused._run_backward_loop(exact_dz, exact, w_hh, steps_active, activation, mixed=False)
-    fused._run_backward_loop(mixed_dz, exact, w_hh, steps_active, activation, mixed=True)
+    fused.run_loop("backward", exact_dz, exact, w_hh, steps_active, activation, mixed=False)
+    fused.run_loop("backward", mixed_dz, exact, w_hh, steps_active, activation, mixed=True)
     torch.testing.assert_close(mixed_dz, exact_dz, atol=3e-2, rtol=0)
 
 

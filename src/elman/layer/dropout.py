@@ -12,7 +12,8 @@ multiple of 1/65536, and the scale uses that rounded value, which keeps E[y] = x
 
 The bits: on the CPU, where the compiled module (``_loops.cpp``) is built, each pair of elements takes the
 two halves of a 32-bit hash of its index and a seed. A float32 input is then dropped in one vectorised
-pass that keeps no mask: the backward pass draws it again from the seed (``HashedDropout``). Against a
+pass that keeps no mask: the backward pass draws it again from the seed (the operator
+``elman::hashed_dropout``, ``ops.py``). Against a
 mask written, multiplied and kept for the backward pass, that is 10 MB less memory per (64, 64, 640)
 activation and 1-2 ms less of a 3 x 640 language model's ~90 ms step. For other dtypes the mask is
 written (0.5 ms for 64 x 64 x 640) and multiplied.
@@ -26,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from elman.layer import fused
+from elman.layer import fused, ops
 
 LEVELS = 1 << 16  # values of the 16 bits each element draws
 _WORD = torch.iinfo(torch.int64)
@@ -48,12 +49,13 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         return x * 0
     hashed = fused.compiled_loops is not None and x.device.type == "cpu"
     if hashed and x.dtype == torch.float32:
-        return HashedDropout.apply(x, dropped_levels, _draw_seed())
+        return ops.hashed_dropout(x, dropped_levels, LEVELS / (LEVELS - dropped_levels), _draw_seed())
     return x * scaled_keep_mask(x, dropped_levels, hashed)
 
 
-def _draw_seed() -> int:
-    return int(torch.randint(_WORD.min, _WORD.max, (1,)))
+def _draw_seed() -> Tensor:
+    """A seed for the hash, drawn from torch's global generator; a tensor, so that tracing records the draw."""
+    return torch.randint(_WORD.min, _WORD.max, (), dtype=torch.int64)
 
 
 def scaled_keep_mask(x: Tensor, dropped_levels: int, hashed: bool) -> Tensor:
@@ -61,8 +63,7 @@ def scaled_keep_mask(x: Tensor, dropped_levels: int, hashed: bool) -> Tensor:
     ``hashed``: the compiled hash's bits, else torch's."""
     scale = LEVELS / (LEVELS - dropped_levels)
     if hashed:  # scaled in x's own precision, so that E[y] = x stays exact
-        mask = torch.ones(x.shape, dtype=torch.float32)
-        fused.compiled_loops.dropout_apply(mask, mask, dropped_levels, 1.0, _draw_seed())
+        mask = ops.hashed_dropout(torch.ones(x.shape, dtype=torch.float32), dropped_levels, 1.0, _draw_seed())
         return mask.to(x.dtype).mul_(scale)
     count = x.numel()
     # random_(min, max) covers every bit of a word (plain random_() leaves the sign bit 0)
@@ -70,24 +71,6 @@ def scaled_keep_mask(x: Tensor, dropped_levels: int, hashed: bool) -> Tensor:
     bits = words.view(torch.int16)[:count].view(x.shape)  # signed: [-32768, 32768) stands for [0, 65536)
     keep = bits >= dropped_levels - LEVELS // 2
     return keep.to(x.dtype).mul_(scale)
-
-
-class HashedDropout(torch.autograd.Function):
-    """``x * keep / (1 - p)`` for a float32 CPU ``x``, the mask drawn from ``seed`` by the compiled hash; the
-    gradient is the same function of the incoming gradient, with the same seed (so it is differentiable
-    again)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, dropped_levels: int, seed: int) -> Tensor:
-        ctx.dropped_levels, ctx.seed = dropped_levels, seed
-        x = x.contiguous()
-        y = torch.empty_like(x)
-        fused.compiled_loops.dropout_apply(x, y, dropped_levels, LEVELS / (LEVELS - dropped_levels), seed)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return HashedDropout.apply(grad, ctx.dropped_levels, ctx.seed), None, None
 
 
 class Dropout(nn.Module):

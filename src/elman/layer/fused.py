@@ -1,4 +1,4 @@
-"""The fast path: one direction of one layer as a single autograd Function with hand-written BPTT.
+"""The fast path's kernels: one direction of one layer, forward and hand-written BPTT.
 
 For a batch of ``B`` sequences of ``T`` steps (time-major), inputs ``x`` of shape ``(T, B, I)`` and a
 start state ``h0`` of shape ``(B, H)``, the layer computes
@@ -10,9 +10,9 @@ and returns all ``h_t`` as ``out`` of shape ``(T, B, H)``.
 
 Forward: the input projection ``x_t W_ih^T + b`` for all steps is one GEMM written straight into
 ``out``; then each step adds ``h_{t-1} W_hh^T`` in place (one GEMM) and applies ``act`` in place.
-Without ``W_ih`` (None, and no biases), ``x`` is a table ``(V, H)`` of projections the caller computed
-more cheaply (``ElmanRNN.forward_from_table``: one per row of an embedding table), and ``rows`` ``(T, B)``
-says which one each step reads; one gather writes them into ``out``.
+With ``rows`` ``(T, B)``, ``x`` is a table ``(V, I)`` (an embedding's weight) and step t of sequence b reads
+row ``rows[t, b]``; where the table has fewer rows than the batch has inputs, each row is projected once
+and the projections are gathered into ``out`` (``ElmanRNN.forward_from_table``).
 
 Backward (BPTT): with ``g_t = dL/dh_t`` from the outputs,
 
@@ -21,27 +21,27 @@ Backward (BPTT): with ``g_t = dL/dh_t`` from the outputs,
     dL/dW_hh = sum_t dz_t^T h_{t-1}     dL/dW_ih = sum_t dz_t^T x_t
     dL/db    = sum_t dz_t               dL/dx_t  = dz_t W_ih
 
-where the last four are each one GEMM (or one reduction) over all steps after the loop; with a table
-and ``rows``, row v of the table's gradient is the sum of the ``dz_t`` of the steps that read it (one
-index_add). ``act'`` is computed from the saved outputs (``1 - h^2`` for tanh, ``h (1 - h)`` for
-sigmoid, ``h > 0`` for relu).
+where the last four are each one GEMM (or one reduction) over all steps after the loop; with a projected
+table, row v's projection gets the sum of the ``dz_t`` of the steps that read it (one index_add) and the
+GEMMs run over the table's rows. ``act'`` is computed from the saved outputs (``1 - h^2`` for tanh,
+``h (1 - h)`` for sigmoid, ``h > 0`` for relu).
 
-Variable lengths without packing: the caller sorts the batch by length, longest first, so that at step
-``t`` the sequences still running are the leading ``steps_active[t]`` rows. Each step then works on
-that prefix of rows (a contiguous view), the rows that have ended are left alone, and the padded
-positions of ``out`` are zeroed once after the loop. Nothing is packed or copied per step. The final
-states ``h_n`` (each sequence's last valid step) are a second output, so that a caller who reads only
-them (a classifier pooling the last state) hands back only their gradient: the backward pass then starts
-from zeros instead of a full ``(T, B, H)`` gradient that autograd would build and copy.
+Variable lengths without packing: inside a kernel the batch is sorted by length, longest first
+(``Layout``), so that at step ``t`` the sequences still running are the leading ``batch_sizes[t]`` rows.
+Each step works on that prefix of rows (a contiguous view), the rows that have ended are left alone, and
+the padded positions of ``out`` are zeroed once after the loop. The reverse direction runs the same loop
+over each sequence reversed within its own length. Nothing is packed; a batch that is already sorted (or
+has no lengths) is not copied.
 
-The two sequential loops exist twice: here in Python (any device) and in ``_loops.cpp`` (CPU, compiled
-at install time). They are the same few lines; the compiled one is used for CPU tensors when it was
-built, because on small problems the interpreter's per-step cost is most of the run time.
+The two sequential loops exist twice: here in Python (any device) and in ``_loops.cpp`` (CPU, compiled).
+They are the same few lines; the compiled one is used for CPU tensors when it was built, because on small
+problems the interpreter's per-step cost is most of the run time.
 
-Mixed precision: under ``torch.autocast(device, dtype=torch.bfloat16)`` every GEMM above reads bfloat16
-operands (float32 accumulation inside, a bfloat16 product out; AVX512-BF16 or AMX on CPUs that have them,
-several times the float32 speed), while the states ``h_t``, the ``dz_t`` and every gradient stay float32.
-The layer's output is float32.
+Mixed precision (``mixed``, chosen by the caller under ``torch.autocast(device, dtype=torch.bfloat16)``):
+every GEMM above reads bfloat16 operands (float32 accumulation inside, a bfloat16 product out), while the
+states ``h_t``, the ``dz_t`` and every gradient stay float32. The outputs are float32.
+
+These functions are the kernels of the ``elman::`` operators (``ops.py``); call them through the operators.
 """
 
 from __future__ import annotations
@@ -49,11 +49,11 @@ from __future__ import annotations
 import warnings
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 from torch import Tensor
 
+from elman.layer.build import load_compiled_loops
 from elman.threads import torch_threads
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid")
@@ -63,19 +63,18 @@ COMPILED_FUNCTIONS = ("forward_loop", "backward_loop", "forward_loop_bf16", "bac
 
 
 def _compiled_module():
-    """The compiled loops (``_loops.cpp``), or None where they were not built. A build older than this code
+    """The compiled loops (``_loops.cpp``), or None where they cannot be had. A build older than this code
     is set aside with a warning that says how to rebuild it, and the Python loops run meanwhile."""
-    try:  # built by `pip install --no-build-isolation .` when torch and a compiler are present
-        from elman.layer import _loops
-    except ImportError:
+    loops = load_compiled_loops()
+    if loops is None:
         return None
-    missing = [name for name in COMPILED_FUNCTIONS if not hasattr(_loops, name)]
+    missing = [name for name in COMPILED_FUNCTIONS if not hasattr(loops, name)]
     if missing:
-        warnings.warn(f"{_loops.__file__} was built from an older _loops.cpp (it has no {', '.join(missing)}); "
+        warnings.warn(f"{loops.__file__} was built from an older _loops.cpp (it has no {', '.join(missing)}); "
                       "the slower Python loops run instead until it is rebuilt: pip install --no-build-isolation . "
                       "(or, in a source checkout, python setup.py build_ext --inplace)", RuntimeWarning, stacklevel=2)
         return None
-    return _loops
+    return loops
 
 
 compiled_loops = _compiled_module()
@@ -111,21 +110,21 @@ def accumulate_product(c: Tensor, a: Tensor, w: Tensor) -> None:
         c.add_(torch.mm(a.to(w.dtype), w))
 
 
-def forward_loop(out: Tensor, h0: Tensor, w_hh: Tensor, steps_active: list[int], activation: str) -> None:
+def forward_loop(out: Tensor, h0: Tensor, w_hh: Tensor, batch_sizes: list[int], activation: str) -> None:
     """In place: ``out[t]`` holds the input projection on entry and ``h_t`` on return."""
     w_hh_t = w_hh.t()
     h = h0
-    for t, n in enumerate(steps_active):
+    for t, n in enumerate(batch_sizes):
         step = out[t, :n]
         accumulate_product(step, h[:n], w_hh_t)
         activate_(step, activation)
         h = step
 
 
-def backward_loop(dz: Tensor, slope: Tensor, w_hh: Tensor, steps_active: list[int]) -> None:
+def backward_loop(dz: Tensor, slope: Tensor, w_hh: Tensor, batch_sizes: list[int]) -> None:
     """In place: ``dz[t]`` holds dL/dh_t from the outputs on entry and dL/dz_t on return."""
-    for t in range(len(steps_active) - 1, -1, -1):
-        n = steps_active[t]
+    for t in range(len(batch_sizes) - 1, -1, -1):
+        n = batch_sizes[t]
         step = dz[t, :n]
         step.mul_(slope[t, :n])
         if t > 0:
@@ -159,220 +158,236 @@ def _threads_for(batch: int, hidden: int, device: torch.device) -> torch_threads
     return torch_threads(1 if small else None)
 
 
-def _run_forward_loop(out: Tensor, h0: Tensor, w_hh: Tensor, steps_active: list[int], activation: str,
-                      mixed: bool):
-    if mixed:
-        w_hh = w_hh.to(torch.bfloat16).contiguous()
-    with _threads_for(out.shape[1], out.shape[2], out.device):
-        if _use_compiled(out, h0, mixed=mixed):
-            loop = compiled_loops.forward_loop_bf16 if mixed else compiled_loops.forward_loop
-            loop(out, h0, w_hh, steps_active, ACTIVATIONS.index(activation))
-        else:
-            forward_loop(out, h0, w_hh, steps_active, activation)
+def run_loop(direction: str, buffer: Tensor, states: Tensor, w_hh: Tensor, batch_sizes: list[int],
+             activation: str, mixed: bool) -> None:
+    """One of the two sequential loops, in place on ``buffer`` (T, B, H), compiled where it can be.
 
-
-def _run_backward_loop(dz: Tensor, out: Tensor, w_hh: Tensor, steps_active: list[int], activation: str,
-                       mixed: bool):
-    """``dz`` holds dL/dh_t on entry and dL/dz_t on return; ``out`` holds the h_t of the forward pass."""
-    if mixed:
-        w_hh = w_hh.to(torch.bfloat16).contiguous()
-    with _threads_for(dz.shape[1], dz.shape[2], dz.device):
-        if _use_compiled(dz, out, mixed=mixed):  # act'(z_t) computed from h_t inside the loop
-            loop = compiled_loops.backward_loop_bf16 if mixed else compiled_loops.backward_loop
-            loop(dz, out, w_hh, steps_active, ACTIVATIONS.index(activation))
-        else:
-            backward_loop(dz, activation_slope(out, activation), w_hh, steps_active)
-
-
-def recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, padding, rows=None, mixed=False) -> Tensor:
-    """The forward pass alone, ``out`` (T, B, H) (arguments as ``FusedElmanDirection``); used directly when no
-    gradient is wanted."""
-    if w_ih is None:  # x is a table of projections; the loop works in place on the gathered rows
-        T, B = rows.shape
-        out = x.index_select(0, rows.reshape(-1))
-    else:
-        T, B, I = x.shape
-        x_flat = x.reshape(T * B, I)
-        if b_ih is None or mixed:
-            out = matmul(x_flat, w_ih.t(), mixed)
-            if b_ih is not None:
-                out += b_ih + b_hh
-        else:  # the bias rides along in the GEMM
-            out = torch.addmm(b_ih + b_hh, x_flat, w_ih.t())
-    out = out.view(T, B, w_hh.shape[0])
-    _run_forward_loop(out, h0.contiguous(), w_hh, running_rows(padding, T, B), activation, mixed)
-    if padding is not None:
-        out.masked_fill_(padding.padded, 0)
-    return out
-
-
-def running_rows(padding: Padding | None, steps: int, batch: int) -> list[int]:
-    """The rows still running at each of the ``steps`` steps (all ``batch`` of them without padding)."""
-    return [batch] * steps if padding is None else padding.steps_active
-
-
-def final_states(out: Tensor, padding: Padding | None) -> Tensor:
-    """(T, B, H) -> (B, H): each sequence's state at its last valid step (a view of ``out`` when every
-    sequence runs all T steps)."""
-    return out[-1] if padding is None else out.gather(0, padding.last_steps(out.shape[2])).squeeze(0)
-
-
-class FusedElmanDirection(torch.autograd.Function):
-    """One layer, one direction. See the module docstring for the equations.
-
-    Args (to ``apply``):
-        x: (T, B, I) time-major input, batch sorted by length (longest first) when lengths vary; or, when
-            ``w_ih`` is None, a table (V, H) of input projections with their biases, read at ``rows``.
-        h0: (B, H) start state.
-        w_ih: (H, I), or None (see ``x``).
-        w_hh: (H, H); b_ih, b_hh: (H,) or both None (always None without ``w_ih``).
-        activation: one of ``ACTIVATIONS``.
-        padding: where the batch is padded (``Padding``); None when every sequence has length T.
-        rows: (T, B) int64 indices into the table ``x`` when ``w_ih`` is None; else None.
-        mixed: bfloat16 GEMMs with float32 states and sums (see the module docstring).
-
-    Returns:
-        out: (T, B, H), h_t at valid positions and 0 at padded ones.
-        h_n: (B, H), each sequence's state at its last valid step.
+    "forward": ``buffer`` holds the input projections on entry and the h_t on return; ``states`` is h0 (B, H).
+    "backward": ``buffer`` holds dL/dh_t on entry and dL/dz_t on return; ``states`` holds the h_t (T, B, H).
     """
-
-    @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, activation, padding, rows, mixed):
-        if mixed and w_ih is not None:  # converted once for the projection's GEMM and for dL/dW_ih's
-            x = x.to(torch.bfloat16)
-        out = recurrence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, activation, padding, rows, mixed)
-        saved_x = None if w_ih is None else x  # only dL/dW_ih reads it
-        ctx.save_for_backward(saved_x, h0, w_ih, w_hh, out, rows)
-        ctx.activation, ctx.padding, ctx.mixed = activation, padding, mixed
-        ctx.has_bias = b_ih is not None
-        ctx.table_rows = None if w_ih is not None else x.shape[0]
-        ctx.set_materialize_grads(False)  # an output nobody read has no gradient, not one of zeros
-        h_n = final_states(out, padding)
-        return out, h_n.clone() if padding is None else h_n  # an output may not be a view of another
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out, grad_h_n):
-        x, h0, w_ih, w_hh, out, rows = ctx.saved_tensors
-        T, B, H = out.shape
-        padding = ctx.padding
-        # dz starts as dL/dh_t, a contiguous buffer the loop may overwrite; padded outputs are constants
-        if grad_out is None:
-            dz = torch.zeros_like(out)
-        elif padding is None:
-            dz = grad_out.clone(memory_format=torch.contiguous_format)
-        else:
-            dz = grad_out.masked_fill(padding.padded, 0).contiguous()
-        if grad_h_n is not None:
-            if padding is None:
-                dz[-1] += grad_h_n
-            else:
-                dz.scatter_add_(0, padding.last_steps(H), grad_h_n.unsqueeze(0))
-        mixed = ctx.mixed
-        _run_backward_loop(dz, out, w_hh, running_rows(padding, T, B), ctx.activation, mixed)
-
-        need = ctx.needs_input_grad
-        dz_flat = dz.view(T * B, H)
-        dz_gemm = dz_flat.to(torch.bfloat16) if mixed else dz_flat  # converted once for the GEMMs below
-        grad_h0 = torch.mm(dz[0], w_hh) if need[1] else None
-        grad_w_ih = matmul(dz_gemm.t(), x.reshape(T * B, -1), mixed) if need[2] else None
-        grad_w_hh = None
-        if need[3]:
-            grad_w_hh = torch.mm(dz[0].t(), h0)
-            if T > 1:
-                grad_w_hh += matmul(dz_gemm[B:].t(), out[:-1].reshape(-1, H), mixed)
-        grad_b = dz_flat.sum(0) if ctx.has_bias and (need[4] or need[5]) else None
-        grad_x = None
-        if need[0]:  # last: without W_ih, dz itself is the gradient of the projections read
-            if w_ih is None:
-                grad_x = dz_flat.new_zeros(ctx.table_rows, H).index_add_(0, rows.reshape(-1), dz_flat)
-            else:
-                grad_x = matmul(dz_gemm, w_ih, mixed).view(T, B, -1)
-        return grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b, grad_b, None, None, None, None
+    if mixed:
+        w_hh = w_hh.to(torch.bfloat16).contiguous()
+    with _threads_for(buffer.shape[1], buffer.shape[2], buffer.device):
+        if _use_compiled(buffer, states, mixed=mixed):
+            name = f"{direction}_loop{'_bf16' if mixed else ''}"
+            getattr(compiled_loops, name)(buffer, states, w_hh, batch_sizes, ACTIVATIONS.index(activation))
+        elif direction == "forward":
+            forward_loop(buffer, states, w_hh, batch_sizes, activation)
+        else:  # act'(z_t) computed from h_t; the compiled loop does it inside
+            backward_loop(buffer, activation_slope(states, activation), w_hh, batch_sizes)
 
 
 @dataclass(frozen=True)
-class Padding:
-    """Where a batch of variable-length sequences is padded; built once per forward call.
+class Layout:
+    """How a kernel sees the batch: sorted by length, longest first, and for the reverse direction each
+    sequence reversed within its own length. ``to_kernel`` and ``from_kernel`` move (T, B, *) tensors
+    between the caller's order and this one; ``sort`` and ``unsort`` move (B, *) ones.
 
-    The batch must be sorted by length, longest first (``ElmanRNN`` does that).
+    Built from the caller's ``lengths`` (B,) int64 (any order, values in [1, T]; None: all T).
     """
 
-    lengths: Tensor  # (B,) int64, on the input's device
-    steps_active: list[int]  # T ints: sequences still running at step t
-    padded: Tensor  # (T, B, 1) bool: step t of sequence b is padding
+    steps: int
+    batch_sizes: list[int]  # T ints: sequences still running at step t (kernel order)
+    order: Tensor | None  # (B,) the caller's index of each kernel row; None when already sorted
+    restore: Tensor | None  # (B,) the inverse permutation
+    lengths: Tensor | None  # (B,) sorted, on the device; None when every sequence runs all T steps
+    padded: Tensor | None  # (T, B, 1) bool, kernel order
+    time_index: Tensor | None  # (T, B) reversal within lengths, when reversing padded sequences
+    reverse: bool
 
     @classmethod
-    def from_sorted_lengths(cls, lengths: Tensor, steps: int, device: torch.device) -> Padding:
+    def build(cls, lengths: Tensor | None, steps: int, batch: int, reverse: bool, device: torch.device) -> Layout:
+        if lengths is not None:
+            lengths = check_lengths(lengths, steps, batch)
+            if batch == 0 or bool((lengths == steps).all()):
+                lengths = None
+        if lengths is None:
+            return cls(steps, [batch] * steps, None, None, None, None, None, reverse)
+        order = restore = None
+        if bool((lengths[1:] > lengths[:-1]).any()):
+            order = torch.argsort(lengths, descending=True, stable=True)
+            lengths = lengths[order]
+            restore = torch.argsort(order).to(device)
+            order = order.to(device)
         padded = torch.arange(steps).unsqueeze(1) >= lengths.unsqueeze(0)  # (T, B)
-        steps_active = (lengths.shape[0] - padded.sum(1)).tolist()
-        return cls(lengths=lengths.to(device), steps_active=steps_active, padded=padded.unsqueeze(2).to(device))
+        batch_sizes = (batch - padded.sum(1)).tolist()
+        lengths, padded = lengths.to(device), padded.to(device)
+        time_index = None
+        if reverse:
+            time = torch.arange(steps, device=device).unsqueeze(1)
+            time_index = torch.where(padded, time, lengths.unsqueeze(0) - 1 - time)
+        return cls(steps, batch_sizes, order, restore, lengths, padded.unsqueeze(2), time_index, reverse)
 
-    @cached_property
-    def reversed_time(self) -> Tensor:
-        """(T, B) int64: each sequence's steps reversed within its own length (only the reverse
-        direction needs it)."""
-        time = torch.arange(self.padded.shape[0], device=self.padded.device).unsqueeze(1)
-        return torch.where(self.padded.squeeze(2), time, self.lengths.unsqueeze(0) - 1 - time)
+    def sort(self, x: Tensor) -> Tensor:
+        return x if self.order is None else x.index_select(0, self.order)
 
-    def reverse_in_time(self, x: Tensor) -> Tensor:
-        """(T, B, F) -> (T, B, F), each sequence's valid steps in reverse order; padding stays put."""
-        index = self.reversed_time.unsqueeze(2).expand_as(x)
-        return _ReverseWithinLengths.apply(x, index)
+    def unsort(self, x: Tensor) -> Tensor:
+        return x if self.restore is None else x.index_select(0, self.restore)
 
-    def last_steps(self, width: int) -> Tensor:
-        """(1, B, width) int64: each sequence's last valid step, the index that gathers final states."""
-        return (self.lengths - 1).view(1, -1, 1).expand(1, self.lengths.shape[0], width)
-
-
-class _ReverseWithinLengths(torch.autograd.Function):
-    """A gather by a per-sequence reversal; the reversal is its own inverse, so the backward pass is the
-    same gather (much cheaper than the generic scatter-add of indexing's backward)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, index: Tensor) -> Tensor:
-        ctx.save_for_backward(index)
+    def _reverse_time(self, x: Tensor) -> Tensor:
+        if not self.reverse:
+            return x
+        if self.time_index is None:
+            return x.flip(0)
+        index = self.time_index if x.dim() == 2 else self.time_index.unsqueeze(2).expand_as(x)
         return x.gather(0, index)
 
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (index,) = ctx.saved_tensors
-        return grad.gather(0, index), None
+    def to_kernel(self, x: Tensor) -> Tensor:
+        """(T, B, *) in the caller's order -> the kernel's (the same tensor when nothing moves)."""
+        if self.order is not None:
+            x = x.index_select(1, self.order)
+        return self._reverse_time(x)
 
+    def from_kernel(self, x: Tensor) -> Tensor:
+        """The inverse of ``to_kernel`` (the reversal within lengths is its own inverse)."""
+        x = self._reverse_time(x)
+        return x if self.restore is None else x.index_select(1, self.restore)
 
-def fused_direction(
-    x: Tensor,
-    h0: Tensor,
-    w_ih: Tensor | None,
-    w_hh: Tensor,
-    b_ih: Tensor | None,
-    b_hh: Tensor | None,
-    activation: str,
-    reverse: bool,
-    padding: Padding | None,
-    rows: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
-    """One layer, one direction on the fast path; same contract as ``reference_direction``.
+    def final_states(self, out: Tensor) -> Tensor:
+        """(T, B, H) kernel order -> (B, H) in the caller's order: each sequence's state after its last valid
+        step in walking order; never a view of ``out``."""
+        if self.lengths is None:
+            return out[-1].clone()
+        last = (self.lengths - 1).view(1, -1, 1).expand(1, out.shape[1], out.shape[2])
+        return self.unsort(out.gather(0, last).squeeze(0))
 
-    The reverse direction is the forward recurrence over each sequence reversed within its length (with
-    ``rows``, the rows are reversed: cheaper than the inputs they pick).
-    Returns out: (T, B, H) and h_n: (B, H).
-    """
-    if reverse:
-        if rows is not None:
-            rows = rows.flip(0) if padding is None else rows.gather(0, padding.reversed_time)
+    def add_final_gradient(self, dz: Tensor, grad_h_n: Tensor) -> None:
+        """``dz`` (T, B, H, kernel order) += the gradient of ``final_states`` (B, H, caller's order)."""
+        grad_h_n = self.sort(grad_h_n)
+        if self.lengths is None:
+            dz[-1] += grad_h_n
         else:
-            x = x.flip(0) if padding is None else padding.reverse_in_time(x)
-    tensors = (x, h0, w_ih, w_hh, b_ih, b_hh)
-    device = x.device.type
-    mixed = (torch.is_autocast_enabled(device) and x.dtype == torch.float32
-             and torch.get_autocast_dtype(device) == torch.bfloat16)
-    with autocast_off(device):  # under autocast the precision of every GEMM is chosen here, explicitly
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-            out, h_n = FusedElmanDirection.apply(*tensors, activation, padding, rows, mixed)
-        else:  # inference: skip the autograd bookkeeping
-            out = recurrence_forward(*tensors, activation, padding, rows, mixed)
-            h_n = final_states(out, padding)
-    if reverse:
-        out = out.flip(0) if padding is None else padding.reverse_in_time(out)
-    return out, h_n
+            last = (self.lengths - 1).view(1, -1, 1).expand(1, dz.shape[1], dz.shape[2])
+            dz.scatter_add_(0, last, grad_h_n.unsqueeze(0))
+
+
+def check_lengths(lengths: Tensor, steps: int, batch: int) -> Tensor:
+    """``lengths`` as (B,) int64 on the CPU, refused by name where it cannot be a batch's lengths."""
+    if lengths.dim() != 1 or lengths.shape[0] != batch:
+        raise ValueError(f"lengths must be 1-D with one entry per sequence ({batch}), got shape {list(lengths.shape)}")
+    lengths = lengths.cpu().to(torch.int64)
+    if batch:
+        low, high = int(lengths.min()), int(lengths.max())
+        if low < 1 or high > steps:
+            raise ValueError(
+                f"lengths must lie in [1, {steps}] (the number of time steps), got values in [{low}, {high}]")
+    return lengths
+
+
+def check_rows(rows: Tensor, table_rows: int) -> None:
+    if rows.numel():
+        low, high = (int(v) for v in torch.aminmax(rows))
+        if low < 0 or high >= table_rows:
+            raise ValueError(f"ids must lie in [0, {table_rows}) (the table's rows), got values in [{low}, {high}]")
+
+
+def _projects_table(rows: Tensor | None, table: Tensor) -> bool:
+    """With ``rows``: project the table's rows and gather (fewer multiply-adds), or gather the inputs and
+    project them (as many rows as inputs: no dearer, and less to index)."""
+    return rows is not None and rows.numel() > table.shape[0]
+
+
+def _inputs(x: Tensor, rows: Tensor | None, layout: Layout, projects_table: bool) -> Tensor:
+    """What the input GEMM reads: the table itself, or the (T, B, I) inputs in kernel order."""
+    if projects_table:
+        return x
+    if rows is not None:
+        return layout.to_kernel(x[rows])
+    return layout.to_kernel(x)
+
+
+def rnn_direction(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
+                  lengths: Tensor | None, rows: Tensor | None, activation: str, reverse: bool, mixed: bool,
+                  ) -> tuple[Tensor, Tensor]:
+    """Kernel of ``elman::rnn_direction`` (see ``ops.py`` for the arguments): out (T, B, H), h_n (B, H)."""
+    with autocast_off(x.device.type):  # the precision of every GEMM is chosen here, by ``mixed``
+        return _rnn_direction(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, rows, activation, reverse, mixed)
+
+
+def _rnn_direction(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, rows, activation, reverse, mixed):
+    T, B = rows.shape if rows is not None else x.shape[:2]
+    H = w_hh.shape[0]
+    if rows is not None:
+        check_rows(rows, x.shape[0])
+    layout = Layout.build(lengths, T, B, reverse, x.device)
+    bias = None if b_ih is None else b_ih + b_hh
+    projects_table = _projects_table(rows, x)
+    inputs = _inputs(x, rows, layout, projects_table)
+    flat = inputs.reshape(-1, inputs.shape[-1])
+    if mixed and not projects_table:  # the table is small: projected in its own precision
+        out = matmul(flat, w_ih.t(), mixed=True)
+        if bias is not None:
+            out += bias
+    else:
+        out = torch.mm(flat, w_ih.t()) if bias is None else torch.addmm(bias, flat, w_ih.t())
+    if projects_table:
+        out = out.index_select(0, layout.to_kernel(rows).reshape(-1))
+    out = out.view(T, B, H)
+    run_loop("forward", out, layout.sort(h0).contiguous(), w_hh, layout.batch_sizes, activation, mixed)
+    if layout.padded is not None:
+        out.masked_fill_(layout.padded, 0)
+    return layout.from_kernel(out), layout.final_states(out)
+
+
+def rnn_direction_backward(
+    grad_out: Tensor | None, grad_h_n: Tensor | None, x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
+    lengths: Tensor | None, rows: Tensor | None, out: Tensor, activation: str, reverse: bool, mixed: bool,
+    output_mask: list[bool],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Kernel of ``elman::rnn_direction_backward``: the gradients of x, h0, W_ih, W_hh and of each bias, where
+    ``output_mask`` asks for them (an empty tensor where not). ``out`` is the forward pass's output."""
+    with autocast_off(out.device.type):
+        return _rnn_direction_backward(grad_out, grad_h_n, x, h0, w_ih, w_hh, lengths, rows, out, activation,
+                                       reverse, mixed, output_mask)
+
+
+def _rnn_direction_backward(grad_out, grad_h_n, x, h0, w_ih, w_hh, lengths, rows, out, activation, reverse, mixed,
+                            output_mask):
+    T, B, H = out.shape
+    layout = Layout.build(lengths, T, B, reverse, out.device)
+    out = layout.to_kernel(out).contiguous()
+    # dz starts as dL/dh_t, a contiguous buffer the loop may overwrite; padded outputs are constants
+    if grad_out is None:
+        dz = torch.zeros_like(out)
+    else:
+        dz = layout.to_kernel(grad_out)
+        dz = dz.clone(memory_format=torch.contiguous_format) if dz is grad_out else dz.contiguous()
+        if layout.padded is not None:
+            dz.masked_fill_(layout.padded, 0)
+    if grad_h_n is not None:
+        layout.add_final_gradient(dz, grad_h_n)
+    run_loop("backward", dz, out, w_hh, layout.batch_sizes, activation, mixed)
+
+    need_x, need_h0, need_w_ih, need_w_hh, need_b = output_mask
+    h0 = layout.sort(h0)
+    dz_steps = dz.view(T * B, H)
+    dz_steps_gemm = dz_steps.to(torch.bfloat16) if mixed else dz_steps  # converted once for the GEMMs below
+    projects_table = _projects_table(rows, x)
+    if projects_table:  # W_ih's GEMMs run over the table's rows: dz summed into the rows each step read
+        dz_rows = dz_steps.new_zeros(x.shape[0], H).index_add_(0, layout.to_kernel(rows).reshape(-1), dz_steps)
+        dz_rows_gemm, mixed_rows = dz_rows, False  # the table is projected in its own precision
+    else:
+        dz_rows, dz_rows_gemm, mixed_rows = dz_steps, dz_steps_gemm, mixed
+    nothing = out.new_empty(0)
+    grad_h0 = layout.unsort(torch.mm(dz[0], w_hh)) if need_h0 else nothing
+    grad_w_ih = nothing
+    if need_w_ih:
+        inputs = _inputs(x, rows, layout, projects_table)
+        grad_w_ih = matmul(dz_rows_gemm.t(), inputs.reshape(-1, inputs.shape[-1]), mixed_rows)
+    grad_w_hh = nothing
+    if need_w_hh:
+        grad_w_hh = torch.mm(dz[0].t(), h0)
+        if T > 1:
+            grad_w_hh += matmul(dz_steps_gemm[B:].t(), out[:-1].reshape(-1, H), mixed)
+    grad_b = dz_rows.sum(0) if need_b else nothing
+    grad_x = nothing
+    if need_x:
+        grad_inputs = matmul(dz_rows_gemm, w_ih, mixed_rows)
+        if projects_table:
+            grad_x = grad_inputs
+        elif rows is None:
+            grad_x = layout.from_kernel(grad_inputs.view(T, B, -1))
+        else:  # the gradient of x[rows]: summed into the rows each step read
+            grad_inputs = layout.from_kernel(grad_inputs.view(T, B, -1)).reshape(T * B, -1)
+            grad_x = grad_inputs.new_zeros(x.shape).index_add_(0, rows.reshape(-1), grad_inputs)
+    return grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b

@@ -16,13 +16,8 @@ step, exactly as ``torch.nn.RNN`` does on a PackedSequence.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from elman.layer.fused import Padding
 
 ACTIVATION_FUNCTIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
 
@@ -30,24 +25,22 @@ ACTIVATION_FUNCTIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch
 def reference_direction(
     x: Tensor,
     h0: Tensor,
-    w_ih: Tensor | None,
+    w_ih: Tensor,
     w_hh: Tensor,
     b_ih: Tensor | None,
     b_hh: Tensor | None,
     activation: str,
     reverse: bool,
-    padding: Padding | None,
+    lengths: Tensor | None = None,
     rows: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One layer, one direction, step by step.
 
     Args:
-        x: (T, B, I) time-major input.  h0: (B, H).  w_ih: (H, I), or None when the input projection with
-            its biases is given: x (T, B, H), or with ``rows`` (T, B) a table x (V, H) of projections that
-            step t of sequence b reads at row ``rows[t, b]``.  w_hh: (H, H).  b_ih, b_hh: (H,) or None.
+        x: (T, B, I) time-major input; or, with ``rows`` (T, B), a table (V, I) whose row ``rows[t, b]`` is
+            step t of sequence b.  h0: (B, H).  w_ih: (H, I).  w_hh: (H, H).  b_ih, b_hh: (H,) or None.
         activation: "tanh", "relu" or "sigmoid".  reverse: walk from the last step to the first.
-        padding: the batch's lengths (only ``padding.lengths``, (B,) int64, is used); None means every
-            sequence has T steps.
+        lengths: (B,) the valid steps of each sequence, any order; None means every sequence has T steps.
 
     Returns:
         out: (T, B, H), the state at each valid step and 0 past each sequence's end.
@@ -56,12 +49,13 @@ def reference_direction(
     act = ACTIVATION_FUNCTIONS[activation]
     if rows is not None:
         x = x[rows]
-    lengths = None if padding is None else padding.lengths
+    if lengths is not None:
+        lengths = lengths.to(x.device)
     steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
     h = h0
     outputs = [None] * x.shape[0]
     for t in steps:
-        z = (x[t] if w_ih is None else x[t] @ w_ih.t()) + h @ w_hh.t()
+        z = x[t] @ w_ih.t() + h @ w_hh.t()
         if b_ih is not None:
             z = z + b_ih + b_hh
         h_new = act(z)

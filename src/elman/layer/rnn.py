@@ -10,22 +10,32 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from elman.layer import ops
 from elman.layer.dropout import dropout
-from elman.layer.fused import ACTIVATIONS, Padding, autocast_off, fused_direction
+from elman.layer.fused import ACTIVATIONS, check_lengths, check_rows
 from elman.layer.reference import reference_direction
 
-BACKENDS = {"fused": fused_direction, "reference": reference_direction}
+BACKENDS = ("fused", "reference")
 
 
-def project_table(table: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None,
-                  ) -> tuple[Tensor, tuple[None, Tensor, None, None]]:
-    """The input projection of every row of ``table`` (V, I): (V, H), and the weights that remain for the
-    recurrence (``W_hh`` alone: the projection holds the biases). Computed in the table's precision also
-    under autocast: the recurrence takes float32 inputs, and the table is small."""
-    bias = None if b_ih is None else b_ih + b_hh
-    with autocast_off(table.device.type):
-        projection = nn.functional.linear(table, w_ih, bias)
-    return projection, (None, w_hh, None, None)
+class ShapeError(ValueError, RuntimeError):
+    """A tensor of the wrong shape: ``nn.RNN`` raises RuntimeError here, earlier elman ValueError."""
+
+
+class DtypeError(TypeError, ValueError):
+    """A tensor of the wrong dtype: ``nn.RNN`` raises ValueError here, earlier elman TypeError."""
+
+
+def _reference_direction(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, rows, nonlinearity, reverse, mixed):
+    """``reference_direction`` with the arguments of ``elman::rnn_direction``."""
+    return reference_direction(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, lengths, rows)
+
+
+def _mixed_precision(x: Tensor) -> bool:
+    """Whether autocast asks for bfloat16 GEMMs on this float32 input."""
+    device = x.device.type
+    return (device in ("cpu", "cuda") and x.dtype == torch.float32 and torch.is_autocast_enabled(device)
+            and torch.get_autocast_dtype(device) == torch.bfloat16)
 
 
 class ElmanRNN(nn.Module):
@@ -239,13 +249,7 @@ class ElmanRNN(nn.Module):
         if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.is_floating_point() or ids.dtype == torch.bool:
             raise ValueError("ids must be a 2-D tensor of integer indices into the table, shaped (T, B) "
                              f"((B, T) with batch_first), got {getattr(ids, 'shape', ids)!r}")
-        low, high = (int(v) for v in torch.aminmax(ids)) if ids.numel() else (0, 0)
-        if low < 0 or high >= table.shape[0]:
-            raise ValueError(f"ids must lie in [0, {table.shape[0]}) (the table's rows), got values in [{low}, {high}]")
-        if ids.numel() <= table.shape[0]:  # as many rows as inputs: projecting the inputs is no dearer
-            return self.forward(nn.functional.embedding(ids, table), hx, lengths=lengths)
-        if self.batch_first:
-            ids = ids.t()
+        ids = (ids.t() if self.batch_first else ids).to(torch.int64)
         output, h_n = self._forward_time_major(table, hx, lengths, ids=ids)
         return (output.transpose(0, 1) if self.batch_first else output), h_n
 
@@ -260,48 +264,42 @@ class ElmanRNN(nn.Module):
 
     def _check_input(self, input: Tensor, hx: Tensor | None, steps: int, batch: int) -> None:
         if not input.is_floating_point():
-            raise TypeError(f"input must be a floating-point tensor, got {input.dtype}")
+            raise DtypeError(f"input must be a floating-point tensor, got {input.dtype}")
         weight = self.weight_ih_l0
         if input.dtype != weight.dtype:
-            raise TypeError(
+            raise DtypeError(
                 f"input must have the type {weight.dtype}, got type {input.dtype} "
                 f"(convert the input, or the layer with .to({input.dtype}))"
             )
         if input.device != weight.device:
             raise ValueError(f"input is on {input.device} but the layer's parameters are on {weight.device}")
         if input.shape[-1] != self.input_size:
-            raise ValueError(
+            raise ShapeError(
                 f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {input.shape[-1]}"
             )
         if steps == 0:
-            raise ValueError("input must have at least one time step, got 0")
+            raise ShapeError("input must have at least one time step, got 0")
         if hx is not None:
             expected = (self.num_layers * self.num_directions, batch, self.hidden_size)
             if tuple(hx.shape) != expected:
-                raise ValueError(f"Expected hidden size {expected}, got {list(hx.shape)}")
+                raise ShapeError(f"Expected hidden size {expected}, got {list(hx.shape)}")
             if hx.dtype != input.dtype or hx.device != input.device:
-                raise TypeError(
+                raise DtypeError(
                     f"hx must match the input's dtype and device ({input.dtype}, {input.device}), "
                     f"got ({hx.dtype}, {hx.device})"
                 )
 
-    def _check_lengths(self, lengths: Tensor | Sequence[int], steps: int, batch: int) -> Tensor:
-        lengths = torch.as_tensor(lengths).cpu()
+    def _check_lengths(self, lengths: Tensor | Sequence[int], batch: int) -> Tensor:
+        """``lengths`` as a (B,) int64 tensor. Their values are checked where they are read: in the fused
+        kernels, which run eagerly also under ``torch.compile`` and ``torch.export``."""
+        lengths = torch.as_tensor(lengths)
         if lengths.dim() != 1 or lengths.shape[0] != batch:
-            raise ValueError(
+            raise ShapeError(
                 f"lengths must be 1-D with one entry per sequence ({batch}), got shape {list(lengths.shape)}"
             )
         if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-            raise TypeError(f"lengths must hold integers, got {lengths.dtype}")
-        lengths = lengths.to(torch.int64)
-        if batch == 0:
-            return lengths
-        low, high = int(lengths.min()), int(lengths.max())
-        if low < 1 or high > steps:
-            raise ValueError(
-                f"lengths must lie in [1, {steps}] (the number of time steps), got values in [{low}, {high}]"
-            )
-        return lengths
+            raise DtypeError(f"lengths must hold integers, got {lengths.dtype}")
+        return lengths.to(torch.int64)
 
     def _forward_time_major(
         self, x: Tensor, hx: Tensor | None, lengths: Tensor | Sequence[int] | None, ids: Tensor | None = None
@@ -310,55 +308,36 @@ class ElmanRNN(nn.Module):
         -> output (T, B, D * H), h_n (L * D, B, H)."""
         steps, batch = (x.shape[0], x.shape[1]) if ids is None else ids.shape
         self._check_input(x, hx, steps, batch)
-        if ids is not None and self._runs_on_cudnn(x):  # cuDNN reads the inputs themselves
-            x, ids = nn.functional.embedding(ids, x), None
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, batch)
         if hx is None:
             hx = x.new_zeros(self.num_layers * self.num_directions, batch, self.hidden_size)
-
-        order = None
-        padding = None
-        if lengths is not None:
-            lengths = self._check_lengths(lengths, steps, batch)
-            if bool((lengths < steps).any()):
-                if bool((lengths[1:] > lengths[:-1]).any()):
-                    order = torch.argsort(lengths, descending=True, stable=True)
-                    lengths = lengths[order]
-                    device_order = order.to(x.device)
-                    hx = hx.index_select(1, device_order)
-                    if ids is None:
-                        x = x.index_select(1, device_order)
-                    else:
-                        ids = ids.index_select(1, device_order)
-                padding = Padding.from_sorted_lengths(lengths, steps, x.device)
-
         if self._runs_on_cudnn(x):
-            layer_input, h_n = self._cudnn_stack(x, hx, None if padding is None else lengths)
-        else:
-            layer_input, h_n = self._direction_by_direction(x, hx, padding, ids)
+            if ids is not None:  # cuDNN reads the inputs themselves
+                x = nn.functional.embedding(ids, x)
+            return self._cudnn_stack(x, hx, lengths)
+        return self._direction_by_direction(x, hx, lengths, ids)
 
-        if order is not None:
-            restore = torch.argsort(order).to(x.device)
-            layer_input, h_n = layer_input.index_select(1, restore), h_n.index_select(1, restore)
-        return layer_input, h_n
-
-    def _direction_by_direction(self, x: Tensor, hx: Tensor, padding: Padding | None, ids: Tensor | None
+    def _direction_by_direction(self, x: Tensor, hx: Tensor, lengths: Tensor | None, ids: Tensor | None
                                 ) -> tuple[Tensor, Tensor]:
-        """The stack, one layer and direction at a time through the backend; the batch sorted by length.
-        With ``ids`` (T, B), ``x`` is a table (V, I) and the input is its rows ``ids``."""
-        # an empty batch (which nn.RNN accepts) goes through the plain loop: the fused one reshapes by -1
-        run_direction = BACKENDS["reference" if x.shape[1] == 0 and ids is None else self.backend]
+        """The stack, one layer and direction at a time. With ``ids`` (T, B), ``x`` is a table (V, I) and the
+        input is its rows ``ids``."""
+        run_direction = self._direction_function(x, ids)
+        if run_direction is _reference_direction and not torch.compiler.is_compiling():
+            if lengths is not None:  # the fused kernels check them where they read them
+                lengths = check_lengths(lengths, ids.shape[0] if ids is not None else x.shape[0], hx.shape[1])
+            if ids is not None:
+                check_rows(ids, x.shape[0])
+        mixed = _mixed_precision(x)
         final_states = []
         layer_input = x
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(self.num_directions):
-                weights = self._pass_parameters(layer, direction)
-                h0 = hx[layer * self.num_directions + direction]
-                rows = None
-                if layer == 0 and ids is not None:  # the backend reads rows ``ids`` of the projected table
-                    (layer_input, weights), rows = project_table(x, *weights), ids
-                out, h_last = run_direction(layer_input, h0, *weights, self.nonlinearity, bool(direction), padding,
-                                            rows)
+                w_ih, w_hh, b_ih, b_hh = self._pass_parameters(layer, direction)
+                rows = ids if layer == 0 else None
+                out, h_last = run_direction(layer_input, hx[layer * self.num_directions + direction], w_ih, w_hh,
+                                            b_ih, b_hh, lengths, rows, self.nonlinearity, bool(direction), mixed)
                 outputs.append(out)
                 final_states.append(h_last)
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
@@ -366,23 +345,37 @@ class ElmanRNN(nn.Module):
                 layer_input = dropout(layer_input, self.dropout)
         return layer_input, final_states[0].unsqueeze(0) if len(final_states) == 1 else torch.stack(final_states)
 
+    def _direction_function(self, x: Tensor, ids: Tensor | None):
+        """The operator ``elman::rnn_direction``, or the reference loop: asked for, for an empty batch (which
+        nn.RNN accepts; the fused loops never see one), and under ``torch.func`` transforms, whose forward-mode
+        derivatives and batching rules the reference loop's plain operations have and the operator has not."""
+        empty = (x if ids is None else ids).shape[1] == 0
+        if self.backend == "reference" or empty or torch._C._are_functorch_transforms_active():
+            return _reference_direction
+        return ops.rnn_direction
+
     def _runs_on_cudnn(self, x: Tensor) -> bool:
         # A step loop launches a few kernels per step; on a GPU, cuDNN's whole-sequence kernels are 3-9x
         # faster (H200, training step, T 20-100, H 64-512). cuDNN has no sigmoid units.
         return x.is_cuda and self.backend == "fused" and self.nonlinearity != "sigmoid"
 
     def _cudnn_stack(self, x: Tensor, hx: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The whole stack in one call of the kernel behind ``nn.RNN`` (cuDNN on CUDA). ``x`` (T, B, I) and
-        ``hx`` sorted by ``lengths`` (B,), longest first, or all of length T when ``lengths`` is None."""
+        """The whole stack in one call of the kernel behind ``nn.RNN`` (cuDNN on CUDA): ``x`` (T, B, I), ``hx``
+        (L * D, B, H), ``lengths`` (B,) in any order or None."""
         weights = [w for layer in range(self.num_layers) for direction in range(self.num_directions)
                    for w in self._pass_parameters(layer, direction) if w is not None]
         rnn = torch._VF.rnn_tanh if self.nonlinearity == "tanh" else torch._VF.rnn_relu
         arguments = (self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
+        steps = x.shape[0]
+        if lengths is not None:
+            lengths = check_lengths(lengths, steps, x.shape[1])
         with warnings.catch_warnings():  # our weights are separate tensors; cuDNN copies them per call
             warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
-            if lengths is None:
+            if lengths is None or bool((lengths == steps).all()):
                 return tuple(rnn(x, hx, weights, *arguments, False))
-            packed = pack_padded_sequence(x, lengths)
-            data, h_n = rnn(packed.data, packed.batch_sizes, hx, weights, *arguments)
-        output, _ = pad_packed_sequence(PackedSequence(data, packed.batch_sizes), total_length=x.shape[0])
-        return output, h_n
+            packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+            data, h_n = rnn(packed.data, packed.batch_sizes, hx.index_select(1, packed.sorted_indices), weights,
+                            *arguments)
+        output, _ = pad_packed_sequence(
+            PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), total_length=steps)
+        return output, h_n.index_select(1, packed.unsorted_indices)
