@@ -27,7 +27,8 @@ SOURCE = Path(__file__).with_name("_loops.cpp")
 
 def cache_directory() -> Path:
     """The build directory of this ``_loops.cpp``, torch and Python."""
-    root = os.environ.get("ELMAN_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "elman"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    root = os.environ.get("ELMAN_CACHE_DIR") or Path(cache) / "elman"
     source = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
     python = f"py{sys.version_info.major}{sys.version_info.minor}"
     return Path(root) / f"torch-{torch.__version__}-{python}-{source}"

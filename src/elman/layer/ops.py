@@ -100,7 +100,8 @@ def _direction_gradients(ctx, grad_output: Tensor | None, grad_h_n: Tensor | Non
     wanted = [need[0], need[1], need[2], need[3], need[4] or need[5]]
     grads = torch.ops.elman.rnn_direction_backward(grad_output, grad_h_n, x, h0, w_ih, w_hh, lengths, rows, output,
                                                    nonlinearity, reverse, mixed, wanted)
-    grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b = (grad if ok else None for grad, ok in zip(grads, wanted))
+    grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b = (grad if ok else None
+                                                     for grad, ok in zip(grads, wanted, strict=True))
     return (grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b if need[4] else None, grad_b if need[5] else None,
             None, None, None, None, None)
 
@@ -109,7 +110,7 @@ def _differentiable_gradients(inputs, need, grad_output, grad_h_n, lengths, rows
     """The gradients of ``inputs`` as a graph of differentiable operations (for ``create_graph=True``): the
     direction recomputed by the reference loop and differentiated by autograd. Mixed precision is not
     repeated here: the second-order terms are float32."""
-    wanted = [tensor for tensor, ok in zip(inputs, need) if ok]
+    wanted = [tensor for tensor, ok in zip(inputs, need, strict=True) if ok]
     output, h_n = reference_direction(*inputs, nonlinearity, reverse, lengths, rows)
     pairs = [(out, grad) for out, grad in ((output, grad_output), (h_n, grad_h_n)) if grad is not None]
     grads = torch.autograd.grad([out for out, _ in pairs], wanted, [grad for _, grad in pairs], create_graph=True,

@@ -376,6 +376,6 @@ class ElmanRNN(nn.Module):
             packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
             data, h_n = rnn(packed.data, packed.batch_sizes, hx.index_select(1, packed.sorted_indices), weights,
                             *arguments)
-        output, _ = pad_packed_sequence(
-            PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices), total_length=steps)
+        packed_output = PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+        output, _ = pad_packed_sequence(packed_output, total_length=steps)
         return output, h_n.index_select(1, packed.unsorted_indices)
