@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from elman.layer import fused
+from elman.layer import fused, onnx_registration
 from elman.layer.reference import reference_direction
 
 LIBRARY = torch.library.Library("elman", "DEF")
@@ -137,3 +137,5 @@ torch.library.register_autograd("elman::hashed_dropout", _dropout_gradient, setu
 
 rnn_direction = torch.ops.elman.rnn_direction.default
 hashed_dropout = torch.ops.elman.hashed_dropout.default
+
+onnx_registration.install()
