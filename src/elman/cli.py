@@ -319,6 +319,29 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _info(args: argparse.Namespace) -> int:
+    from elman.layer.info import describe, runtime_info
+
+    info = runtime_info()
+    print(json.dumps(info, indent=2) if args.json else describe(info))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from elman.inference import load
+    from elman.inference.export import export_onnx
+
+    report = export_onnx(load(args.model), args.out)
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        print(f"wrote {report.path}: inputs {', '.join(report.inputs)} -> {', '.join(report.outputs)}; "
+              f"{report.rnn_nodes} ONNX RNN node(s), batch and length dynamic")
+        print(f"parity with the model in onnxruntime ({report.probe}): max |difference| {report.max_difference:.2e}"
+              " -> ok")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -509,6 +532,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="fewer training passes")
     demo.add_argument("--json", action="store_true", help="print results.json instead of the summary")
     demo.set_defaults(handler=_demo)
+
+    export = commands.add_parser("export", help="write a trained model as ONNX (checked in onnxruntime)")
+    export.add_argument("--model", type=Path, required=True, help="model directory written by elman train")
+    export.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    export.add_argument("--json", action="store_true", help="print the export's report as JSON")
+    export.set_defaults(handler=_export)
+
+    info = commands.add_parser("info", help="what the layer runs on: torch, compiled loops, bfloat16, threads, CUDA")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(handler=_info)
     return parser
 
 

@@ -46,3 +46,19 @@ class _RegisterAfterImport(importlib.abc.MetaPathFinder):
 
         spec.loader.exec_module = run_then_register
         return spec
+
+
+def refuse_legacy_export() -> None:
+    """Makes the TorchScript-based ONNX exporter (``torch.onnx.export(..., dynamo=False)``) refuse the operators
+    by name and say what works; called while ``torch.jit`` traces them."""
+    from torch.onnx import register_custom_op_symbolic
+
+    for name in ("rnn_direction", "hashed_dropout"):
+        register_custom_op_symbolic(f"elman::{name}", _refuse, opset_version=1)
+
+
+def _refuse(graph, *inputs, **attributes):
+    raise RuntimeError(
+        "elman's operators have no translation in the TorchScript-based ONNX exporter (dynamo=False). Export "
+        "with torch.onnx.export(model, args, dynamo=True), which turns each ElmanRNN layer and direction into "
+        "ONNX's RNN operator, or use torch.export.export.")

@@ -33,6 +33,7 @@ from torch import Tensor
 from elman.layer import fused, onnx_registration
 from elman.layer.reference import reference_direction
 
+OPERATORS = ("rnn_direction", "rnn_direction_backward", "hashed_dropout")
 LIBRARY = torch.library.Library("elman", "DEF")
 LIBRARY.define(
     "rnn_direction(Tensor input, Tensor h0, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, "

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from elman.layer import ops
+from elman.layer import onnx_registration, ops
 from elman.layer.dropout import dropout
 from elman.layer.fused import ACTIVATIONS, check_lengths, check_rows
 from elman.layer.reference import reference_direction
@@ -105,8 +105,14 @@ class ElmanRNN(nn.Module):
         *,
         backend: str = "fused",
         weight_dropout: float = 0.0,
+        proj_size: int = 0,
     ) -> None:
         super().__init__()
+        if proj_size != 0:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        for name, value in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -135,23 +141,38 @@ class ElmanRNN(nn.Module):
         self.bidirectional = bidirectional
         self.backend = backend
         self.weight_dropout = float(weight_dropout)
+        self.proj_size = 0
+        self.mode = f"RNN_{nonlinearity.upper()}"  # nn.RNN's RNN_TANH and RNN_RELU; RNN_SIGMOID is ours
 
         factory = {"device": device, "dtype": dtype}
         directions = 2 if bidirectional else 1
+        self._all_weights: list[list[str]] = []  # nn.RNN's names: each layer's and direction's parameters
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else hidden_size * directions
             for suffix in ("", "_reverse")[:directions]:
-                self.register_parameter(
-                    f"weight_ih_l{layer}{suffix}", nn.Parameter(torch.empty(hidden_size, layer_input, **factory))
-                )
-                self.register_parameter(
-                    f"weight_hh_l{layer}{suffix}", nn.Parameter(torch.empty(hidden_size, hidden_size, **factory))
-                )
+                shapes = {"weight_ih": (hidden_size, layer_input), "weight_hh": (hidden_size, hidden_size)}
                 if bias:
-                    for kind in ("ih", "hh"):
-                        bias_vector = nn.Parameter(torch.empty(hidden_size, **factory))
-                        self.register_parameter(f"bias_{kind}_l{layer}{suffix}", bias_vector)
+                    shapes.update(bias_ih=(hidden_size,), bias_hh=(hidden_size,))
+                names = [f"{kind}_l{layer}{suffix}" for kind in shapes]
+                for name, shape in zip(names, shapes.values(), strict=True):
+                    self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+                self._all_weights.append(names)
+        self._flat_weights_names = [name for names in self._all_weights for name in names]
         self.reset_parameters()
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """Each layer's and direction's parameters, ``[W_ih, W_hh, b_ih, b_hh]``, as ``nn.RNN.all_weights``."""
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    @property
+    def _flat_weights(self) -> list[nn.Parameter]:
+        """The parameters in ``nn.RNN``'s order, as its ``_flat_weights`` (which existing RNN code reads)."""
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    def flatten_parameters(self) -> None:
+        """A no-op, as ``nn.RNN``'s is off cuDNN: the parameters stay separate tensors (on CUDA, cuDNN copies
+        them per call, as it does for an ``nn.RNN`` whose weights are not flattened)."""
 
     @property
     def num_directions(self) -> int:
@@ -207,13 +228,13 @@ class ElmanRNN(nn.Module):
             if lengths is not None:
                 raise ValueError("lengths applies to batched input only; an unbatched input is one sequence")
             if hx is not None and hx.dim() != 2:
-                raise ValueError(f"For unbatched 2-D input, hx should also be 2-D but got {hx.dim()}-D tensor")
+                raise ShapeError(f"For unbatched 2-D input, hx should also be 2-D but got {hx.dim()}-D tensor")
             input = input.unsqueeze(1)
             hx = None if hx is None else hx.unsqueeze(1)
         elif self.batch_first:
             input = input.transpose(0, 1)
         elif hx is not None and hx.dim() != 3:
-            raise ValueError(f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
+            raise ShapeError(f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
 
         output, h_n = self._forward_time_major(input, hx, lengths)
 
@@ -323,6 +344,8 @@ class ElmanRNN(nn.Module):
         """The stack, one layer and direction at a time. With ``ids`` (T, B), ``x`` is a table (V, I) and the
         input is its rows ``ids``."""
         run_direction = self._direction_function(x, ids)
+        if torch.jit.is_tracing():  # perhaps for the TorchScript-based ONNX exporter, which cannot translate us
+            onnx_registration.refuse_legacy_export()
         if run_direction is _reference_direction and not torch.compiler.is_compiling():
             if lengths is not None:  # the fused kernels check them where they read them
                 lengths = check_lengths(lengths, ids.shape[0] if ids is not None else x.shape[0], hx.shape[1])
