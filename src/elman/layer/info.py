@@ -33,10 +33,14 @@ def runtime_info() -> dict:
 
 
 def describe(info: dict) -> str:
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
     loops = info["compiled_loops"] or "not loaded: the Python loops run (see elman/layer/build.py)"
-    bf16 = ("yes" if info["bfloat16_gemm"] else "no") + f" (AVX512-BF16 {'yes' if info['avx512_bf16'] else 'no'}, " \
-        f"AMX {'yes' if info['amx'] else 'no'})"
-    cuda = "no" if info["cuda"] is None else f"{info['cuda']} on {', '.join(info['cuda_devices'])}, cuDNN {info['cudnn']}"
+    bf16 = f"{yes(info['bfloat16_gemm'])} (AVX512-BF16 {yes(info['avx512_bf16'])}, AMX {yes(info['amx'])})"
+    cuda = "no"
+    if info["cuda"] is not None:
+        cuda = f"{info['cuda']} on {', '.join(info['cuda_devices'])}, cuDNN {info['cudnn']}"
     rows = [("python", info["python"]), ("torch", info["torch"]),
             ("operators", ", ".join(f"elman::{name}" for name in info["operators"])),
             ("compiled loops", loops), ("cpu", info["cpu_capability"]), ("bfloat16 GEMMs", bf16),
