@@ -226,3 +226,19 @@ def test_an_empty_batch_gives_empty_outputs_as_nn_rnn(route, batch_first, with_h
     assert out.shape == expected_out.shape and h_n.shape == expected_h_n.shape
     (out.sum() + h_n.sum()).backward()  # the outputs are part of the graph, as nn.RNN's
     assert all(p.grad is not None and not p.grad.any() for p in ours.parameters())
+
+
+@pytest.mark.parametrize("num_layers,bidirectional,nonlinearity,batch_first,bias,with_h0", COMBINATIONS)
+def test_gradgradcheck(num_layers, bidirectional, nonlinearity, batch_first, bias, with_h0):
+    """Second order through the fused operator (its backward, run with create_graph, is differentiable)."""
+    _, ours = make_pair(num_layers, bidirectional, nonlinearity, batch_first, bias)
+    x, h0 = make_inputs(num_layers, bidirectional, batch_first, with_h0)
+    names = [name for name, _ in ours.named_parameters()]
+    lengths = LENGTHS if with_h0 else None  # both kinds of batch, without doubling the count
+
+    def run(x, *params):
+        return torch.func.functional_call(ours, dict(zip(names, params, strict=True)), (x, h0),
+                                          {"lengths": lengths})
+
+    params = [p.detach().requires_grad_() for p in ours.parameters()]
+    assert torch.autograd.gradgradcheck(run, (x, *params), fast_mode=True)
