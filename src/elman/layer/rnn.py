@@ -64,9 +64,10 @@ class ElmanRNN(nn.Module):
         batch_first: input and output are ``(B, T, *)`` instead of ``(T, B, *)``. ``h`` is unaffected.
         dropout: dropout probability on the outputs of every layer but the last, in training. Default 0.
         bidirectional: add a reverse direction per layer, ``D = 2``. Default False.
-        backend: ``'fused'`` (default: one autograd Function per layer and direction, hand-written
-            BPTT, compiled loop on CPU when built; on CUDA, tanh and relu layers run as one cuDNN call, as
-            ``nn.RNN`` runs them) or ``'reference'`` (the plain step loop, for testing).
+        backend: ``'fused'`` (default: one ``elman::rnn_direction`` operator per layer and direction, with
+            hand-written BPTT and a compiled loop on CPU; on CUDA, tanh and relu layers run as one cuDNN call, as
+            ``nn.RNN`` runs them) or ``'reference'`` (the plain step loop, for testing). Under ``torch.func``
+            transforms the reference loop runs, whose plain operations have forward-mode and batching rules.
         weight_dropout: in training, each forward call zeroes every element of every ``W_hh`` with this
             probability and scales the others by ``1 / (1 - p)`` (DropConnect on the recurrent weights, the
             "weight drop" of AWD-LSTM): one mask per call, shared by all its steps, so the recurrence is
@@ -88,6 +89,11 @@ class ElmanRNN(nn.Module):
 
     Stateful / truncated BPTT: pass ``h_n.detach()`` of one chunk as ``hx`` of the next; the forward pass
     equals one long run over the concatenated chunks.
+
+    As ``nn.RNN`` it has ``all_weights``, ``_flat_weights``, ``_flat_weights_names``, ``mode``, ``proj_size`` (0)
+    and ``flatten_parameters()`` (a no-op); shape errors are ``ShapeError``, a ``RuntimeError`` as ``nn.RNN``'s.
+    ``torch.compile``, ``torch.export``, ONNX export (``dynamo=True``), ``torch.jit.trace``, ``torch.func`` and
+    second-order gradients work (see the README's "Compiling and exporting").
     """
 
     def __init__(
