@@ -16,29 +16,30 @@ import json
 from pathlib import Path
 
 import torch
-from layer import GRID, time_interleaved, training_step
 
 from elman import ElmanRNN
 from elman.models.classifier import ClassifierConfig, SequenceClassifier
+from layer import GRID, time_interleaved, training_step
 
 
 def layer_rows(repeats: int) -> list[dict]:
     rows = []
     for batch, steps, inputs, hidden in GRID:
-        torch.manual_seed(0)
-        layer = ElmanRNN(inputs, hidden)
-        compiled = torch.compile(layer, dynamic=False)
-        x, weights = torch.randn(steps, batch, inputs), torch.randn(steps, batch, hidden)
-        forwards = {"eager": lambda inp: layer(inp)[0], "compiled": lambda inp: compiled(inp)[0]}
-        for mode in ("train", "inference"):
-            if mode == "train":
-                jobs = {name: (lambda f=f: training_step(f, layer, x, weights)) for name, f in forwards.items()}
-            else:
-                jobs = {name: (lambda f=f: _inference(f, x)) for name, f in forwards.items()}
-            times = time_interleaved(jobs, repeats)
+        for mode, times in layer_times(batch, steps, inputs, hidden, repeats).items():
             rows.append({"batch": batch, "time": steps, "input": inputs, "hidden": hidden, "mode": mode,
                          "seconds": times, "speedup": times["eager"] / times["compiled"]})
     return rows
+
+
+def layer_times(batch: int, steps: int, inputs: int, hidden: int, repeats: int) -> dict[str, dict[str, float]]:
+    torch.manual_seed(0)
+    layer = ElmanRNN(inputs, hidden)
+    compiled = torch.compile(layer, dynamic=False)
+    x, weights = torch.randn(steps, batch, inputs), torch.randn(steps, batch, hidden)
+    forwards = {"eager": lambda inp: layer(inp)[0], "compiled": lambda inp: compiled(inp)[0]}
+    training = {name: (lambda f=f: training_step(f, layer, x, weights)) for name, f in forwards.items()}
+    inference = {name: (lambda f=f: _inference(f, x)) for name, f in forwards.items()}
+    return {"train": time_interleaved(training, repeats), "inference": time_interleaved(inference, repeats)}
 
 
 def _inference(forward, x) -> None:
