@@ -73,6 +73,7 @@ def export_onnx(predictor: Classifier | TextGenerator, path: str | Path) -> Expo
     where it does not."""
     try:
         import onnxruntime
+        import onnxscript  # noqa: F401 - torch.onnx's dynamo exporter needs it
     except ImportError:
         raise ValueError("exporting needs onnx, onnxscript and onnxruntime: pip install 'elman[onnx]'") from None
     graph, example, probe, names = _graph(predictor)
