@@ -183,10 +183,10 @@ class Layout:
     sequence reversed within its own length. ``to_kernel`` and ``from_kernel`` move (T, B, *) tensors
     between the caller's order and this one; ``sort`` and ``unsort`` move (B, *) ones.
 
-    Built from the caller's ``lengths`` (B,) int64 (any order, values in [1, T]; None: all T).
+    Built from the caller's ``lengths`` (B,) integers (any order, values in [1, T], as ``check_lengths``
+    ensures; None: all T).
     """
 
-    steps: int
     batch_sizes: list[int]  # T ints: sequences still running at step t (kernel order)
     order: Tensor | None  # (B,) the caller's index of each kernel row; None when already sorted
     restore: Tensor | None  # (B,) the inverse permutation
@@ -198,11 +198,11 @@ class Layout:
     @classmethod
     def build(cls, lengths: Tensor | None, steps: int, batch: int, reverse: bool, device: torch.device) -> Layout:
         if lengths is not None:
-            lengths = check_lengths(lengths, steps, batch)
+            lengths = lengths.cpu().to(torch.int64)
             if batch == 0 or bool((lengths == steps).all()):
                 lengths = None
         if lengths is None:
-            return cls(steps, [batch] * steps, None, None, None, None, None, reverse)
+            return cls([batch] * steps, None, None, None, None, None, reverse)
         order = restore = None
         if bool((lengths[1:] > lengths[:-1]).any()):
             order = torch.argsort(lengths, descending=True, stable=True)
@@ -216,7 +216,7 @@ class Layout:
         if reverse:
             time = torch.arange(steps, device=device).unsqueeze(1)
             time_index = torch.where(padded, time, lengths.unsqueeze(0) - 1 - time)
-        return cls(steps, batch_sizes, order, restore, lengths, padded.unsqueeze(2), time_index, reverse)
+        return cls(batch_sizes, order, restore, lengths, padded.unsqueeze(2), time_index, reverse)
 
     def sort(self, x: Tensor) -> Tensor:
         return x if self.order is None else x.index_select(0, self.order)
@@ -309,6 +309,8 @@ def _rnn_direction(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, rows, activation, rev
     H = w_hh.shape[0]
     if rows is not None:
         check_rows(rows, x.shape[0])
+    if lengths is not None:  # once, here: the backward pass reads the lengths this pass accepted
+        lengths = check_lengths(lengths, T, B)
     layout = Layout.build(lengths, T, B, reverse, x.device)
     bias = None if b_ih is None else b_ih + b_hh
     projects_table = _projects_table(rows, x)

@@ -159,4 +159,5 @@ def rnn_direction(*arguments) -> tuple[Tensor, Tensor]:
         return torch.ops.elman.rnn_direction.default(*arguments)
     return _EagerDirection.apply(*arguments)
 
+
 onnx_registration.install()
