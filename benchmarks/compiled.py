@@ -11,15 +11,13 @@ per shape compiles before timing. Prints a table and writes JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import torch
 
 from elman import ElmanRNN
 from elman.models.classifier import ClassifierConfig, SequenceClassifier
-from layer import GRID, time_interleaved, training_step
+from layer import GRID, parse_arguments, time_interleaved, training_step
 
 
 def layer_rows(repeats: int) -> list[dict]:
@@ -32,6 +30,9 @@ def layer_rows(repeats: int) -> list[dict]:
 
 
 def layer_times(batch: int, steps: int, inputs: int, hidden: int, repeats: int) -> dict[str, dict[str, float]]:
+    # each point compiles the same forward anew: without a reset dynamo reaches its limit of 8 recompilations
+    # within the grid, and the rest of it runs eager
+    torch._dynamo.reset()
     torch.manual_seed(0)
     layer = ElmanRNN(inputs, hidden)
     compiled = torch.compile(layer, dynamic=False)
@@ -49,6 +50,7 @@ def _inference(forward, x) -> None:
 
 def classifier_rows(repeats: int) -> list[dict]:
     """The default surname classifier (88 characters, 18 classes) on batches of 64 names of 12 characters."""
+    torch._dynamo.reset()
     torch.manual_seed(0)
     model = SequenceClassifier(ClassifierConfig(vocab_size=88, num_classes=18))
     compiled = torch.compile(model, dynamic=False)
@@ -75,12 +77,7 @@ def classifier_rows(repeats: int) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=25)
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/compiled.json"))
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_arguments(__doc__, "benchmarks/results/compiled.json")
     print(f"torch {torch.__version__}, {args.threads} threads\n")
     print(f"{'B':>4} {'T':>4} {'I':>4} {'H':>4} | {'mode':<9} | {'eager ms':>9} {'compiled ms':>11} | compiled speed")
     layer = layer_rows(args.repeats)

@@ -102,13 +102,19 @@ def geomean(values):
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_arguments(description: str, json_path: str) -> argparse.Namespace:
+    """--threads (set here), --repeats and --json, the options every timing script of this folder takes."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=25)
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/layer.json"))
+    parser.add_argument("--json", type=Path, default=Path(json_path))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    return args
+
+
+def main() -> None:
+    args = parse_arguments(__doc__, "benchmarks/results/layer.json")
 
     peak = sgemm_gflops()
     print(f"torch {torch.__version__}, {args.threads} threads, compiled loop: {compiled_loops is not None}")
