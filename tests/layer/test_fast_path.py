@@ -75,8 +75,11 @@ def test_sigmoid_reference_is_the_written_recurrence():
 @pytest.mark.parametrize("nonlinearity", ["tanh", "sigmoid", "relu"])
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("outputs", ["both", "states", "final"])
-def test_gradcheck_single_direction(nonlinearity, padded, outputs):
-    """Both outputs, or one of them alone (the other then hands back no gradient at all)."""
+@pytest.mark.parametrize("entry", [ops.rnn_direction, torch.ops.elman.rnn_direction.default],
+                         ids=["eager entry", "registered operator"])
+def test_gradcheck_single_direction(nonlinearity, padded, outputs, entry):
+    """Both outputs, or one of them alone (the other then hands back no gradient at all); through the layer's
+    eager entry (the kernels in an autograd.Function) and through the operator's registered autograd."""
     torch.manual_seed(0)
     steps, batch, inputs, hidden = 4, 3, 2, 3
     x = torch.randn(steps, batch, inputs, dtype=torch.float64, requires_grad=True)
@@ -86,7 +89,7 @@ def test_gradcheck_single_direction(nonlinearity, padded, outputs):
     lengths = torch.tensor([3, 4, 1]) if padded else None  # unsorted: the operator sorts them
 
     def run(x, h0, w_ih, w_hh, b_ih, b_hh):
-        out, h_n = ops.rnn_direction(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, None, nonlinearity, False, False)
+        out, h_n = entry(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, None, nonlinearity, False, False)
         return {"both": (out, h_n), "states": out, "final": h_n}[outputs]
 
     assert torch.autograd.gradcheck(run, (x, h0, *params))

@@ -88,7 +88,10 @@ def _save_direction(ctx, inputs, output) -> None:
     ctx.set_materialize_grads(False)  # an output nobody read has no gradient, not one of zeros
 
 
-def _direction_gradients(ctx, grad_output: Tensor | None, grad_h_n: Tensor | None):
+def _direction_gradients(ctx, grad_output: Tensor | None, grad_h_n: Tensor | None,
+                         backward_kernel=torch.ops.elman.rnn_direction_backward.default):
+    """The registered backward: the hand-written BPTT through ``backward_kernel`` (the operator, which tracing
+    records; ``_EagerDirection`` calls the kernel itself), or, with ``create_graph``, a differentiable one."""
     x, h0, w_ih, w_hh, b_ih, b_hh, lengths, rows, output = ctx.saved_tensors
     nonlinearity, reverse, mixed = ctx.arguments
     need = ctx.needs_input_grad[:6]
@@ -99,8 +102,8 @@ def _direction_gradients(ctx, grad_output: Tensor | None, grad_h_n: Tensor | Non
                                           lengths, rows, nonlinearity, reverse)
         return (*grads, None, None, None, None, None)
     wanted = [need[0], need[1], need[2], need[3], need[4] or need[5]]
-    grads = torch.ops.elman.rnn_direction_backward(grad_output, grad_h_n, x, h0, w_ih, w_hh, lengths, rows, output,
-                                                   nonlinearity, reverse, mixed, wanted)
+    grads = backward_kernel(grad_output, grad_h_n, x, h0, w_ih, w_hh, lengths, rows, output, nonlinearity, reverse,
+                            mixed, wanted)
     grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b = (grad if ok else None
                                                      for grad, ok in zip(grads, wanted, strict=True))
     return (grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b if need[4] else None, grad_b if need[5] else None,
@@ -140,24 +143,34 @@ hashed_dropout = torch.ops.elman.hashed_dropout.default
 
 
 class _EagerDirection(torch.autograd.Function):
-    """The same autograd as the registered one (``_save_direction``, ``_direction_gradients``), entered directly:
-    ``register_autograd``'s wrapper re-reads the operator's schema on every call (~40 us for these eleven
-    arguments, a tenth of a small training step). Used only where nothing traces."""
+    """The registered autograd (``_save_direction``, ``_direction_gradients``) around the kernels themselves, for
+    eager calls with gradients. Through the dispatcher each call goes C++ -> Python several times (operator,
+    ``register_autograd``'s wrapper, which also re-reads the schema, kernel; again for the backward), and a
+    Function with ``setup_context`` binds its arguments with ``inspect.signature`` on every call: together
+    ~0.1 ms of a 1 ms training step. Never used where anything traces: there the operators are called."""
 
     @staticmethod
-    def forward(*arguments):
-        return torch.ops.elman.rnn_direction.default(*arguments)
+    def forward(ctx, *arguments):
+        output = fused.rnn_direction(*arguments)
+        _save_direction(ctx, arguments, output)
+        return output
 
-    setup_context = staticmethod(_save_direction)
-    backward = staticmethod(_direction_gradients)
+    @staticmethod
+    def backward(ctx, grad_output, grad_h_n):
+        return _direction_gradients(ctx, grad_output, grad_h_n, fused.rnn_direction_backward)
 
 
 def rnn_direction(*arguments) -> tuple[Tensor, Tensor]:
-    """``elman::rnn_direction``: through the operator's registered autograd where torch.compile, torch.export or
-    torch.jit traces, else through the same autograd entered directly (faster)."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+    """``elman::rnn_direction``: the operator where anything traces or intercepts (torch.compile, torch.export,
+    torch.jit.trace, a dispatch mode, fake or meta tensors), else its kernel, inside ``_EagerDirection`` where a
+    gradient is wanted: the same computation without the dispatcher's round trips (~20 us per call)."""
+    x = arguments[0]
+    if (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch._C._len_torch_dispatch_stack()
+            or type(x) is not Tensor or x.device.type == "meta"):
         return torch.ops.elman.rnn_direction.default(*arguments)
-    return _EagerDirection.apply(*arguments)
+    if torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in arguments):
+        return _EagerDirection.apply(*arguments)
+    return fused.rnn_direction(*arguments)
 
 
 onnx_registration.install()
