@@ -49,6 +49,18 @@ def test_predict(client):
     assert odd["unknown_characters"] == ["Ω", "☃"] and len(odd["labels"]) == 3
 
 
+def test_predict_and_inspect_read_a_text_longer_than_training_whole(client, trained_model, limits):
+    classifier = elman.load(trained_model[0])
+    text = ("Nakamotovichsonandez" * 5)[: limits.max_chars]  # the server's limit; longer than training's texts
+    assert len(text) > classifier.max_length
+    expected = classifier.probabilities(text)[0].max().item()  # read whole (tests/inference/test_long_texts.py)
+    [prediction] = client.post("/v1/predict", json={"model": "names", "texts": [text], "top_k": 1}).json()[
+        "predictions"]
+    assert prediction["labels"][0]["probability"] == pytest.approx(expected, abs=1e-5)
+    inspection = client.post("/v1/inspect", json={"model": "names", "text": text}).json()
+    assert inspection["characters"] == list(text) and len(inspection["probabilities"]) == len(text)
+
+
 def test_generate_is_reproducible_with_a_seed(client, conditioned_lm):
     request = {"model": "story", "prime": "the ", "length": 30, "seed": 5, "num_samples": 2, "temperature": 0.9,
                "top_k": 10, "top_p": 0.95}

@@ -65,8 +65,9 @@ class Vocabulary:
         return "".join(self.tokens[i] for i in ids if i >= len(SPECIALS))
 
 
-def vectorize(texts: list[str], vocabulary: Vocabulary, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Texts -> (ids (N, T) int64 padded with 0, lengths (N,) int64), T the longest encoded text."""
+def vectorize(texts: list[str], vocabulary: Vocabulary, max_length: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Texts -> (ids (N, T) int64 padded with 0, lengths (N,) int64), T the longest encoded text; each text cut
+    to ``max_length`` tokens (training's bound), or read whole with None (inference)."""
     encoded = [vocabulary.encode(text, max_length) for text in texts]
     lengths = torch.tensor([len(e) for e in encoded], dtype=torch.int64)
     ids = torch.zeros(len(encoded), int(lengths.max()) if encoded else 0, dtype=torch.int64)

@@ -16,6 +16,8 @@ from elman.training.checkpoint import CheckpointError, fitting_configuration, mo
 from elman.training.metrics import classification_metrics
 
 MAX_TEXT_CHARS = 10_000
+# inspect reads every prefix of the text: quadratic in its length (1,000 characters: ~0.5 M steps)
+MAX_INSPECT_CHARS = 1_000
 
 
 @dataclass
@@ -66,7 +68,8 @@ class Classifier:
         return self._probabilities(self.clean(texts))
 
     def _probabilities(self, texts: list[str]) -> torch.Tensor:
-        ids, lengths = vectorize(texts, self.vocabulary, self.max_length)
+        """Each text read whole: the network has no fixed length, and ``max_length`` bounds only training's."""
+        ids, lengths = vectorize(texts, self.vocabulary, None)
         return torch.softmax(batched_logits(self.model, ids, lengths), dim=1)
 
     def predict(self, texts: str | list[str], top_k: int = 3) -> list[Prediction]:
@@ -87,9 +90,12 @@ class Classifier:
         if not isinstance(text, str):
             raise TypeError(f"inspect takes one text, got {type(text).__name__}")
         [text] = self.clean(text)
-        characters = list(text[: self.max_length - 2])
+        if len(text) > MAX_INSPECT_CHARS:
+            raise ValueError(f"the text has {len(text)} characters; inspect shows one row per character and reads "
+                             f"every prefix, so it takes at most {MAX_INSPECT_CHARS}")
+        characters = list(text)
         prefixes = ["".join(characters[: i + 1]) for i in range(len(characters))]
-        ids, lengths = vectorize([text], self.vocabulary, self.max_length)
+        ids, lengths = vectorize([text], self.vocabulary, None)
         # states: (T, 1, M * D * H) for M recurrent members; T = <bos> + characters + <eos>
         _, states = self.model.eval().features(ids, lengths)
         hidden = states[1 : len(characters) + 1, 0]
