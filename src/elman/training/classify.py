@@ -23,8 +23,9 @@ from elman.data.splits import stratified_split
 from elman.data.vocabulary import Vocabulary, vectorize
 from elman.files import atomic_write_text
 from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits, ensemble
+from elman.threads import set_training_threads
 from elman.training.checkpoint import load_checkpoint, save_checkpoint
-from elman.training.loop import Optimisation, RunLog, RunState, join_processes
+from elman.training.loop import Optimisation, RunLog, RunState, ThroughputWatch, join_processes
 from elman.training.metrics import classification_metrics
 from elman.training.ngram_fit import L2_PATH, fit_ngram_bag, freeze
 from elman.training.plots import plot_confusion, plot_curves
@@ -242,8 +243,7 @@ def train_classifier(
     for name in ("class_weighting", "bag_class_weighting"):
         if getattr(config, name) not in CLASS_WEIGHTINGS:
             raise ValueError(f"{name} must be one of {CLASS_WEIGHTINGS}, got {getattr(config, name)!r}")
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    threads_note = set_training_threads(config.threads)
     prepared = prepare(data, config.max_length, config.seed)  # refuses unusable data before anything is written
     torch.manual_seed(config.seed)
     model_config = ClassifierConfig(vocab_size=len(prepared.vocabulary), num_classes=len(prepared.labels),
@@ -278,6 +278,8 @@ def train_classifier(
                   + ", ".join(f"{name} {len(split)}" for name, split in prepared.splits.items())
                   + f"; {len(prepared.labels)} labels; vocabulary {len(prepared.vocabulary)}",
                   model, model_config, config)
+        log(threads_note)
+        watch = ThroughputWatch("texts", log)
 
         def fit_bag(split: Split, validation: Split | None, penalties: tuple[float, ...]) -> dict:
             """Fit the n-gram member on ``split`` (choosing its penalty on ``validation``, if given), in at most
@@ -348,6 +350,7 @@ def train_classifier(
                     since["divisor"] += divisor
                     since["correct"] += int(correct)
                     since["seconds"] += time.monotonic() - began
+                    watch.update(len(batch), time.monotonic() - began, bar)
                     if config.checkpoint_every and p["step"] % config.checkpoint_every == 0:
                         p["elapsed"] = time.monotonic() - started
                         state.save(out_dir, run, settings, processes)

@@ -26,9 +26,18 @@ from elman.data.text import read_lines, read_text
 from elman.data.vocabulary import Vocabulary, vectorize
 from elman.files import atomic_write_text
 from elman.models.language_model import LanguageModel, LanguageModelConfig, line_loss, stream_loss
+from elman.threads import set_training_threads
 from elman.training.calibration import calibrate
 from elman.training.checkpoint import save_checkpoint
-from elman.training.loop import Optimisation, Processes, RunLog, RunState, join_processes, training_device
+from elman.training.loop import (
+    Optimisation,
+    Processes,
+    RunLog,
+    RunState,
+    ThroughputWatch,
+    join_processes,
+    training_device,
+)
 from elman.training.plots import plot_language_curves
 from elman.training.precision import autocast, resolve
 from elman.training.resume import prepare_out_dir
@@ -294,8 +303,7 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
         raise ValueError(f"decay_fraction must be above 0 and at most 1, got {config.decay_fraction}")
     if config.weight_decay is None:
         config = replace(config, weight_decay=LINES_WEIGHT_DECAY if data.kind == "lines" else TEXT_WEIGHT_DECAY)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    threads_note = set_training_threads(config.threads)
     processes = join_processes()
     device = training_device(config.device, processes)
     resolve(config.precision, device)  # refuses a precision the device has not, before anything is written
@@ -332,8 +340,10 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
         log.begin(notes, f"{data.source}: {data.kind}, {data.train_characters} training characters, vocabulary "
                   f"{len(data.vocabulary)}" + (f", {len(data.conditions)} conditions" if data.conditions else ""),
                   model, model_config, config)
+        log(threads_note)
         bar = tqdm(total=None if config.time_budget else total_steps, initial=p["step"], desc="train",
                    unit="step", disable=not (progress and processes.main))
+        watch = ThroughputWatch("characters", log)
         started = time.monotonic() - p["elapsed"]
 
         def validate() -> bool:
@@ -385,6 +395,7 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
                 since["loss"] += total
                 since["tokens"] += count
                 since["seconds"] += time.monotonic() - began
+                watch.update(count, time.monotonic() - began, bar)
                 bar.update()
                 bar.set_postfix(loss=f"{total / count:.3f}", bpc=f"{total / count / math.log(2):.3f}",
                                 chars_s=f"{since['tokens'] / max(since['seconds'], 1e-9):.0f}")

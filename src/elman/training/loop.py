@@ -360,3 +360,35 @@ class RunLog:
     def __exit__(self, *exception) -> None:
         if self.file is not None:
             self.file.close()
+
+
+class ThroughputWatch:
+    """Says once, in the log and above the progress bar, when a run's throughput falls far below its own: a
+    window of ``WINDOW_SECONDS`` of training under ``SLOW_SHARE`` of the best window of the run's first
+    ``REFERENCE_SECONDS``, as when other processes take the cores (see elman/threads.py)."""
+
+    WINDOW_SECONDS, REFERENCE_SECONDS, SLOW_SHARE = 10.0, 60.0, 0.4
+
+    def __init__(self, unit: str, log: RunLog):
+        self.unit, self.log = unit, log
+        self.elapsed = self.items = self.seconds = self.best = 0.0
+        self.warned = False
+
+    def update(self, items: float, seconds: float, bar) -> None:
+        """Count ``items`` trained in ``seconds`` of a step; ``bar`` is the run's progress bar."""
+        self.items += items
+        self.seconds += seconds
+        if self.seconds < self.WINDOW_SECONDS:
+            return
+        rate = self.items / self.seconds
+        self.elapsed += self.seconds
+        self.items = self.seconds = 0.0
+        if self.elapsed <= self.REFERENCE_SECONDS:
+            self.best = max(self.best, rate)
+        elif not self.warned and rate < self.SLOW_SHARE * self.best:
+            self.warned = True
+            message = (f"throughput fell to {rate:.0f} {self.unit}/s, {rate / self.best:.0%} of this run's first "
+                       f"minute ({self.best:.0f}/s): other processes are probably using its cores. The run goes "
+                       "on; fewer threads (--threads 1) hold up better on a busy machine.")
+            self.log(message)
+            bar.write(message)
