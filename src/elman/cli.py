@@ -122,8 +122,12 @@ def _train_classifier(args: argparse.Namespace, saved: dict[str, dict]) -> int:
         for split in ("val", "test"):
             if split in metrics:
                 _print_metrics(split, metrics[split])
-        print(f"stopped by {metrics['stopped_by']} after {metrics['epochs_run']} epochs, "
-              f"{metrics['training_seconds']:.0f} s; model, metrics and figures in {args.out}")
+        phases = f"selection stopped by {metrics['stopped_by']} after {metrics['epochs_run']} epochs"
+        if "refit" in metrics:  # each phase counted as itself: a refit cut short by the budget says so
+            refit = metrics["refit"]
+            phases += (f"; final model refit on train + val for {refit['epochs']:g} of {metrics['epochs_run']} "
+                       f"epochs (stopped by {refit['stopped_by']})")
+        print(f"{phases}; {metrics['training_seconds']:.0f} s in all; model, metrics and figures in {args.out}")
     return 0
 
 

@@ -55,6 +55,13 @@ def test_train_from_the_command_line(names_csv, tmp_path):
     assert config["model"]["weight_dropout"] == 0.1 and config["model"]["lm_loss_weight"] == 0.5
     assert config["training"]["refit"] and config["refit"]  # the final model trained on train + val
 
+    run = elman("train", "--task", "classify", "--data", names_csv, "--out", tmp_path / "text", "--epochs", "2",
+                "--hidden-size", "16", "--embedding-dim", "8")
+    assert run.returncode == 0, run.stderr
+    last = run.stdout.strip().splitlines()[-1]  # each phase counted as itself
+    assert last.startswith("selection stopped by epochs after 2 epochs; final model refit on train + val for 2 of "
+                           "2 epochs (stopped by epochs);"), last
+
     run = elman("train", "--task", "classify", "--data", names_csv, "--out", tmp_path / "kept", "--epochs", "2",
                 "--hidden-size", "16", "--embedding-dim", "8", "--no-refit", "--json")
     assert run.returncode == 0, run.stderr
