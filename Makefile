@@ -21,7 +21,7 @@ demo: venv
 	$(BIN)/elman demo --quick
 
 test: venv
-	ELMAN_REQUIRE_COMPILED=1 $(BIN)/python -m pytest -q
+	ELMAN_REQUIRE_COMPILED=1 $(BIN)/python -m pytest -q -rs  # -rs: why each skipped test was skipped
 	$(BIN)/ruff check src tests benchmarks
 
 lint: venv

@@ -10,3 +10,4 @@ def test_every_source_folder_is_a_regular_package():
     folders = {p.parent for p in SOURCE.rglob("*.py") if "__pycache__" not in p.parts}
     missing = sorted(str(f.relative_to(SOURCE)) for f in folders if not (f / "__init__.py").exists())
     assert missing == []
+

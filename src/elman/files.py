@@ -21,6 +21,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(descriptor)
     temporary = Path(temporary)
+    temporary.chmod(0o666 & ~_umask())  # mkstemp's 0600 would make every output private to its writer
     try:
         yield temporary
         with open(temporary, "rb") as written:
@@ -29,6 +30,12 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; set back at once
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -67,6 +67,8 @@ def test_generate_is_reproducible_with_a_seed(client, conditioned_lm):
     first = client.post("/v1/generate", json=request).json()["samples"]
     assert first == client.post("/v1/generate", json=request).json()["samples"]
     assert all(s.startswith("the ") and len(s) == 34 for s in first)
+    unnamed = {key: value for key, value in request.items() if key != "model"}  # the first model that generates
+    assert client.post("/v1/generate", json=unnamed).json()["samples"] == first  # (the first served classifies)
     names = client.post("/v1/generate", json={"model": "names_lm", "condition": "Slavic", "seed": 0}).json()
     assert 0 < len(names["samples"][0]) <= 64
     guided = {"model": "names_lm", "condition": "Slavic", "seed": 0, "num_samples": 3, "guidance": 2}
@@ -101,7 +103,8 @@ def test_inspect_classifier_and_language_model(client):
     ("/v1/predict", {"texts": ["Sato"], "model": "story"}, 422, "model 'story' is a 'lm' model; this endpoint needs "
                                                                 "a classifier"),
     ("/v1/generate", {"texts": ["x"]}, 422, "Extra inputs are not permitted"),
-    ("/v1/generate", {}, 422, "model 'names' is a 'classify' model; this endpoint needs a language model"),
+    ("/v1/generate", {"model": "names"}, 422,
+     "model 'names' is a 'classify' model; this endpoint needs a language model"),
     ("/v1/generate", {"model": "story", "length": 101}, 422, "length is 101; the limit is max_generate_length = 100"),
     ("/v1/generate", {"model": "story", "num_samples": 4}, 422, "num_samples is 4; the limit is max_samples = 3"),
     ("/v1/generate", {"model": "story", "prime": "x" * 51}, 422, "the limit is max_chars = 50"),

@@ -187,7 +187,15 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
         return error_response(422, "invalid_request", described)
 
     def served(name: str | None, task: type) -> ServedModel:
-        entry = models[next(iter(models))] if name is None else models.get(name)
+        """The model named, or without a name the first one that can do the endpoint's task."""
+        if name is None:
+            entry = next((e for e in models.values() if isinstance(e.model, task)), None)
+            if entry is None:
+                wanted = "a classifier" if task is Classifier else "a language model"
+                raise RequestError(422, "wrong_task", f"this endpoint needs {wanted}; serving {list(models)}, "
+                                                      "none of which is one")
+            return entry
+        entry = models.get(name)
         if entry is None:
             raise RequestError(404, "unknown_model", f"no model named {name!r}; serving {list(models)}")
         if not isinstance(entry.model, task):
