@@ -211,34 +211,57 @@ def _evaluate_language_model(args: argparse.Namespace, model) -> int:
     return 0
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _texts_to_predict(args: argparse.Namespace) -> list[str]:
+    """The TEXTs; or --input: a CSV with a header (.csv) or one text per line (any other file, or - for
+    standard input); or, with neither, the lines piped in on standard input."""
     from elman.data.reader import read_labelled_csv
+    from elman.data.text import read_lines
+
+    if args.texts and args.input:
+        raise ValueError("give either texts to classify or --input FILE, not both")
+    if args.texts:
+        return args.texts
+    if args.input is None and sys.stdin.isatty():
+        raise ValueError("give either texts to classify, --input FILE (a CSV with a header, or one text per line), "
+                         "or texts on standard input (elman predict --model M < names.txt)")
+    if args.input is not None and args.input.suffix.lower() == ".csv":
+        return read_labelled_csv(args.input, args.text_column, require_labels=False).texts
+    if args.input is not None and str(args.input) != "-":
+        return read_lines(args.input)
+    texts = [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
+    if not texts:
+        raise ValueError("give either texts to classify or --input FILE; standard input held no text")
+    return texts
+
+
+def _write_predictions(predictions: list, file) -> None:
+    writer = csv.writer(file)
+    writer.writerow(["text", "prediction", "probability", "top_k", "unknown_characters"])
+    for p in predictions:
+        ranked = ";".join(f"{label}:{prob:.4f}" for label, prob in p.labels)
+        best, probability = p.labels[0]
+        writer.writerow([p.text, best, f"{probability:.4f}", ranked, "".join(p.unknown_characters)])
+
+
+def _predict(args: argparse.Namespace) -> int:
     from elman.files import atomic_output
     from elman.inference import Classifier
 
-    if bool(args.texts) == bool(args.input):
-        raise ValueError("give either texts to classify or --input FILE.csv (with --output FILE.csv)")
-    if args.input and not args.output:
-        raise ValueError("--input needs --output FILE.csv for the predictions")
-    if args.input and args.output.resolve() == args.input.resolve():
+    if args.input and args.output and str(args.input) != "-" and args.output.resolve() == args.input.resolve():
         raise ValueError(f"--output {args.output} is the --input file; write the predictions to another file")
     classifier = _load(args, Classifier)
-    texts = args.texts or read_labelled_csv(args.input, args.text_column, require_labels=False).texts
-    predictions = classifier.predict(texts, top_k=args.top_k)
-    if args.input:
+    predictions = classifier.predict(_texts_to_predict(args), top_k=args.top_k)
+    if args.output:
         with atomic_output(args.output) as temporary, open(temporary, "w", newline="", encoding="utf-8") as file:
-            writer = csv.writer(file)
-            writer.writerow(["text", "prediction", "probability", "top_k", "unknown_characters"])
-            for p in predictions:
-                ranked = ";".join(f"{label}:{prob:.4f}" for label, prob in p.labels)
-                best, probability = p.labels[0]
-                writer.writerow([p.text, best, f"{probability:.4f}", ranked, "".join(p.unknown_characters)])
+            _write_predictions(predictions, file)
         unknown = sum(bool(p.unknown_characters) for p in predictions)
         print(f"wrote {len(predictions)} predictions to {args.output}"
               + (f"; texts with characters the model never saw: {unknown} (column unknown_characters)"
                  if unknown else ""))
     elif args.json:
         print(json.dumps([p.as_json() for p in predictions], indent=2))
+    elif not args.texts:  # a file or a pipe in: CSV out, for the next program
+        _write_predictions(predictions, sys.stdout)
     else:
         for p in predictions:
             print(p.text + (f"  (never seen in training, read as unknown: {' '.join(p.unknown_characters)})"
@@ -484,11 +507,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="classify texts with a trained model")
     predict.add_argument("--model", type=Path, required=True, help="checkpoint directory")
     predict.add_argument("texts", nargs="*", metavar="TEXT")
-    predict.add_argument("--input", type=Path, help="CSV file of texts to classify")
-    predict.add_argument("--output", type=Path, help="CSV file for the predictions of --input")
+    predict.add_argument("--input", type=Path, help="texts to classify: a CSV with a header (.csv), or one text per "
+                         "line (any other file; - or a pipe: standard input)")
+    predict.add_argument("--output", type=Path, help="CSV file for the predictions (default: texts given as "
+                         "arguments are printed; texts from --input or a pipe go to standard output as CSV)")
     predict.add_argument("--text-column", help="column of the texts in --input (default: surname or text)")
-    predict.add_argument("--top-k", dest="top_k", type=_positive_int, default=3)
-    predict.add_argument("--json", action="store_true")
+    predict.add_argument("--top-k", dest="top_k", type=_positive_int, default=3,
+                         help="labels shown per text, most probable first (default 3)")
+    predict.add_argument("--json", action="store_true", help="print the predictions as JSON")
     predict.set_defaults(handler=_predict)
 
     generate = commands.add_parser("generate", help="sample text from a trained language model")

@@ -41,6 +41,7 @@ def test_evaluate_json(trained_model, names_csv):
     assert run.returncode == 0, run.stderr
     metrics = json.loads(run.stdout)
     assert {"accuracy", "macro_f1", "n", "per_class"} <= set(metrics) and metrics["n"] == 30
+    assert metrics["split"] == "test"  # which rows it scored
 
 
 def test_train_from_the_command_line(names_csv, tmp_path):
@@ -109,3 +110,19 @@ def test_outputs_that_cannot_be_written_are_refused_by_name(trained_model, names
     run = elman("demo", "--experiment", "xor", "--quick", "--out", tmp_path / "report")
     assert run.returncode == 2 and "is a file; give a directory" in run.stderr
     assert not list(tmp_path.glob(".*.tmp")) and "Traceback" not in run.stderr
+
+
+def test_predict_reads_plain_lists_and_pipes_and_writes_csv_to_standard_output(trained_model, tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("Nakamoto\n\nIvanova\n", encoding="utf-8")  # no header; blank lines skipped
+    piped = subprocess.run([sys.executable, "-m", "elman", "predict", "--model", str(trained_model[0])],
+                           input=names.read_text(encoding="utf-8"), capture_output=True, text=True)
+    assert piped.returncode == 0, piped.stderr
+    rows = list(csv.DictReader(piped.stdout.splitlines()))
+    assert [r["text"] for r in rows] == ["Nakamoto", "Ivanova"] and rows[0]["prediction"] == "Japanese"
+    run = elman("predict", "--model", trained_model[0], "--input", names, "--output", tmp_path / "p.csv")
+    assert run.returncode == 0, run.stderr
+    assert list(csv.DictReader((tmp_path / "p.csv").open(encoding="utf-8"))) == rows
+    empty = subprocess.run([sys.executable, "-m", "elman", "predict", "--model", str(trained_model[0])],
+                           input="\n", capture_output=True, text=True)
+    assert empty.returncode == 2 and "standard input held no text" in empty.stderr

@@ -114,7 +114,8 @@ class Classifier:
             raise ValueError(f"{data.path}: labels {unknown} are not among the model's labels {self.labels}")
         index = {label: i for i, label in enumerate(self.labels)}
         predictions = self.probabilities(texts).argmax(1)
-        return classification_metrics(predictions, torch.tensor([index[label] for label in labels]), self.labels)
+        metrics = classification_metrics(predictions, torch.tensor([index[label] for label in labels]), self.labels)
+        return {"split": "test" if data.splits is not None else "all", **metrics}
 
 
 def split_stack_name(name: str) -> str:
