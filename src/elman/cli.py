@@ -13,6 +13,7 @@ from elman import __version__
 from elman.data.reader import DataError
 from elman.models.classifier import ClassifierConfig
 from elman.models.language_model import LanguageModelConfig
+from elman.serve.limits import Limits
 from elman.training.checkpoint import CheckpointError
 from elman.training.classify import CLASS_WEIGHTINGS, TrainConfig
 from elman.training.language import (
@@ -316,7 +317,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from elman.serve import Limits, create_app, load_models
+    from elman.serve import create_app, load_models
 
     limits = Limits(**{f.name: getattr(args, f.name) for f in fields(Limits) if getattr(args, f.name) is not None})
     if args.threads:
@@ -413,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="classify: texts -> labels; lm: next-character model for generation (default classify)")
     train.add_argument("--data", type=Path, required=True,
                        help="classify: CSV with texts and labels; lm: a text file, or a CSV/--lines file of lines")
-    train.add_argument("--out", type=Path, help="directory for the checkpoint, metrics and figures")
+    train.add_argument("--out", type=Path, help="directory for the checkpoint, metrics and figures (required, "
+                       "except with --resume, whose directory it is)")
     train.add_argument("--resume", type=Path, metavar="DIR",
                        help="continue the run whose outputs are in DIR where it stopped; options not given are "
                        "the run's own (give --task and --data again)")
@@ -523,15 +525,18 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--length", type=int, help="characters to sample after the prime "
                           "(default 500; a line model stops at the end of its line)")
     generate.add_argument("--temperature", type=float, default=1.0, help="<1: safer, >1: wilder, 0: most likely")
-    generate.add_argument("--top-k", dest="top_k", type=_positive_int, help="sample among the k most likely only")
-    generate.add_argument("--top-p", dest="top_p", type=float, help="sample within this probability mass only")
-    generate.add_argument("--num-samples", dest="num_samples", type=_positive_int, default=1)
+    generate.add_argument("--top-k", dest="top_k", type=_positive_int,
+                          help="sample among the k most likely only (default: all)")
+    generate.add_argument("--top-p", dest="top_p", type=float,
+                          help="sample within this probability mass only, e.g. 0.95 (default: all)")
+    generate.add_argument("--num-samples", dest="num_samples", type=_positive_int, default=1,
+                          help="samples to draw (default 1)")
     generate.add_argument("--seed", type=int, help="the same seed gives the same samples")
     generate.add_argument("--condition", help="the label to steer a conditioned model by, e.g. a nationality")
     generate.add_argument("--guidance", type=float, default=0.0,
                           help="with --condition: > 0 makes samples more typical of the condition (1-2 works "
                                "well; default 0, plain sampling)")
-    generate.add_argument("--json", action="store_true")
+    generate.add_argument("--json", action="store_true", help="print the samples as JSON")
     generate.set_defaults(handler=_generate)
 
     inspect = commands.add_parser("inspect", help="see a model read a text: predictions and hidden states")
@@ -546,13 +551,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", action="append", required=True, metavar="[NAME=]DIR",
                        help="checkpoint directory, optionally named; repeat to serve several")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serve.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
     for name, default in (("max_texts", "texts per predict request"), ("max_chars", "characters per text or prime"),
                           ("max_body_bytes", "bytes per request body"),
                           ("max_generate_length", "characters generated per sample"),
                           ("max_samples", "samples per generate request")):
-        serve.add_argument("--" + name.replace("_", "-"), dest=name, type=_positive_int, help=f"limit: {default}")
+        serve.add_argument("--" + name.replace("_", "-"), dest=name, type=_positive_int,
+                           help=f"limit: {default} (default {getattr(Limits(), name)})")
     serve.set_defaults(handler=_serve)
 
     demo = commands.add_parser("demo", help="re-run Elman's (1990) four experiments and write a report")

@@ -3,6 +3,7 @@ and what its hidden units do meanwhile (Karpathy's "visualizing and understandin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,13 +13,15 @@ from elman.plots import new_figure, save_figure
 
 HEATMAP_UNITS = 64  # the most active units shown in the figure; the arrays keep them all
 VISIBLE = {" ": "\u2423", "\n": "\u23ce", "\t": "\u21e5"}  # blanks drawn as symbols in figures
+MAX_TICKS = 100  # characters labelled along a figure's axis (a long text labels every k-th)
+MAX_WIDTH_INCHES = 40  # a 1,000-character text would otherwise be 380 inches (45,000 pixels) wide
 
 
 @dataclass
 class Inspection:
     """One text read by a model.
 
-    characters: the N characters read (after normalisation and the model's length limit); a line model's
+    characters: the N characters read (after normalisation; the whole text); a line model's
         start with ``"<bos>"``, the start of the line.
     hidden: ``(N, units)``, the top recurrent layer's state after each character (for a bidirectional
         classifier, both directions side by side: the reverse direction has read the rest of the text).
@@ -41,6 +44,14 @@ class Inspection:
         return [[(self.labels[j], float(row[j])) for j in ranks] for row, ranks in zip(self.probabilities, order,
                                                                                         strict=True)]
 
+    def classes_to_draw(self, count: int = 5) -> list[int]:
+        """Columns of ``probabilities`` worth a line: every class that leads after some prefix (in the order they
+        first lead), then the final prediction's most probable, up to ``count`` in all (more only where more
+        classes lead)."""
+        leaders = list(dict.fromkeys(self.probabilities.argmax(axis=1).tolist()))
+        final = [j for j in np.argsort(-self.probabilities[-1], kind="stable").tolist() if j not in leaders]
+        return leaders + final[: max(count - len(leaders), 0)]
+
     def most_active_units(self, count: int = HEATMAP_UNITS) -> np.ndarray:
         """Indices of the ``count`` units whose state varies most over the text, in unit order."""
         spread = self.hidden.std(axis=0) if len(self.characters) > 1 else np.abs(self.hidden[0])
@@ -50,13 +61,13 @@ class Inspection:
 def plot_inspection(inspection: Inspection, path: str | Path, classes_shown: int = 5) -> None:
     """Top: how the prediction evolves over the characters; bottom: a heatmap of the most active units."""
     n = len(inspection.characters)
-    ticks = [VISIBLE.get(c, c) for c in inspection.characters]
+    every = math.ceil(n / MAX_TICKS)  # a long text labels every k-th character; the figure stays a readable width
+    ticks = [VISIBLE.get(c, c) if i % every == 0 else "" for i, c in enumerate(inspection.characters)]
     units = inspection.most_active_units()
-    figure, (upper, lower) = new_figure(2, 1, figsize=(max(6.0, 0.38 * n + 2.5), 7.5),
+    figure, (upper, lower) = new_figure(2, 1, figsize=(min(max(6.0, 0.38 * n + 2.5), MAX_WIDTH_INCHES), 7.5),
                                         gridspec_kw={"height_ratios": [1, 1.6]})
     if inspection.task == "classify":
-        final = np.argsort(-inspection.probabilities[-1], kind="stable")[:classes_shown]
-        for j in final:
+        for j in inspection.classes_to_draw(classes_shown):
             upper.plot(range(n), inspection.probabilities[:, j], marker="o", label=inspection.labels[j])
         upper.set(ylim=(0, 1), ylabel="probability", title="class probabilities after each prefix")
         upper.legend(fontsize=8, loc="upper left")
@@ -64,7 +75,8 @@ def plot_inspection(inspection: Inspection, path: str | Path, classes_shown: int
         best = inspection.probabilities.max(axis=1)
         upper.bar(range(n), best, color="tab:blue")
         for i, ((label, _),) in enumerate(inspection.top(1)):
-            upper.text(i, best[i] + 0.02, VISIBLE.get(label, label), ha="center", fontsize=8)
+            if i % every == 0:
+                upper.text(i, best[i] + 0.02, VISIBLE.get(label, label), ha="center", fontsize=8)
         upper.set(ylim=(0, 1.1), ylabel="probability", title="most likely next character after each character")
     upper.set_xticks(range(n), ticks)
     upper.grid(alpha=0.3)

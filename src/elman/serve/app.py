@@ -25,17 +25,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import elman
 from elman.inference import Classifier, TextGenerator
 from elman.serve.batching import PredictionBatcher
+from elman.serve.limits import Limits
 
 STATIC = Path(__file__).parent / "static"
-
-
-@dataclass
-class Limits:
-    max_texts: int = 256  # texts per /v1/predict request
-    max_chars: int = 1_000  # characters per text, prime or inspected text
-    max_body_bytes: int = 1 << 20  # request body
-    max_generate_length: int = 2_000  # characters sampled per sample
-    max_samples: int = 16  # samples per /v1/generate request
 
 
 class RequestError(Exception):
