@@ -367,3 +367,14 @@ def test_members_right_but_barely_confident_get_bounded_weights_not_an_overflow(
     weights = fit_member_weights(torch.stack([0.3 * torch.randn(30, 3), timid]), targets)
     assert bool(torch.isfinite(weights).all())
     assert weights[1] == pytest.approx(math.exp(MAX_LOG_WEIGHT)) and weights[0] < weights[1]
+
+
+def test_the_curves_say_which_model_they_show(trained_model):
+    from elman.training.classify import curves_caption
+
+    directory, metrics = trained_model
+    caption = curves_caption(metrics)
+    assert caption.startswith(f"the selection run: {metrics['epochs_run']} epochs, model of epoch "
+                              f"{metrics['selected_epoch']} selected")
+    assert ("trained afresh on train + val" in caption) == ("refit" in metrics)
+    assert (directory / "curves.png").stat().st_size > 0

@@ -117,6 +117,16 @@ class PreparedData:
     splits: dict[str, Split] = field(default_factory=dict)
 
 
+def curves_caption(metrics: dict) -> str:
+    """What curves.png shows, against the model that was saved."""
+    shown = f"the selection run: {metrics['epochs_run']} epochs, model of epoch {metrics['selected_epoch']} selected"
+    if "refit" not in metrics:
+        return f"{shown}; that model is the one saved"
+    refit = metrics["refit"]
+    return (f"{shown}; the saved model was then trained afresh on train + val for {refit['epochs']:g} epochs "
+            "(no validation curve: val is in its training data)")
+
+
 def prepare(data: LabelledTexts, max_length: int, seed: int) -> PreparedData:
     """Split (stratified and seeded, if the file has no split column), build the vocabulary and the
     label list from the training rows, and vectorize every split once."""
@@ -449,7 +459,7 @@ def train_classifier(
                                                      test.targets, prepared.labels)
         if processes.main:
             atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
-            plot_curves(p["history"], out_dir / "curves.png")
+            plot_curves(p["history"], out_dir / "curves.png", curves_caption(metrics))
             shown = "test" if "test" in metrics else "val"
             plot_confusion(metrics[shown]["confusion_matrix"], prepared.labels, out_dir / "confusion.png", shown)
         log(" ".join(f"{name} accuracy {metrics[name]['accuracy']:.4f} macro-F1 {metrics[name]['macro_f1']:.4f}"

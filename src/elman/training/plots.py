@@ -9,10 +9,13 @@ import numpy as np
 from elman.plots import new_figure, save_figure
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
+def plot_curves(history: list[dict], path: Path, caption: str) -> None:
+    """The selection run's epochs; ``caption`` says under the figure which model they show."""
     epochs = [h["epoch"] for h in history]
-    figure, (loss_axes, score_axes) = new_figure(1, 2, figsize=(10, 3.8))
-    loss_axes.plot(epochs, [h["train_loss"] for h in history], label="train")
+    figure, (loss_axes, score_axes) = new_figure(1, 2, figsize=(10, 4.2))
+    figure.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=8, wrap=True)
+    figure.subplots_adjust(bottom=0.22)
+    loss_axes.plot(epochs, [h["train_loss"] for h in history], label="train (classification loss only)")
     loss_axes.plot(epochs, [h["val_loss"] for h in history], label="validation")
     loss_axes.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     score_axes.plot(epochs, [h["train_accuracy"] for h in history], label="train accuracy")
