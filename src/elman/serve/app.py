@@ -180,10 +180,10 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
 
     def served(name: str | None, task: type) -> ServedModel:
         """The model named, or without a name the first one that can do the endpoint's task."""
+        wanted = "a classifier" if task is Classifier else "a language model"
         if name is None:
             entry = next((e for e in models.values() if isinstance(e.model, task)), None)
             if entry is None:
-                wanted = "a classifier" if task is Classifier else "a language model"
                 raise RequestError(422, "wrong_task", f"this endpoint needs {wanted}; serving {list(models)}, "
                                                       "none of which is one")
             return entry
@@ -191,7 +191,6 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
         if entry is None:
             raise RequestError(404, "unknown_model", f"no model named {name!r}; serving {list(models)}")
         if not isinstance(entry.model, task):
-            wanted = "a classifier" if task is Classifier else "a language model"
             raise RequestError(422, "wrong_task", f"model {entry.name!r} is a {entry.model.config['task']!r} "
                                                   f"model; this endpoint needs {wanted}")
         return entry
