@@ -301,8 +301,11 @@ def _inspect(args: argparse.Namespace) -> int:
         plot_inspection(inspection, args.out)
     if args.json:
         print(json.dumps({"task": inspection.task, "characters": inspection.characters, "labels": inspection.labels,
-                          "probabilities": inspection.probabilities.tolist(), "hidden": inspection.hidden.tolist()}))
+                          "probabilities": inspection.probabilities.tolist(), "hidden": inspection.hidden.tolist(),
+                          "unknown_characters": inspection.unknown_characters}))
         return 0
+    if inspection.unknown_characters:
+        print(f"never seen in training, read as unknown: {' '.join(inspection.unknown_characters)}")
     heading = "after prefix" if inspection.task == "classify" else "after character -> next character"
     print(f"{heading}:")
     for i, top in enumerate(inspection.top(3)):

@@ -126,3 +126,10 @@ def test_predict_reads_plain_lists_and_pipes_and_writes_csv_to_standard_output(t
     empty = subprocess.run([sys.executable, "-m", "elman", "predict", "--model", str(trained_model[0])],
                            input="\n", capture_output=True, text=True)
     assert empty.returncode == 2 and "standard input held no text" in empty.stderr
+
+
+def test_inspect_names_characters_the_model_never_saw(trained_model):
+    run = elman("inspect", "--model", trained_model[0], "Sato7")
+    assert run.returncode == 0 and "never seen in training, read as unknown: 7" in run.stdout, run.stderr
+    run = elman("inspect", "--model", trained_model[0], "Sato7", "--json")
+    assert json.loads(run.stdout)["unknown_characters"] == ["7"]

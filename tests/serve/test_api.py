@@ -81,7 +81,8 @@ def test_inspect_classifier_and_language_model(client):
     assert result["task"] == "classify" and result["characters"] == list("Sato")
     assert len(result["probabilities"]) == 4 and len(result["probabilities"][0]) == 3
     assert len(result["hidden"]) == 4 and len(result["hidden"][0]) == 64  # 2 directions x 32
-    assert len(result["top"][0]) == 3 and result["most_active_units"]
+    assert len(result["top"][0]) == 3 and result["most_active_units"] and result["unknown_characters"] == []
+    assert client.post("/v1/inspect", json={"text": "Sato7"}).json()["unknown_characters"] == ["7"]
     lm = client.post("/v1/inspect", json={"model": "story", "text": "the cat"}).json()
     assert lm["task"] == "lm" and len(lm["top"]) == 7 and len(lm["top"][0]) == 5
     assert lm["top"][0][0]["label"] == "h"  # after "t" comes "h" in this text

@@ -100,7 +100,7 @@ class Classifier:
         _, states = self.model.eval().features(ids, lengths)
         hidden = states[1 : len(characters) + 1, 0]
         return Inspection("classify", characters, hidden.numpy(), self._probabilities(prefixes).numpy(),
-                          list(self.labels))
+                          list(self.labels), self.vocabulary.unknown_characters(text))
 
     def evaluate(self, data: LabelledTexts) -> dict:
         """Metrics on the test split of ``data``, or on every row when it has no split column."""

@@ -4,7 +4,7 @@ and what its hidden units do meanwhile (Karpathy's "visualizing and understandin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,8 @@ class Inspection:
         ``text[:i + 1]``.
     labels: the columns of ``probabilities``: class names, or the model's characters (``"<eos>"`` is the
         end of a line).
+    unknown_characters: characters of the text that training never showed a classifier, each read as
+        ``<unk>`` (a language model refuses such a text instead).
     """
 
     task: str
@@ -37,6 +39,7 @@ class Inspection:
     hidden: np.ndarray
     probabilities: np.ndarray
     labels: list[str]
+    unknown_characters: list[str] = field(default_factory=list)
 
     def top(self, k: int = 5) -> list[list[tuple[str, float]]]:
         """The ``k`` most probable labels after each character, most probable first."""

@@ -52,6 +52,8 @@ class ServedModel:
             summary["labels"] = self.model.labels
         else:
             summary.update(kind=self.model.kind, conditions=self.model.conditions)
+            if self.model.kind == "lines":  # generation stops at a line's end or after this many characters
+                summary["max_length"] = self.model.max_length
         if self.metrics is not None:
             summary["metrics"] = {k: v for k, v in self.metrics.items() if k != "history"}
         return summary
@@ -267,11 +269,16 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
                 "labels": inspection.labels, "probabilities": inspection.probabilities.round(5).tolist(),
                 "top": [[{"label": label, "probability": p} for label, p in step] for step in inspection.top(5)],
                 "hidden": inspection.hidden.round(4).tolist(),
-                "most_active_units": inspection.most_active_units().tolist()}
+                "most_active_units": inspection.most_active_units().tolist(),
+                "unknown_characters": inspection.unknown_characters}
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def icon() -> FileResponse:  # browsers and tools ask this address even when the page names its icon
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)

@@ -62,7 +62,7 @@ function drawHeatmap(characters, hidden, units) {
   context.clearRect(0, 0, canvas.width, canvas.height);
   characters.forEach((c, x) => {
     units.forEach((u, y) => {
-      const v = hidden[x][u] / extreme; // -1 blue .. 0 white .. 1 red
+      const v = hidden[x][u] / extreme; // -1 blue .. 0 white .. 1 red, as the scale under the canvas
       const r = v > 0 ? 255 : Math.round(255 * (1 + v)), b = v < 0 ? 255 : Math.round(255 * (1 - v));
       const g = Math.round(255 * (1 - Math.abs(v)));
       context.fillStyle = `rgb(${r},${g},${b})`;
@@ -73,51 +73,102 @@ function drawHeatmap(characters, hidden, units) {
     context.fillText(VISIBLE[c] || c, x * cellW + cellW / 2 - 4, canvas.height - 4);
   });
   canvas.dataset.characters = String(columns);
+  $("scale").hidden = columns === 0;
+  $("scale-low").textContent = (-extreme).toFixed(2);
+  $("scale-high").textContent = `+${extreme.toFixed(2)}`;
 }
 
-async function inspectText(text) {
+function showUnknown(characters) {
+  $("unknown").hidden = characters.length === 0;
+  $("unknown").textContent = `never seen in training, read as unknown: ${characters.join(" ")}`;
+}
+
+function clearInspection() {
+  for (const id of ["bars", "prefixes", "next"]) $(id).replaceChildren();
+  showUnknown([]);
+  drawHeatmap([], [], []);
+}
+
+// What the chosen model reads as you type: a classifier's text, or a language model's prime.
+async function inspectTyped() {
   const ticket = ++pending;
-  if (!text.trim()) {
-    $("bars").replaceChildren();
-    $("prefixes").replaceChildren();
-    drawHeatmap([], [], []);
+  const classifier = current.task === "classify";
+  const text = classifier ? $("text").value : $("prime").value;
+  if (classifier ? !text.trim() : !text) {
+    clearInspection();
     return;
   }
+  const body = { model: current.name, text };
+  if (current.conditions) body.condition = $("condition").value;
   try {
-    const body = { model: current.name, text };
     const result = await api("/v1/inspect", body);
     if (ticket !== pending) return;
     showError(null);
-    drawBars(result.labels, result.probabilities[result.probabilities.length - 1]);
-    drawCells($("prefixes"), result.characters, result.top);
+    if (classifier) {
+      drawBars(result.labels, result.probabilities[result.probabilities.length - 1]);
+      drawCells($("prefixes"), result.characters, result.top);
+    } else {
+      drawCells($("next"), result.characters, result.top);
+    }
+    showUnknown(result.unknown_characters);
     drawHeatmap(result.characters, result.hidden, result.most_active_units.slice(0, 48));
-  } catch (error) { if (ticket === pending) showError(error); }
+  } catch (error) {
+    if (ticket !== pending) return;
+    clearInspection(); // what is shown must be the current text's, or nothing
+    showError(error);
+  }
 }
 
 async function generate() {
+  const model = current;
   const body = {
-    model: current.name, prime: $("prime").value, length: Number($("length").value),
-    temperature: Number($("temperature").value),
+    model: model.name, prime: $("prime").value, length: Number($("length").value),
+    temperature: Number($("temperature").value), num_samples: Number($("samples").value),
   };
-  if (current.conditions) {
+  if (model.conditions) {
     body.condition = $("condition").value;
     body.guidance = Number($("guidance").value);
   }
   $("generate").disabled = true;
   try {
     const result = await api("/v1/generate", body);
-    $("generated").textContent = result.samples[0];
+    if (model !== current) return; // another model was chosen meanwhile
+    $("generated").replaceChildren(...result.samples.map((sample) => {
+      const text = document.createElement("pre");
+      text.textContent = sample;
+      return text;
+    }));
     showError(null);
-    if (body.prime) {
-      const inspected = await api("/v1/inspect", { model: current.name, text: body.prime, condition: body.condition });
-      drawCells($("next"), inspected.characters, inspected.top);
-      drawHeatmap(inspected.characters, inspected.hidden, inspected.most_active_units.slice(0, 48));
-    }
-  } catch (error) { showError(error); } finally { $("generate").disabled = false; }
+  } catch (error) { if (model === current) showError(error); } finally { $("generate").disabled = false; }
+}
+
+// A line model stops at the end of a line: its slider bounds a line's length, up to the longest it was
+// trained on. A text model's slider is how much text to write.
+function setLength(model) {
+  const slider = $("length");
+  const lines = model.kind === "lines";
+  const most = Math.min(lines ? model.max_length : 1000, limits.max_generate_length);
+  slider.min = lines ? "1" : "10";
+  slider.step = lines ? "1" : "10";
+  slider.max = String(most);
+  slider.value = String(lines ? most : Math.min(300, most));
+  $("length-name").textContent = lines ? "longest" : "length";
+  $("length-value").textContent = slider.value;
+}
+
+let typing = null;
+function inspectSoon() {
+  clearTimeout(typing);
+  typing = setTimeout(inspectTyped, 80);
 }
 
 function choose(name) {
   current = models.find((m) => m.name === name);
+  clearTimeout(typing);
+  pending++; // answers still on their way are for the previous model
+  clearInspection();
+  $("generated").replaceChildren();
+  showError(null);
   const classifier = current.task === "classify";
   $("classify").hidden = !classifier;
   $("lm").hidden = classifier;
@@ -127,20 +178,18 @@ function choose(name) {
   $("model-info").textContent = `${current.task}, ${current.vocabulary_size} symbols${figure ? ", " + figure : ""}`;
   $("condition-label").hidden = !current.conditions;
   $("guidance-label").hidden = !current.conditions;
-  if (current.conditions) {
-    $("condition").replaceChildren(...current.conditions.map((c) => new Option(c, c)));
-  }
+  $("condition").replaceChildren(...(current.conditions || []).map((c) => new Option(c, c)));
   if (classifier) {
     if (!$("text").value) $("text").value = $("text").placeholder; // an example to look at before typing
-    inspectText($("text").value);
+  } else {
+    setLength(current);
   }
+  inspectTyped();
 }
 
-let typing = null;
-$("text").addEventListener("input", () => {
-  clearTimeout(typing);
-  typing = setTimeout(() => inspectText($("text").value), 80);
-});
+$("text").addEventListener("input", inspectSoon);
+$("prime").addEventListener("input", inspectSoon);
+$("condition").addEventListener("change", inspectSoon);
 $("generate").addEventListener("click", generate);
 for (const id of ["temperature", "length", "guidance"]) {
   $(id).addEventListener("input", () => { $(`${id}-value`).textContent = $(id).value; });
@@ -150,12 +199,9 @@ $("model").addEventListener("change", () => choose($("model").value));
 api("/v1/models").then((data) => {
   models = data.models;
   limits = data.limits;
-  const length = $("length");  // the slider stays within what the server allows
-  length.max = String(Math.min(Number(length.max), limits.max_generate_length));
-  length.value = String(Math.min(Number(length.value), limits.max_generate_length));
-  $("length-value").textContent = length.value;
   $("text").maxLength = limits.max_chars;
   $("prime").maxLength = limits.max_chars;
+  $("samples").max = String(limits.max_samples);
   $("model").replaceChildren(...models.map((m) => new Option(`${m.name} (${m.task})`, m.name)));
   choose(models[0].name);
 }).catch(showError);
