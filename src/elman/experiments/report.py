@@ -49,10 +49,11 @@ def write_report(results: list[ExperimentResult], out_dir: Path, quick: bool) ->
     for result in results:
         lines += [f"## {result.title}", "", "```text", result.summary, "```", ""]
         lines += [f"![{result.name}]({figure})" for figure in result.figures] + [""]
-        lines += ["| check | the paper | ours | |", "|---|---|---|---|"]
+        lines += ["| check | the paper | passes if | ours | |", "|---|---|---|---|---|"]
         for check in result.checks:
             verdict = "pass" if check.passed else ("**FAIL**" if check.required else "fail (informative)")
-            cells = (str(cell).replace("|", "\\|") for cell in (check.name, check.paper, check.ours, verdict))
+            cells = (str(cell).replace("|", "\\|")
+                     for cell in (check.name, check.paper, check.passes_if, check.ours, verdict))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     report = out_dir / "report.md"
@@ -68,6 +69,6 @@ def format_results(results: list[ExperimentResult]) -> str:
     blocks = []
     for result in results:
         checks = [f"  [{'pass' if c.passed else ('FAIL' if c.required else 'fail, informative')}] {c.name}: "
-                  f"ours {c.ours}; paper {c.paper}" for c in result.checks]
+                  f"ours {c.ours} (passes if {c.passes_if}); paper {c.paper}" for c in result.checks]
         blocks.append("\n".join([result.title, result.summary, *checks]))
     return "\n\n".join(blocks)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 class Check:
     name: str
     paper: str  # the paper's value or claim
+    passes_if: str  # the condition on ours that passes, written out for the report
     ours: float | str
     passed: bool
     required: bool = True  # a required check is one of the paper's headline results; others inform

@@ -90,9 +90,10 @@ def run(config: WordsConfig, out_dir: Path | None = None, progress: bool = True)
         checks=[
             Check("error at word onsets is above error inside words",
                   "error high at the start of each word, falling as the word goes on (Fig. 6)",
-                  f"{onset_error:.3f} vs {inside_error:.3f}", onset_error > inside_error),
-            Check("an error threshold finds word boundaries (precision and recall >= 0.5)",
-                  "boundaries are graded, not categorical; not quantified",
+                  "onset error > inside-word error", f"{onset_error:.3f} vs {inside_error:.3f}",
+                  onset_error > inside_error),
+            Check("an error threshold finds word boundaries",
+                  "boundaries are graded, not categorical; not quantified", "precision and recall >= 0.5",
                   f"precision {precision:.2f}, recall {recall:.2f}", precision >= 0.5 and recall >= 0.5,
                   required=False),
         ],

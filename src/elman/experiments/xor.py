@@ -6,7 +6,7 @@ error, folded onto the 12-step cycle, is a period-3 sawtooth: low when predictin
 (after inputs 2, 5, 8, 11), high elsewhere.
 
 Network: 1 input -> 8 sigmoid hidden units (context starting at 0.5) -> 1 sigmoid output, squared
-error. Elman used 2 hidden units; they converge only for some seeds (``--hidden-size 2`` to try).
+error. Elman used 2 hidden units; they converge only for some seeds (``XorConfig(hidden_size=2)`` to try).
 """
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ from elman.experiments.srn import SimpleRecurrentNetwork, SrnSettings, run_on_st
 from elman.plots import new_figure, save_figure
 
 CYCLE = 12
+# why our XOR-bit error is far below the paper's, said in the report beside the numbers
+LEVEL_NOTE = ("The paper's minima (~0.17) are a 2-unit network trained by online updates that learnt\n"
+              "the XOR bit only partly; 8 units and Adam learn it almost exactly. The claim checked is\n"
+              "the sawtooth's shape (the XOR bit predictable, the random bits not: their error stays\n"
+              "near chance, 0.25), not its level.")
 
 
 @dataclass
@@ -79,12 +84,13 @@ def run(config: XorConfig, out_dir: Path | None = None, progress: bool = True) -
         name="xor",
         title="Experiment 1: temporal XOR",
         summary=(f"{sawtooth_table(errors)}\nmean error predicting the XOR bit {predictable:.3f}, "
-                 f"the random bits {unpredictable:.3f} -> period-3 sawtooth: {verdict}"),
+                 f"the random bits {unpredictable:.3f} -> period-3 sawtooth: {verdict}\n{LEVEL_NOTE}"),
         numbers={"error_by_cycle": errors, "rms_by_cycle": [e**0.5 for e in errors],
                  "predictable_error": predictable, "unpredictable_error": unpredictable,
                  "final_training_loss": losses[-1] if losses else None},
-        checks=[Check("period-3 sawtooth: error before the XOR bit below half the rest",
+        checks=[Check("period-3 sawtooth: error low before every XOR bit",
                       "minima ~0.16-0.18 at cycles 2, 5, 8, 11; maxima ~0.28-0.34",
-                      f"{predictable:.3f} vs {unpredictable:.3f}", predictable < 0.5 * unpredictable)],
+                      "XOR-bit error < 0.5 x random-bit error", f"{predictable:.3f} vs {unpredictable:.3f}",
+                      predictable < 0.5 * unpredictable)],
         figures=figures,
     )
