@@ -28,8 +28,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from elman.data import read_labelled_csv
+from elman.metrics import classification_metrics
 from elman.training.classify import TrainConfig, train_classifier
-from elman.training.metrics import classification_metrics
 
 # --- 1. the book's pipeline --------------------------------------------------------------------------
 
@@ -186,8 +186,9 @@ def run_elman(data, out: Path, model_options: dict, config: TrainConfig) -> dict
 def interleaved_throughput(data, rounds: int = 7) -> dict:
     """Training epochs of the book's pipeline and of elman's (book's configuration) taking turns, so that
     machine noise hits both alike; the median surnames/second of each."""
+    from elman.data.classification import epoch_batches, prepare
     from elman.models.classifier import ClassifierConfig, SequenceClassifier
-    from elman.training.classify import batch_loss, class_weights, epoch_batches, prepare
+    from elman.training.classify import batch_loss, class_weights
     from elman.training.loop import Optimisation, Processes
 
     _, book_model, book_loss, book_optimizer, loader = build_book(data)

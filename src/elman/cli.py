@@ -10,11 +10,11 @@ from dataclasses import fields
 from pathlib import Path
 
 from elman import __version__
+from elman.checkpoint import CheckpointError
 from elman.data.reader import DataError
 from elman.models.classifier import ClassifierConfig
 from elman.models.language_model import LanguageModelConfig
 from elman.serve.limits import Limits
-from elman.training.checkpoint import CheckpointError
 from elman.training.classify import CLASS_WEIGHTINGS, TrainConfig
 from elman.training.language import (
     LINES_WEIGHT_DECAY,
@@ -189,8 +189,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_language_model(args: argparse.Namespace, model) -> int:
+    from elman.data.language import read_lines_file
     from elman.data.text import read_text
-    from elman.training.language import read_lines_file
 
     if model.kind == "text":
         metrics = model.evaluate_text(read_text(args.data), progress=not args.json)

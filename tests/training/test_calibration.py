@@ -8,17 +8,11 @@ import torch
 from torch import nn
 
 import elman
+from elman.data.language import MIN_CALIBRATION_CHARACTERS, prepare_lines, prepare_text
 from elman.data.reader import LabelledTexts
 from elman.models.language_model import LanguageModel, LanguageModelConfig, line_loss, stream_loss
 from elman.training.calibration import calibrate, fit_temperature, held_out_logits
-from elman.training.language import (
-    MIN_CALIBRATION_CHARACTERS,
-    LanguageTrainConfig,
-    prepare_lines,
-    prepare_text,
-    read_language_data,
-    train_language_model,
-)
+from elman.training.language import LanguageTrainConfig, read_language_data, train_language_model
 
 
 def mean_loss(logits, targets, temperature):

@@ -9,13 +9,14 @@ import pytest
 import torch
 
 import elman
+from elman.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from elman.data import read_labelled_csv
+from elman.data.classification import Split
 from elman.data.vocabulary import vectorize
 from elman.layer import ElmanRNN
 from elman.models import ClassifierConfig, SequenceClassifier
 from elman.models.classifier import ensemble
-from elman.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from elman.training.classify import MAX_LOG_WEIGHT, Split, TrainConfig, class_weights, fit_member_weights
+from elman.training.classify import MAX_LOG_WEIGHT, TrainConfig, class_weights, fit_member_weights
 
 
 def test_training_writes_every_output_and_learns(trained_model):
@@ -316,7 +317,7 @@ def test_class_weights():
 
 
 def test_file_without_split_column_gets_a_stratified_split(names_csv, tmp_path):
-    from elman.training.classify import prepare
+    from elman.data.classification import prepare
 
     rows = names_csv.read_text().splitlines()
     unsplit = tmp_path / "unsplit.csv"

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 import elman
+from elman.checkpoint import CheckpointError
+from elman.data.language import prepare_text
 from elman.data.reader import DataError, read_labelled_csv
 from elman.data.text import read_text
 from elman.inference import TextGenerator
 from elman.inference.generator import ConditionGuidance
-from elman.training.checkpoint import CheckpointError
 from elman.training.language import (
     LINES_MODEL,
     LINES_WEIGHT_DECAY,
@@ -25,7 +26,6 @@ from elman.training.language import (
     LanguageTrainConfig,
     epoch_batches,
     model_options_for,
-    prepare_text,
     read_language_data,
     train_language_model,
 )

@@ -6,8 +6,9 @@ import torch
 from safetensors.torch import load_file
 
 from elman.data import read_labelled_csv
+from elman.data.classification import prepare
 from elman.models.classifier import ClassifierConfig, NgramBag
-from elman.training.classify import TrainConfig, class_weights, prepare, selection_score
+from elman.training.classify import TrainConfig, class_weights, selection_score
 from elman.training.ngram_fit import L2_PATH, fit_ngram_bag
 
 

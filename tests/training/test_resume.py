@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from elman.training.checkpoint import CheckpointError
+from elman.checkpoint import CheckpointError
 from elman.training.resume import load_training_state
 
 TIMING = {"seconds", "texts_per_second", "chars_per_second", "training_seconds"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from elman.checkpoint import CheckpointError, load_checkpoint
 from elman.inference.classifier import Classifier, Prediction, load_classifier
 from elman.inference.generator import TextGenerator, load_generator
-from elman.training.checkpoint import CheckpointError, load_checkpoint
 
 LOADERS = {"classify": load_classifier, "lm": load_generator}
 

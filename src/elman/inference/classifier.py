@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
+from elman.checkpoint import CheckpointError, fitting_configuration, model_config
 from elman.data.reader import LabelledTexts, normalise_text
 from elman.data.vocabulary import Vocabulary, vectorize
 from elman.inference.inspection import Inspection
+from elman.metrics import classification_metrics
 from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits
-from elman.training.checkpoint import CheckpointError, fitting_configuration, model_config
-from elman.training.metrics import classification_metrics
 
 MAX_TEXT_CHARS = 10_000
 # inspect reads every prefix of the text: quadratic in its length (1,000 characters: ~0.5 M steps)

@@ -8,12 +8,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from elman.checkpoint import CheckpointError, fitting_configuration, model_config
 from elman.data.reader import LabelledTexts, normalise_text
 from elman.data.vocabulary import BOS, EOS, SPECIALS, Vocabulary, vectorize
 from elman.inference.inspection import Inspection
+from elman.metrics import loss_report
 from elman.models.language_model import LanguageModel, LanguageModelConfig, line_loss, stream_loss
-from elman.training.checkpoint import CheckpointError, fitting_configuration, model_config
-from elman.training.language import loss_report
 
 MAX_GENERATE_CHARS = 100_000
 MAX_SAMPLES = 1_000

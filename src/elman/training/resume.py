@@ -19,8 +19,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from elman.checkpoint import CONFIG, WEIGHTS, CheckpointError, sha256_of
 from elman.files import atomic_output, atomic_write_text
-from elman.training.checkpoint import CONFIG, WEIGHTS, CheckpointError, sha256_of
 
 RESUME = "resume"
 TENSORS, META = "state.safetensors", "state.json"

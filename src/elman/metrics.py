@@ -1,8 +1,16 @@
-"""Classification metrics: accuracy, macro-F1, per-class precision/recall/F1/support, confusion matrix."""
+"""How good a model is: classification metrics (accuracy, macro-F1, per-class precision/recall/F1/support,
+confusion matrix) and a language model's loss in the usual units."""
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+
+def loss_report(loss: float) -> dict:
+    """Cross-entropy in nats per character, with bits per character and perplexity."""
+    return {"loss": loss, "bits_per_char": loss / math.log(2), "perplexity": math.exp(loss)}
 
 
 def confusion_matrix(predictions: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
