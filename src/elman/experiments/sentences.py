@@ -47,8 +47,7 @@ class SentencesConfig(SrnSettings):
     output: str = "sigmoid"  # Elman's units and squared error; or "softmax" with cross-entropy
     passes: int = 6  # as Elman; longer training tunes the states to prediction alone and blurs the classes
     learning_rate: float = 0.003
-    # 16 streams (650 updates in 6 passes) fit the likelihood vectors (mean cosine 0.87 over seeds 0-19) and
-    # keep the classes apart; 32 streams (320 updates) left the cosine at 0.77 and mixed the classes more often
+    # 16 streams keep the classes apart and fit the likelihood vectors (docs/measurements.md, "Elman's sentences")
     segments: int = 16
     linkage: str = "complete"  # hierarchical clustering of mean hidden vectors, Euclidean distance
 

@@ -33,10 +33,7 @@ class ClassifierConfig:
     nonlinearity: str = "relu"  # trains faster and better than tanh here (82.8% vs 77% val after 8 epochs)
     dropout: float = 0.2  # between recurrent layers and in the head (and on embeddings, unless set below)
     embedding_dropout: float | None = None  # None: the same as dropout
-    # DropConnect on the recurrent weights W_hh (ElmanRNN's weight_dropout). Judged on nested splits of
-    # surnames.csv (train re-split 82/18 into train and validation, the file's val split as the test; 150 s,
-    # seeds 0-3): 0.3 raised the refitted RNN's own accuracy in each of four seeds, 0.8184 to 0.8250 on
-    # average, and the ensemble's from 0.8300 to 0.8318 (macro-F1 0.535 to 0.538); 0.5 lowered both.
+    # DropConnect on the recurrent weights W_hh (ElmanRNN's weight_dropout) (docs/measurements.md, "Weight dropout")
     weight_dropout: float = 0.3
     pooling: tuple[str, ...] = ("last", "max")  # any of POOLINGS, concatenated
     mlp_hidden: int = 256  # 0: a single linear layer
@@ -44,19 +41,11 @@ class ClassifierConfig:
     ngram_buckets: int = 16384
     # Weight of an auxiliary loss in training: the bottom layer's states predict the next character (forward
     # direction) and the previous one (reverse direction), language modelling beside the classification
-    # (Rei, 2017); 0 turns it off. It costs about a sixth more time per step. On nested splits of surnames.csv
-    # (as for weight_dropout, seeds 0-3) the ensemble's accuracy / macro-F1 with 0.3 averaged 0.8324 / 0.541,
-    # against 0.8318 / 0.538 without; a first version, which averaged over the batch's characters rather than
-    # per row, 0.8348 / 0.549; its macro-F1 was higher in each of those 8 runs. 0.5 averaged 0.8318 / 0.543;
-    # 1.0 (first version) gave 0.8312 and 0.8349 on seeds 0 and 1, against 0.8345 and 0.8329 with 0.3.
+    # (Rei, 2017); 0 turns it off (docs/measurements.md, "The auxiliary language-model loss")
     lm_loss_weight: float = 0.3
     members: int = 1  # Elman RNN networks, each with its own weights
     # One more member, linear over the text's hashed character n-grams of these orders; () for none. Training
-    # fits it first, as a logistic regression (elman.training.ngram_fit). On surnames.csv (150 s, test
-    # accuracy / macro-F1, trained on train only) the ensemble scores 0.838-0.842 / 0.542-0.562 (seeds 0-2;
-    # validation 0.824-0.829 / 0.552); its RNN alone about 0.81 / 0.51, the n-gram member alone 0.833-0.836 /
-    # 0.52-0.53. Refitted on train + val (TrainConfig.refit), with unweighted RNNs (TrainConfig.class_weighting),
-    # 0.848-0.853 / 0.554-0.571.
+    # fits it first, as a logistic regression (elman.training.ngram_fit) (docs/measurements.md, "The n-gram member")
     bag_ngrams: tuple[int, ...] = (1, 2, 3, 4)
     bag_buckets: int = 32768  # validation as with 65536 (0.823 / 0.536 vs 0.825 / 0.532, trained alone by AdamW)
 

@@ -33,7 +33,7 @@ from elman.training.schedule import warmup_cosine
 
 CLASS_WEIGHTINGS = ("none", "sqrt", "balanced")
 MAX_LOG_WEIGHT = 4.0  # bound of the ensemble pool's fitted log-weights (see fit_member_weights)
-FIT_SHARE = 0.25  # of a time budget, the most the n-gram member's fit may take (surnames.csv: 10-15 s of 150)
+FIT_SHARE = 0.25  # of a time budget, the most the n-gram member's fit may take (docs/measurements.md)
 
 
 @dataclass
@@ -47,19 +47,14 @@ class TrainConfig:
     label_smoothing: float = 0.0
     # Loss weight per class, of the recurrent members' steps and of the n-gram member's fit: "none" (1),
     # "sqrt" (1/sqrt(frequency)) or "balanced" (1/frequency), normalised to a mean of 1 per row. Unweighted
-    # recurrent members, whose pool then leans to accuracy, beside a sqrt-weighted n-gram member, which keeps
-    # the small classes' recall: on surnames.csv (150 s, seeds 0/1/2, with the refit) validation accuracy /
-    # macro-F1 0.8329 / 0.5442, 0.8300 / 0.5406, 0.8341 / 0.5530 against 0.8243 / 0.5474, 0.8263 / 0.5339,
-    # 0.8296 / 0.5499 with both sqrt-weighted (test: 0.848-0.853 / 0.554-0.571 against 0.841-0.848 /
-    # 0.58-0.60).
+    # RNNs beside a sqrt-weighted n-gram member: accuracy, with the small classes' recall
+    # (docs/measurements.md, "Class weighting")
     class_weighting: str = "none"
     bag_class_weighting: str = "sqrt"
-    # Validation metric for early stopping and the kept checkpoint: "loss" or "macro_f1". The loss, because
-    # macro-F1 on a few thousand rows with classes of ten moves by +-0.01 from epoch to epoch and its maximum
-    # picks noise (surnames.csv, 150 s, seeds 0/1, test accuracy / macro-F1: by loss 0.840 / 0.556 and
-    # 0.837 / 0.568; by macro-F1 0.839 / 0.566 and, kept from epoch 5 of 40, 0.836 / 0.541).
+    # Validation metric for early stopping and the kept checkpoint: "loss" or "macro_f1". The loss: macro-F1's
+    # maximum on a few thousand rows picks noise (docs/measurements.md, "Selection by loss")
     select_by: str = "loss"
-    patience: int = 12  # epochs without improvement before stopping; the same runs went up to 9 between bests
+    patience: int = 12  # epochs without improvement before stopping (docs/measurements.md, "Selection by loss")
     time_budget: float | None = None  # seconds; the schedule then runs on time, and training stops at the budget
     max_length: int = 32  # characters kept per text (longer texts are cut)
     seed: int = 0  # weights, dropout, batch order (and the split, for files without one)
@@ -67,13 +62,8 @@ class TrainConfig:
     precision: str = "fp32"  # or "bf16" / "auto": bfloat16 GEMMs with float32 weights and states
     checkpoint_every: int = 200  # steps between training states for --resume (0: none)
     # After selection, train the final model afresh on train + val with what selection chose (epochs, the
-    # n-gram member's penalty, the pool weights): a fifth more rows to learn from. On surnames.csv, 150 s,
-    # test accuracy / macro-F1 (all members sqrt-weighted then): without, 0.838 / 0.542, 0.842 / 0.562,
-    # 0.840 / 0.556 (seeds 0-2); with, 0.843 / 0.596, 0.844 / 0.582, 0.848 / 0.589 (each phase then trains
-    # 31-39 epochs instead of 40).
+    # n-gram member's penalty, the pool weights): a fifth more rows to learn from (docs/measurements.md, "The refit")
     refit: bool = True
-
-
 
 
 def epoch_counts() -> dict:

@@ -42,51 +42,19 @@ from elman.training.precision import autocast, resolve
 from elman.training.resume import prepare_out_dir
 from elman.training.schedule import warmup_stable_decay
 
-# The fast estimate used during training. More segments make fuller GEMMs: on tiny-shakespeare's 111k
-# validation characters at 3 x 640, 32 segments with 256 characters of burn-in took 1.90 s, 128 with 128
-# 1.52 s, and both read 1.4061 for the model whose exact figure is 1.4061.
+# the estimate during training: fuller GEMMs, the same figure (docs/measurements.md, "The validation estimate")
 VALIDATION_SEGMENTS, VALIDATION_BURN_IN = 128, 128
 
-# A long text calls for dropout, and a long time budget for a wider network too. On tiny-shakespeare
-# (validation loss of the kept model, nats/char; 2 cores, ~95k characters/s at 2 x 512): in 170 s, 2 x 512
-# with dropout 0 1.504 (it overfits: 14 passes over the text), 0.1 1.478, 0.2 1.501; in 600 s, 2 x 512
-# without dropout 1.568, 2 x 768 with dropout 0.2 1.466-1.468 (dropout 0.3: 1.489; 2 x 1024: 1.473, with
-# dropout 0.25 1.467). Weight dropout (on W_hh) underfits: 0.2 beside dropout 0.1 in 170 s 1.531 against
-# 1.489, 0.25 beside dropout 0.2 in 600 s 1.485. Weight decay (below) lets the long run drop less: in 600 s,
-# 2 x 768 with weight decay 0.4 and dropout 0.2 1.449, 0.1 1.440, 0 1.474 (2 x 1024, dropout 0.2: 1.454);
-# a third layer does better than width: 3 x 640 with dropout 0.1 1.427, in fewer steps (4,663 against 6,454).
-# With orthogonal recurrent weights (see LanguageModel), in 600 s: 3 x 640 1.413-1.417 (4,950-5,316 steps),
-# 4 x 512 1.412 (5,412); dropout masks held over time (variational) 1.421; the output reading every
-# layer, not only the top one, fits the text sooner and overfits (at step 3,444: 1.467 against 1.453).
-# Dropout on the elements of the character embeddings overfits less again: 3 x 640 in 600 s (calibrated, see
-# calibrate; learning rate as a cosine) 0.1 1.4016, 0.2 1.4091, against 1.4032-1.4071 without (seed 0); with
-# the plateau of the learning rate (see decay_fraction) 0.1 1.3993. With both, the long run wants less dropout
-# between the layers. On an H200 (this training step, float32, for a fixed 5,400 steps, about what 600 s
-# give here; calibrated): dropout 0.1 1.4019-1.4045 (seeds 0-2), 0.05 1.3940 and 1.4019 (seeds 0 and 1), 0
-# 1.3988, 0.15 1.4102; 0.05 with the decay over the last 45% of the run 1.3944-1.3978 (seeds 0-2). On 2 cores
-# in 600 s, that pair 1.3937-1.3995 in five runs (seeds 0-2; 5,117-5,579 steps), against 1.3986-1.4054 in five
-# runs of dropout 0.1 and the decay over the last 30% (seeds 0-3).
+# a long text overfits without dropout; a long budget affords a deeper network
+# (docs/measurements.md, "Dropout and network size")
 TEXT_MODEL = {"dropout": 0.1, "embedding_dropout": 0.1}
 LONG_RUN_SECONDS = 300.0
 LONG_RUN_MODEL = {"hidden_size": 640, "num_layers": 3, "dropout": 0.05, "embedding_dropout": 0.1}
-# Lines (names) are few and short, and a model of them overfits within a minute. On surnames.csv, 120 s,
-# conditioned on nationality (validation loss, nats/char, seed 1): dropout 0 1.948, 0.2 1.920, 0.3 1.892,
-# 0.45 1.898 (seed 0: 0 1.934, 0.3 1.899); dropout 0.3 with weight decay 0.4 1.861 (without: 1.903).
-# Embedding dropout 0.1 leaves the loss as it was (1.8267 and 1.8253, seeds 0 and 1, against 1.8235 and 1.8281)
-# and may make the samples more typical of their nationality: with one judge of benchmarks/lm.py, both of its
-# conditions met by 13 and 12 nationalities (best setting of six) against 11 and 11; 11 with a judge trained anew.
+# names overfit within a minute (docs/measurements.md, "Language model of lines")
 LINES_MODEL = {"dropout": 0.3, "embedding_dropout": 0.1}
-# AdamW's decoupled decay, which keeps the recurrent weights small: on tiny-shakespeare in 600 s (2 x 768,
-# dropout 0.2) 0 1.463, 0.1 1.458, 0.4 1.449, 1.0 1.528 (it underfits); in 170 s 0.4 1.491 against 1.485-1.489;
-# 3 x 640 in 600 s: 0.2 1.427, 0.4 1.418, 0.8 1.435. It shrinks the weight matrices only: decaying the biases
-# and embedding tables too cost 3 x 640 in 600 s 1.427 against 1.421 (at the same step 3,690: 1.447 against
-# 1.423), names 1.860 against 1.851-1.856, and made 2.3% of sampled names start in lower case (1.1-1.6% without).
-# The output layer's matrix is spared too: decayed, its logits stay too small to rule out a character, such as a
-# lower-case letter after <bos> (names 120 s, decay 0.8: 1.840 against 1.849, sampled names starting in lower
-# case 0.1% against 1.4%, under guidance 2 2.1% against 3.1%; tiny-shakespeare 600 s: 1.416, within 1.413-1.417).
+# AdamW's decay on the weight matrices, output's spared (docs/measurements.md, "Weight decay")
 TEXT_WEIGHT_DECAY = 0.4
-# Names need more once steps are fast (~65 passes over the names in 120 s): on surnames.csv, 120 s, dropout
-# 0.3, 0.4 1.873 (its best after 8,010 of 11,480 steps), 0.8 1.848, 1.2 1.857 (0.8 beside dropout 0.4: 1.857).
+# names need more decay once steps are fast (docs/measurements.md, "Language model of lines")
 LINES_WEIGHT_DECAY = 0.8
 
 
@@ -107,12 +75,8 @@ class LanguageTrainConfig:
     learning_rate: float = 2e-3
     weight_decay: float | None = None  # None: TEXT_WEIGHT_DECAY or LINES_WEIGHT_DECAY, by the kind of data
     warmup_fraction: float = 0.02
-    # The rate holds at its peak after the warm-up, then falls to 0 over this last part of the run. Against a
-    # cosine over the whole run, which overfits sooner: tiny-shakespeare, 3 x 640, 600 s, calibrated: 0.3 1.4027
-    # and 1.4062 (seeds 0 and 1), 0.5 1.4121 (in a slow phase of the machine: 4,690 steps); the cosine 1.4032 and
-    # 1.4071 (seed 0), 1.4150 (seed 1). At a fixed 5,400 steps on an H200 (see LONG_RUN_MODEL; two figures are
-    # seeds 0 and 1, a range seeds 0-2): with dropout 0.1, 0.2 1.4033 and 1.4080, 0.3 1.4019-1.4045, 0.45 1.3967
-    # and 1.4017, 0.6 1.3995; with dropout 0.05, 0.3 1.3940 and 1.4019, 0.45 1.3944-1.3978, 0.6 1.3961 and 1.3987.
+    # the rate holds at its peak after the warm-up, then falls to 0 over this last part of the run; a
+    # cosine over the whole run overfits sooner (docs/measurements.md, "Learning-rate plateau")
     decay_fraction: float = 0.45
     clip_norm: float = 1.0
     time_budget: float | None = None  # seconds; the schedule then runs on time and ends at the budget
@@ -159,7 +123,7 @@ def read_language_data(path: str | Path, config: LanguageTrainConfig, val_path: 
 def validation_loss(model: LanguageModel, data: LanguageData, exact: bool = False, precision: str = "fp32") -> float:
     """Mean next-character loss on the validation data, nats. The figure reported (``exact``) is float32 and
     reads a long text in one pass; the estimate made during training runs in the training's ``precision``
-    (bfloat16 halved its cost on tiny-shakespeare at 3 x 640, 3.2 s to 1.8 s, and moved it by 1e-4)."""
+    (bfloat16 nearly halves its cost: docs/measurements.md, "The validation estimate")."""
     with autocast("fp32" if exact else precision, model.output.weight.device):
         if data.kind == "lines":
             return line_loss(model, *data.val)

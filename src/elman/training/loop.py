@@ -108,9 +108,8 @@ def training_device(name: str, processes: Processes) -> torch.device:
     return device
 
 
-# Below this many trained parameters a step's operations are too small to share between threads: the
-# book's surname classifier (24k parameters, batch 64) steps in 1.9 ms on one thread and 2.2 ms on two;
-# the default classifier (290k) in 22 ms on one and 16 ms on two.
+# below this many trained parameters a step's operations are too small to share between threads
+# (docs/measurements.md, "Threads")
 SMALL_MODEL_PARAMETERS = 100_000
 
 
