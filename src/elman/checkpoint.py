@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from elman import __version__
 from elman.data.vocabulary import Vocabulary
+from elman.errors import UsageError
 from elman.files import atomic_output, atomic_write_text
 
 FORMAT = "elman-checkpoint"
@@ -28,7 +29,7 @@ WEIGHTS, VOCAB, CONFIG = "model.safetensors", "vocab.json", "config.json"
 PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "model.ckpt", "checkpoint.pt")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError):
     """A checkpoint cannot be loaded; the message names the file and what is wrong with it."""
 
 

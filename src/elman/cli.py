@@ -10,8 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from elman import __version__
-from elman.checkpoint import CheckpointError
-from elman.data.reader import DataError
+from elman.errors import UsageError
 from elman.models.classifier import ClassifierConfig
 from elman.models.language_model import LanguageModelConfig
 from elman.serve.limits import Limits
@@ -83,24 +82,24 @@ def _refuse_options_of_other_tasks(args: argparse.Namespace) -> None:
         given = [name for name in names if task != args.task and getattr(args, name, None) not in (None, False)]
         if given:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise ValueError(f"{flags} applies to --task {task} only, not --task {args.task}")
+            raise UsageError(f"{flags} applies to --task {task} only, not --task {args.task}")
 
 
 def _train(args: argparse.Namespace) -> int:
     _refuse_options_of_other_tasks(args)
     if args.resume is not None:
         if args.overwrite:
-            raise ValueError("--resume continues a run and --overwrite starts one afresh; give one of them")
+            raise UsageError("--resume continues a run and --overwrite starts one afresh; give one of them")
         if args.out is not None and args.out.resolve() != args.resume.resolve():
-            raise ValueError(f"--resume {args.resume} continues in its own directory; leave out --out {args.out}")
+            raise UsageError(f"--resume {args.resume} continues in its own directory; leave out --out {args.out}")
         saved = saved_settings(args.resume)
         model = saved.get("model", {})
         task = "lm" if "num_conditions" in model else "classify" if "num_classes" in model else args.task
         if task != args.task:
-            raise ValueError(f"{args.resume} holds a run of --task {task}; resume it with --task {task}")
+            raise UsageError(f"{args.resume} holds a run of --task {task}; resume it with --task {task}")
         args.out = args.resume
     elif args.out is None:
-        raise ValueError("give --out DIR for the outputs (or --resume DIR to continue a run)")
+        raise UsageError("give --out DIR for the outputs (or --resume DIR to continue a run)")
     else:
         check_new_run_dir(args.out, args.overwrite)
         saved = {}
@@ -164,7 +163,7 @@ def _load(args: argparse.Namespace, kind: type):
     model = elman.load(args.model)
     if not isinstance(model, kind):
         wanted = "a classifier (--task classify)" if kind.__name__ == "Classifier" else "a language model (--task lm)"
-        raise ValueError(f"{args.model} holds a {model.config['task']!r} model; elman {args.command} needs {wanted}")
+        raise UsageError(f"{args.model} holds a {model.config['task']!r} model; elman {args.command} needs {wanted}")
     return model
 
 
@@ -219,11 +218,11 @@ def _texts_to_predict(args: argparse.Namespace) -> list[str]:
     from elman.data.text import read_lines
 
     if args.texts and args.input:
-        raise ValueError("give either texts to classify or --input FILE, not both")
+        raise UsageError("give either texts to classify or --input FILE, not both")
     if args.texts:
         return args.texts
     if args.input is None and sys.stdin.isatty():
-        raise ValueError("give either texts to classify, --input FILE (a CSV with a header, or one text per line), "
+        raise UsageError("give either texts to classify, --input FILE (a CSV with a header, or one text per line), "
                          "or texts on standard input (elman predict --model M < names.txt)")
     if args.input is not None and args.input.suffix.lower() == ".csv":
         return read_labelled_csv(args.input, args.text_column, require_labels=False).texts
@@ -231,7 +230,7 @@ def _texts_to_predict(args: argparse.Namespace) -> list[str]:
         return read_lines(args.input)
     texts = [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
     if not texts:
-        raise ValueError("give either texts to classify or --input FILE; standard input held no text")
+        raise UsageError("give either texts to classify or --input FILE; standard input held no text")
     return texts
 
 
@@ -249,7 +248,7 @@ def _predict(args: argparse.Namespace) -> int:
     from elman.inference import Classifier
 
     if args.input and args.output and str(args.input) != "-" and args.output.resolve() == args.input.resolve():
-        raise ValueError(f"--output {args.output} is the --input file; write the predictions to another file")
+        raise UsageError(f"--output {args.output} is the --input file; write the predictions to another file")
     classifier = _load(args, Classifier)
     predictions = classifier.predict(_texts_to_predict(args), top_k=args.top_k)
     if args.output:
@@ -293,7 +292,7 @@ def _inspect(args: argparse.Namespace) -> int:
     model = elman.load(args.model)
     if isinstance(model, Classifier):
         if args.condition is not None:
-            raise ValueError("--condition is for conditioned language models; this is a classifier")
+            raise UsageError("--condition is for conditioned language models; this is a classifier")
         inspection = model.inspect(args.text)
     else:
         inspection = model.inspect(args.text, args.condition)
@@ -338,7 +337,7 @@ def _demo(args: argparse.Namespace) -> int:
     from elman.experiments import report
 
     if args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"--out {args.out} is a file; give a directory for the report")
+        raise UsageError(f"--out {args.out} is a file; give a directory for the report")
     names = list(report.EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     results = report.run_experiments(names, args.out, quick=args.quick, seed=args.seed, progress=not args.json)
     path = report.write_report(results, args.out, args.quick)
@@ -596,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (DataError, CheckpointError, ValueError, TypeError, OSError) as error:
+    except (UsageError, OSError) as error:  # anything else is a bug: its traceback is shown
         print(f"elman {args.command}: error: {_describe(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

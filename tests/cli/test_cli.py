@@ -36,3 +36,24 @@ def test_operating_system_errors_read_as_path_and_reason():
     moved = OSError(18, "Invalid cross-device link", "/tmp/a", None, "/mnt/b")  # (errno, reason, path, winerror, path2)
     assert _describe(moved) == "/tmp/a -> /mnt/b: Invalid cross-device link"
     assert _describe(ValueError("top_k must be positive")) == "top_k must be positive"
+
+
+def test_only_refusals_of_the_input_are_one_line_errors(monkeypatch, capsys, tmp_path):
+    """A UsageError is printed in one line with exit status 2; any other exception is a bug and keeps its
+    traceback (it propagates out of main)."""
+    from elman.errors import UsageError
+    from elman.experiments import report
+
+    def refuse(*args, **kwargs):
+        raise UsageError("no such experiment, choose xor")
+
+    monkeypatch.setattr(report, "run_experiments", refuse)
+    assert main(["demo", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == "elman demo: error: no such experiment, choose xor"
+
+    def bug(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(report, "run_experiments", bug)
+    with pytest.raises(ValueError, match="an internal bug"):
+        main(["demo", "--out", str(tmp_path)])

@@ -1,4 +1,4 @@
-"""The HTTP API over a real socket: answers, limits and every error path as a JSON 4xx, never a 500."""
+"""The HTTP API over a real socket: answers, limits and every refusal as a JSON 4xx; only a bug is a 500."""
 
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -206,3 +206,29 @@ def test_no_payload_makes_the_server_fail(client, hostile_cases, path, payload):
     assert response.status_code < 500, (payload, response.text)
     if response.status_code >= 400:
         assert response.json()["error"]["message"]
+
+
+def test_a_bug_inside_a_model_call_is_a_500_with_its_traceback_logged(trained_model, monkeypatch, caplog):
+    """Only refusals of the input (UsageError) are 4xx: a ValueError from a bug is not relabelled as the user's."""
+    import asyncio
+
+    from elman.inference import Classifier
+    from elman.serve import create_app, load_models
+
+    def broken(self, text):
+        raise ValueError("an internal bug, not the request's fault")
+
+    monkeypatch.setattr(Classifier, "inspect", broken)
+    app = create_app(load_models([str(trained_model[0])]))
+
+    async def ask():
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            return (await client.post("/v1/inspect", json={"text": "Sato"}),
+                    await client.post("/v1/predict", json={"texts": [" "]}))
+
+    failed, refused = asyncio.run(ask())
+    assert failed.status_code == 500 and failed.json()["error"]["code"] == "internal_error"
+    assert "ValueError" in failed.json()["error"]["message"]
+    assert "an internal bug" in caplog.text and "Traceback" in caplog.text
+    assert "text 0 is empty" in error_of(refused, 422)  # a refusal of the request stays a 4xx

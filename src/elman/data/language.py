@@ -12,6 +12,7 @@ from elman.data.reader import DataError, LabelledTexts, read_labelled_csv
 from elman.data.splits import stratified_split
 from elman.data.text import read_lines
 from elman.data.vocabulary import Vocabulary, vectorize
+from elman.errors import UsageError
 
 MIN_CALIBRATION_CHARACTERS = 1000  # held out to fit the output's temperature; fewer would leave it to chance
 
@@ -37,7 +38,7 @@ class LanguageData:
 
 def check_calibration_fraction(fraction: float) -> None:
     if not 0 <= fraction < 0.5:
-        raise ValueError(f"calibration_fraction must be at least 0 and below 0.5, got {fraction}")
+        raise UsageError(f"calibration_fraction must be at least 0 and below 0.5, got {fraction}")
 
 
 def prepare_text(text: str, val_text: str | None = None, val_fraction: float = 0.1, source: str = "",
@@ -49,7 +50,7 @@ def prepare_text(text: str, val_text: str | None = None, val_fraction: float = 0
     check_calibration_fraction(calibration_fraction)
     if val_text is None:
         if not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+            raise UsageError(f"val_fraction must be between 0 and 1, got {val_fraction}")
         cut = int(len(text) * (1 - val_fraction))
         text, val_text = text[:cut], text[cut:]
     if len(text) < 2 or len(val_text) < 2:
@@ -80,7 +81,7 @@ def prepare_lines(data: LabelledTexts, conditioned: bool, val_fraction: float = 
         splits = data.splits
     else:
         if not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+            raise UsageError(f"val_fraction must be between 0 and 1, got {val_fraction}")
         splits = stratified_split(strata, (1 - val_fraction, val_fraction, 0.0), seed)
     rows = {name: [i for i, s in enumerate(splits) if s == name] for name in ("train", "val")}
     if not rows["train"] or not rows["val"]:

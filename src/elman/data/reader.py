@@ -13,6 +13,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from elman.errors import UsageError
+
 TEXT_COLUMNS = ("surname", "text")
 LABEL_COLUMNS = ("nationality", "label")
 SPLIT_COLUMNS = ("split",)
@@ -20,7 +22,7 @@ SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "va
 MAX_FIELD_CHARS = 100_000
 
 
-class DataError(ValueError):
+class DataError(UsageError):
     """A data file cannot be used; the message names the file, the line (where there is one) and the fix."""
 
 
@@ -41,7 +43,7 @@ class LabelledTexts:
     def subset(self, split: str) -> tuple[list[str], list[str]]:
         """(texts, labels) of one split."""
         if self.splits is None or self.labels is None:
-            raise ValueError(f"{self.path} has no split or no label column")
+            raise UsageError(f"{self.path} has no split or no label column")
         rows = [i for i, s in enumerate(self.splits) if s == split]
         return [self.texts[i] for i in rows], [self.labels[i] for i in rows]
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
+from elman.errors import UsageError
+
 
 def stratified_split(labels: list[str], fractions=(0.7, 0.15, 0.15), seed: int = 0) -> list[str]:
     """One of "train", "val", "test" per row, each label divided in the given fractions (rounded, with
     at least one training row per label)."""
     if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+        raise UsageError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
     rng = random.Random(seed)
     rows_by_label = defaultdict(list)
     for row, label in enumerate(labels):

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from elman.errors import UsageError
+
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)
 
@@ -20,9 +22,9 @@ class Vocabulary:
 
     def __post_init__(self):
         if self.tokens[: len(SPECIALS)] != SPECIALS:
-            raise ValueError(f"a vocabulary starts with {SPECIALS}, got {self.tokens[:4]}")
+            raise UsageError(f"a vocabulary starts with {SPECIALS}, got {self.tokens[:4]}")
         if len(set(self.tokens)) != len(self.tokens):
-            raise ValueError("a vocabulary lists each token once")
+            raise UsageError("a vocabulary lists each token once")
         object.__setattr__(self, "_index", {token: i for i, token in enumerate(self.tokens)})
 
     @classmethod
@@ -36,7 +38,7 @@ class Vocabulary:
     def from_json(cls, payload: dict) -> Vocabulary:
         tokens = payload.get("tokens") if isinstance(payload, dict) else None
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-            raise ValueError("vocabulary JSON must be an object with a list of strings under 'tokens'")
+            raise UsageError("vocabulary JSON must be an object with a list of strings under 'tokens'")
         return cls(tuple(tokens))
 
     def to_json(self) -> dict:

@@ -18,6 +18,8 @@ import random
 
 import torch
 
+from elman.errors import UsageError
+
 # --- experiment 1 ------------------------------------------------------------------------------------
 
 
@@ -29,7 +31,7 @@ def temporal_xor(num_bits: int = 3000, seed: int = 0) -> torch.Tensor:
     ... counting from 0) is the XOR of the two before it; the others are uniform random.
     """
     if num_bits <= 0 or num_bits % 3:
-        raise ValueError(f"num_bits must be a positive multiple of 3, got {num_bits}")
+        raise UsageError(f"num_bits must be a positive multiple of 3, got {num_bits}")
     generator = torch.Generator().manual_seed(seed)
     pairs = torch.randint(0, 2, (num_bits // 3, 2), generator=generator)
     triplets = torch.cat([pairs, pairs[:, :1] ^ pairs[:, 1:]], dim=1)
@@ -53,7 +55,7 @@ SYLLABLES = {"b": "ba", "d": "dii", "g": "guuu"}
 def letter_stream(num_consonants: int = 1000, seed: int = 0) -> str:
     """Experiment 2: ``num_consonants`` uniform random consonants, each expanded (b->ba, d->dii, g->guuu)."""
     if num_consonants <= 0:
-        raise ValueError(f"num_consonants must be positive, got {num_consonants}")
+        raise UsageError(f"num_consonants must be positive, got {num_consonants}")
     rng = random.Random(seed)
     return "".join(SYLLABLES[rng.choice("bdg")] for _ in range(num_consonants))
 
@@ -62,7 +64,7 @@ def encode_letters(text: str) -> torch.Tensor:
     """(N,) letters of b, d, g, a, i, u -> (N, 6) float feature vectors of Table 1."""
     unknown = sorted(set(text) - set(LETTER_FEATURES))
     if unknown:
-        raise ValueError(f"letters {unknown} have no feature vector; known: {''.join(LETTER_FEATURES)}")
+        raise UsageError(f"letters {unknown} have no feature vector; known: {''.join(LETTER_FEATURES)}")
     return torch.tensor([LETTER_FEATURES[letter] for letter in text], dtype=torch.float32)
 
 
@@ -91,7 +93,7 @@ def word_sentences(
         PP   -> by the sea                   p = 0.45
     """
     if not fifteenth_word.isalpha() or not fifteenth_word.islower() or fifteenth_word in ATTESTED_WORDS:
-        raise ValueError(f"fifteenth_word must be a new lower-case word, got {fifteenth_word!r}")
+        raise UsageError(f"fifteenth_word must be a new lower-case word, got {fifteenth_word!r}")
     rng = random.Random(seed)
     verbs = ("lived", "played", fifteenth_word)
     sentences = []
@@ -119,7 +121,7 @@ def letter_codes(letters: str, scheme: str = "alphabet", seed: int = 0) -> dict[
     elif scheme == "random":
         values = random.Random(seed).sample(range(1, 32), len(letters))
     else:
-        raise ValueError(f"unknown letter code scheme {scheme!r}; choose 'alphabet' or 'random'")
+        raise UsageError(f"unknown letter code scheme {scheme!r}; choose 'alphabet' or 'random'")
     bits = range(4, -1, -1)
     return {letter: tuple((value >> bit) & 1 for bit in bits) for letter, value in zip(letters, values, strict=True)}
 
@@ -191,7 +193,7 @@ def sentence_corpus(
     of its category. ``substitute`` replaces words in every category (``{"man": "zog"}`` builds the
     corpus of the novel-word test)."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     substitute = substitute or {}
     categories = {name: tuple(substitute.get(w, w) for w in words) for name, words in PRESETS[preset].items()}
     rng = random.Random(seed)
@@ -205,4 +207,4 @@ def category_of(word: str) -> str:
             return name.removeprefix("NOUN-")
     if word in VERBS:
         return "VERB"
-    raise ValueError(f"{word!r} is not one of the 29 words")
+    raise UsageError(f"{word!r} is not one of the 29 words")

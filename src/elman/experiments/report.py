@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from elman.errors import UsageError
 from elman.experiments import letters, sentences, words, xor
 from elman.experiments.results import ExperimentResult
 from elman.files import atomic_write_text
@@ -25,7 +26,7 @@ def run_experiments(
 ) -> list[ExperimentResult]:
     unknown = [name for name in names if name not in EXPERIMENTS]
     if unknown:
-        raise ValueError(f"unknown experiment(s) {unknown}; choose from {', '.join(EXPERIMENTS)}")
+        raise UsageError(f"unknown experiment(s) {unknown}; choose from {', '.join(EXPERIMENTS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for name in names:

@@ -11,6 +11,7 @@ import torch
 from elman.checkpoint import CheckpointError, fitting_configuration, model_config
 from elman.data.reader import LabelledTexts, normalise_text
 from elman.data.vocabulary import Vocabulary, vectorize
+from elman.errors import UsageError, UsageTypeError
 from elman.inference.inspection import Inspection
 from elman.metrics import classification_metrics
 from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits
@@ -50,16 +51,16 @@ class Classifier:
         if isinstance(texts, str):
             texts = [texts]
         if not isinstance(texts, (list, tuple)):
-            raise TypeError(f"texts must be a string or a list of strings, got {type(texts).__name__}")
+            raise UsageTypeError(f"texts must be a string or a list of strings, got {type(texts).__name__}")
         cleaned = []
         for position, text in enumerate(texts):
             if not isinstance(text, str):
-                raise TypeError(f"text {position} is a {type(text).__name__}, not a string")
+                raise UsageTypeError(f"text {position} is a {type(text).__name__}, not a string")
             if len(text) > MAX_TEXT_CHARS:
-                raise ValueError(f"text {position} has {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+                raise UsageError(f"text {position} has {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
             text = normalise_text(text)
             if not text:
-                raise ValueError(f"text {position} is empty")
+                raise UsageError(f"text {position} is empty")
             cleaned.append(text)
         return cleaned
 
@@ -74,7 +75,7 @@ class Classifier:
 
     def predict(self, texts: str | list[str], top_k: int = 3) -> list[Prediction]:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+            raise UsageError(f"top_k must be a positive integer, got {top_k!r}")
         cleaned = self.clean(texts)
         probabilities = self._probabilities(cleaned)
         values, indices = probabilities.topk(min(top_k, len(self.labels)), dim=1)
@@ -88,10 +89,10 @@ class Classifier:
     def inspect(self, text: str) -> Inspection:
         """How the class probabilities evolve prefix by prefix, and the hidden states over the characters."""
         if not isinstance(text, str):
-            raise TypeError(f"inspect takes one text, got {type(text).__name__}")
+            raise UsageTypeError(f"inspect takes one text, got {type(text).__name__}")
         [text] = self.clean(text)
         if len(text) > MAX_INSPECT_CHARS:
-            raise ValueError(f"the text has {len(text)} characters; inspect shows one row per character and reads "
+            raise UsageError(f"the text has {len(text)} characters; inspect shows one row per character and reads "
                              f"every prefix, so it takes at most {MAX_INSPECT_CHARS}")
         characters = list(text)
         prefixes = ["".join(characters[: i + 1]) for i in range(len(characters))]
@@ -105,13 +106,13 @@ class Classifier:
     def evaluate(self, data: LabelledTexts) -> dict:
         """Metrics on the test split of ``data``, or on every row when it has no split column."""
         if data.labels is None:
-            raise ValueError(f"{data.path}: no label column to evaluate against")
+            raise UsageError(f"{data.path}: no label column to evaluate against")
         texts, labels = data.subset("test") if data.splits is not None else (data.texts, data.labels)
         if not texts:
-            raise ValueError(f"{data.path}: the test split is empty")
+            raise UsageError(f"{data.path}: the test split is empty")
         unknown = sorted(set(labels) - set(self.labels))
         if unknown:
-            raise ValueError(f"{data.path}: labels {unknown} are not among the model's labels {self.labels}")
+            raise UsageError(f"{data.path}: labels {unknown} are not among the model's labels {self.labels}")
         index = {label: i for i, label in enumerate(self.labels)}
         predictions = self.probabilities(texts).argmax(1)
         metrics = classification_metrics(predictions, torch.tensor([index[label] for label in labels]), self.labels)

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from elman.errors import UsageError
 from elman.files import atomic_output
 from elman.inference.classifier import Classifier
 from elman.inference.generator import TextGenerator
@@ -75,7 +76,7 @@ def export_onnx(predictor: Classifier | TextGenerator, path: str | Path) -> Expo
         import onnxruntime
         import onnxscript  # noqa: F401 - torch.onnx's dynamo exporter needs it
     except ImportError:
-        raise ValueError("exporting needs onnx, onnxscript and onnxruntime: pip install 'elman[onnx]'") from None
+        raise UsageError("exporting needs onnx, onnxscript and onnxruntime: pip install 'elman[onnx]'") from None
     graph, example, probe, names = _graph(predictor)
     batch, steps = torch.export.Dim("batch"), torch.export.Dim("time")
     dynamic = {name: ({0: batch, 1: steps} if name == "ids" else {0: batch} if name != "state" else {1: batch})
@@ -93,7 +94,7 @@ def export_onnx(predictor: Classifier | TextGenerator, path: str | Path) -> Expo
         actual = session.run(None, {name: tensor.numpy() for name, tensor in zip(names, probe, strict=True)})
         difference = max(float((torch.from_numpy(a) - e).abs().max()) for a, e in zip(actual, expected, strict=True))
         if not difference <= TOLERANCE:
-            raise ValueError(f"the exported graph differs from the model by {difference:.3g} (more than "
+            raise UsageError(f"the exported graph differs from the model by {difference:.3g} (more than "
                              f"{TOLERANCE:g}) on a probe batch; nothing was written to {path}")
     rnn_nodes = sum(node.op_type == "RNN" for node in program.model.graph)
     shape = "x".join(str(size) for size in probe[0].shape)

@@ -11,6 +11,7 @@ from torch import Tensor
 from elman.checkpoint import CheckpointError, fitting_configuration, model_config
 from elman.data.reader import LabelledTexts, normalise_text
 from elman.data.vocabulary import BOS, EOS, SPECIALS, Vocabulary, vectorize
+from elman.errors import UsageError, UsageTypeError
 from elman.inference.inspection import Inspection
 from elman.metrics import loss_report
 from elman.models.language_model import LanguageModel, LanguageModelConfig, line_loss, stream_loss
@@ -98,19 +99,19 @@ class ConditionGuidance:
 def check_sampling_options(length: int, temperature: float, top_k: int | None, top_p: float | None,
                            num_samples: int, seed: int | None, guidance: float = 0.0) -> None:
     if isinstance(length, bool) or not isinstance(length, int) or not 0 <= length <= MAX_GENERATE_CHARS:
-        raise ValueError(f"length must be an integer from 0 to {MAX_GENERATE_CHARS}, got {length!r}")
+        raise UsageError(f"length must be an integer from 0 to {MAX_GENERATE_CHARS}, got {length!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or not 1 <= num_samples <= MAX_SAMPLES:
-        raise ValueError(f"num_samples must be an integer from 1 to {MAX_SAMPLES}, got {num_samples!r}")
+        raise UsageError(f"num_samples must be an integer from 1 to {MAX_SAMPLES}, got {num_samples!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 100:
-        raise ValueError(f"temperature must be a number from 0 to 100 (0: always the most likely), got {temperature!r}")
+        raise UsageError(f"temperature must be a number from 0 to 100 (0: always the most likely), got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        raise UsageError(f"top_k must be a positive integer, got {top_k!r}")
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
-        raise ValueError(f"top_p must be a number in (0, 1], got {top_p!r}")
+        raise UsageError(f"top_p must be a number in (0, 1], got {top_p!r}")
     if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0 <= guidance <= 100:
-        raise ValueError(f"guidance must be a number from 0 to 100 (0: plain sampling), got {guidance!r}")
+        raise UsageError(f"guidance must be a number from 0 to 100 (0: plain sampling), got {guidance!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
-        raise ValueError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
+        raise UsageError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
 
 
 class TextGenerator:
@@ -134,29 +135,29 @@ class TextGenerator:
     def encode_prime(self, prime: str, what: str = "prime") -> list[int]:
         """Character ids of an NFC-normalised prime (as ``clean_prime`` gives it); ``what`` names it in errors."""
         if len(prime) > MAX_GENERATE_CHARS:
-            raise ValueError(f"the {what} has {len(prime)} characters; the limit is {MAX_GENERATE_CHARS}")
+            raise UsageError(f"the {what} has {len(prime)} characters; the limit is {MAX_GENERATE_CHARS}")
         unknown = self.vocabulary.unknown_characters(prime)
         if unknown:
             known = "".join(t for t in self.vocabulary.tokens if t not in SPECIALS)
-            raise ValueError(f"the {what} contains characters the model never saw: {unknown}; it knows {known!r}")
+            raise UsageError(f"the {what} contains characters the model never saw: {unknown}; it knows {known!r}")
         return self.vocabulary.indices(prime)
 
     @staticmethod
     def clean_prime(prime: str) -> str:
         """The prime in the normal form the training text was read in (NFC); kept otherwise as it is."""
         if not isinstance(prime, str):
-            raise TypeError(f"prime must be a string, got {type(prime).__name__}")
+            raise UsageTypeError(f"prime must be a string, got {type(prime).__name__}")
         return unicodedata.normalize("NFC", prime)
 
     def condition_index(self, condition: str | None) -> int | None:
         if self.conditions is None:
             if condition is not None:
-                raise ValueError("this model is not conditioned; leave out the condition")
+                raise UsageError("this model is not conditioned; leave out the condition")
             return None
         if condition is None:
-            raise ValueError(f"this model is conditioned; give a condition, one of {self.conditions}")
+            raise UsageError(f"this model is conditioned; give a condition, one of {self.conditions}")
         if condition not in self.conditions:
-            raise ValueError(f"unknown condition {condition!r}; this model knows {self.conditions}")
+            raise UsageError(f"unknown condition {condition!r}; this model knows {self.conditions}")
         return self.conditions.index(condition)
 
     def context(self, prime: str, condition: str | None, what: str = "prime") -> tuple[list[int], Tensor | None]:
@@ -182,7 +183,7 @@ class TextGenerator:
         prime = self.clean_prime(prime)
         ids, condition_ids = self.context(prime, condition)
         if guidance and condition_ids is None:
-            raise ValueError("guidance steers a conditioned model towards its condition; this model is not "
+            raise UsageError("guidance steers a conditioned model towards its condition; this model is not "
                              "conditioned, leave guidance at 0")
         generator = torch.Generator()
         if seed is None:
@@ -192,7 +193,7 @@ class TextGenerator:
         guide = None
         if guidance:
             if num_samples * len(self.conditions) > MAX_GUIDED_ROWS:
-                raise ValueError(f"guidance runs every sample under each of the {len(self.conditions)} conditions; "
+                raise UsageError(f"guidance runs every sample under each of the {len(self.conditions)} conditions; "
                                  f"{num_samples} samples make more than {MAX_GUIDED_ROWS} rows, ask for fewer")
             guide = ConditionGuidance(int(condition_ids), len(self.conditions), guidance, num_samples)
             conditions = guide.rows()
@@ -228,7 +229,7 @@ class TextGenerator:
         character to be (under ``condition``) is part of the picture."""
         text = self.clean_prime(text)
         if not text:
-            raise ValueError("give a text to inspect")
+            raise UsageError("give a text to inspect")
         ids, conditions = self.context(text, condition, what="text")
         states, _ = self.model.hidden_states(torch.tensor([ids]), conditions=conditions)
         read = [BOS, *text] if self.kind == "lines" else list(text)
@@ -243,10 +244,10 @@ class TextGenerator:
     def evaluate_text(self, text: str, progress: bool = False) -> dict:
         """Loss over a whole text read statefully, as one long pass (``progress``: a bar over it)."""
         if self.kind != "text":
-            raise ValueError("this model was trained on separate lines; evaluate it on a CSV or line file")
+            raise UsageError("this model was trained on separate lines; evaluate it on a CSV or line file")
         ids = torch.tensor(self.vocabulary.indices(text), dtype=torch.int64)
         if ids.shape[0] < 2:
-            raise ValueError("the text has fewer than two characters; nothing to predict")
+            raise UsageError("the text has fewer than two characters; nothing to predict")
         return {**loss_report(stream_loss(self.model, ids, progress=progress)), "characters": ids.shape[0] - 1,
                 "unknown_characters": int((ids == 1).sum())}
 
@@ -254,16 +255,16 @@ class TextGenerator:
         """Loss per predicted token over the test split of ``data``, or every line when it has no split
         column; ``characters`` counts the predictions: each character and each line's end."""
         if self.kind != "lines":
-            raise ValueError("this model was trained on one long text; evaluate it on a text file")
+            raise UsageError("this model was trained on one long text; evaluate it on a text file")
         rows = [i for i in range(len(data)) if data.splits is None or data.splits[i] == "test"]
         if not rows:
-            raise ValueError(f"{data.path}: the test split is empty")
+            raise UsageError(f"{data.path}: the test split is empty")
         texts = [normalise_text(data.texts[i]) for i in rows]
         ids, lengths = vectorize(texts, self.vocabulary, self.max_length + 2)
         conditions = None
         if self.conditions is not None:
             if data.labels is None:
-                raise ValueError(f"{data.path}: this model is conditioned; the file needs its condition column")
+                raise UsageError(f"{data.path}: this model is conditioned; the file needs its condition column")
             conditions = torch.tensor([self.condition_index(data.labels[i]) for i in rows])
         return {**loss_report(line_loss(self.model, ids, lengths, conditions)),
                 "characters": int(lengths.sum()) - len(rows), "lines": len(rows),

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from elman.data.batches import length_bucketed_batches, trim
+from elman.errors import UsageError
 from elman.layer import ElmanRNN
 from elman.layer.dropout import Dropout
 
@@ -54,16 +55,16 @@ class ClassifierConfig:
         self.ngrams = tuple(self.ngrams)
         self.bag_ngrams = tuple(self.bag_ngrams)
         if self.lm_loss_weight < 0:
-            raise ValueError(f"lm_loss_weight must be >= 0 (0: no language-model loss), got {self.lm_loss_weight}")
+            raise UsageError(f"lm_loss_weight must be >= 0 (0: no language-model loss), got {self.lm_loss_weight}")
         if self.members < 1:
-            raise ValueError(f"members must be at least 1 (the recurrent networks), got {self.members}")
+            raise UsageError(f"members must be at least 1 (the recurrent networks), got {self.members}")
         if any(n < 1 for n in self.bag_ngrams):
-            raise ValueError(f"bag_ngrams are orders >= 1, got {self.bag_ngrams}")
+            raise UsageError(f"bag_ngrams are orders >= 1, got {self.bag_ngrams}")
         if any(n < 2 for n in self.ngrams):
-            raise ValueError(f"ngrams are orders >= 2 (characters are always embedded), got {self.ngrams}")
+            raise UsageError(f"ngrams are orders >= 2 (characters are always embedded), got {self.ngrams}")
         unknown = [p for p in self.pooling if p not in POOLINGS]
         if unknown or not self.pooling:
-            raise ValueError(f"pooling must be a non-empty subset of {POOLINGS}, got {self.pooling}")
+            raise UsageError(f"pooling must be a non-empty subset of {POOLINGS}, got {self.pooling}")
 
 
 def hashed_ngrams(ids: Tensor, order: int, buckets: int) -> Tensor:

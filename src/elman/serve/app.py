@@ -10,6 +10,7 @@ are classified together (``batching``).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,11 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import elman
+from elman.errors import UsageError
 from elman.inference import Classifier, TextGenerator
 from elman.serve.batching import PredictionBatcher
 from elman.serve.limits import Limits
 
 STATIC = Path(__file__).parent / "static"
+LOG = logging.getLogger("elman.serve")
 
 
 class RequestError(Exception):
@@ -65,7 +68,7 @@ def load_models(specs: list[str]) -> dict[str, ServedModel]:
     for spec in specs:
         name, _, directory = spec.rpartition("=") if "=" in spec else (Path(spec).name, "", spec)
         if not name or name in models:
-            raise ValueError(f"model names must be unique and non-empty: {spec!r}")
+            raise UsageError(f"model names must be unique and non-empty: {spec!r}")
         metrics_path = Path(directory) / "metrics.json"
         try:
             metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else None
@@ -73,7 +76,7 @@ def load_models(specs: list[str]) -> dict[str, ServedModel]:
             metrics = None  # the figures are informative only; the checkpoint itself was verified
         models[name] = ServedModel(name, elman.load(directory), metrics)
     if not models:
-        raise ValueError("give at least one model: --model DIR or --model name=DIR")
+        raise UsageError("give at least one model: --model DIR or --model name=DIR")
     return models
 
 
@@ -148,6 +151,31 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+class InternalErrors:
+    """ASGI middleware: an exception from inside the service (a bug, not a refusal of the request) becomes a
+    JSON 500 and one log line with its traceback, instead of a plain-text 500."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = []
+
+        async def sending(message):
+            started.append(message["type"] == "http.response.start")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as error:  # noqa: BLE001 - logged with its traceback, answered as a 500
+            LOG.exception("%s %s failed", scope["method"], scope["path"])
+            if not any(started):
+                await error_response(500, "internal_error", f"{scope['method']} {scope['path']} failed inside the "
+                                     f"service ({type(error).__name__}); its log has the details")(scope, receive, send)
+
+
 def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> FastAPI:
     limits = limits or Limits()
     lock = threading.Lock()
@@ -202,11 +230,11 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
             raise RequestError(422, "limit_exceeded", f"{what} is {value}; the limit is {name} = {limit}")
 
     def run(call):
-        """A model call under the lock; the model's own refusals (unknown characters, bad options) are 422."""
+        """A model call under the lock; the model's refusals of the input (unknown characters, bad options) are 422."""
         with lock:
             try:
                 return call()
-            except (ValueError, TypeError) as error:
+            except UsageError as error:
                 raise RequestError(422, "invalid_input", str(error)) from None
 
     @app.get("/healthz")
@@ -235,7 +263,7 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
             within(len(text), limits.max_chars, f"the length of text {position}", "max_chars")
         try:
             texts = Classifier.clean(request.texts)
-        except (ValueError, TypeError) as error:
+        except UsageError as error:
             raise RequestError(422, "invalid_input", str(error)) from None
         predictions = await batchers[entry.name].predict(texts, min(request.top_k, len(entry.model.labels)))
         return {"model": entry.name, "predictions": [p.as_json() for p in predictions]}
@@ -282,4 +310,5 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    app.add_middleware(InternalErrors)
     return app

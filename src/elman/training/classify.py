@@ -21,6 +21,7 @@ from elman.checkpoint import load_checkpoint, save_checkpoint
 from elman.data.batches import trim
 from elman.data.classification import Split, epoch_batches, prepare
 from elman.data.reader import LabelledTexts
+from elman.errors import UsageError, refused_as_usage
 from elman.files import atomic_write_text
 from elman.metrics import classification_metrics
 from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits, ensemble
@@ -89,7 +90,7 @@ def curves_caption(metrics: dict) -> str:
 
 def class_weights(targets: torch.Tensor, num_classes: int, scheme: str) -> torch.Tensor | None:
     if scheme not in CLASS_WEIGHTINGS:
-        raise ValueError(f"class_weighting must be one of {CLASS_WEIGHTINGS}, got {scheme!r}")
+        raise UsageError(f"class_weighting must be one of {CLASS_WEIGHTINGS}, got {scheme!r}")
     if scheme == "none":
         return None
     counts = torch.bincount(targets, minlength=num_classes).double().clamp(min=1)
@@ -181,16 +182,17 @@ def train_classifier(
     """
     config = config or TrainConfig()
     if config.select_by not in ("macro_f1", "loss"):
-        raise ValueError(f"select_by must be 'macro_f1' or 'loss', got {config.select_by!r}")
+        raise UsageError(f"select_by must be 'macro_f1' or 'loss', got {config.select_by!r}")
     for name in ("class_weighting", "bag_class_weighting"):
         if getattr(config, name) not in CLASS_WEIGHTINGS:
-            raise ValueError(f"{name} must be one of {CLASS_WEIGHTINGS}, got {getattr(config, name)!r}")
+            raise UsageError(f"{name} must be one of {CLASS_WEIGHTINGS}, got {getattr(config, name)!r}")
     threads_note = set_training_threads(config.threads)
     prepared = prepare(data, config.max_length, config.seed)  # refuses unusable data before anything is written
     torch.manual_seed(config.seed)
-    model_config = ClassifierConfig(vocab_size=len(prepared.vocabulary), num_classes=len(prepared.labels),
-                                    **(model_options or {}))
-    model = SequenceClassifier(model_config)  # refuses bad options before anything is written, too
+    with refused_as_usage("model options"):  # before anything is written
+        model_config = ClassifierConfig(vocab_size=len(prepared.vocabulary), num_classes=len(prepared.labels),
+                                        **(model_options or {}))
+        model = SequenceClassifier(model_config)
     processes = join_processes()
     out_dir = Path(out_dir)
     if processes.main:

@@ -23,6 +23,7 @@ from elman.checkpoint import save_checkpoint
 from elman.data.batches import TextBatch, line_batches, stream_batches
 from elman.data.language import LanguageData, prepare_lines, prepare_text, read_lines_file
 from elman.data.text import read_text
+from elman.errors import UsageError, refused_as_usage
 from elman.files import atomic_write_text
 from elman.metrics import loss_report
 from elman.models.language_model import LanguageModel, LanguageModelConfig, line_loss, stream_loss
@@ -113,7 +114,7 @@ def read_language_data(path: str | Path, config: LanguageTrainConfig, val_path: 
         return prepare_text(read_text(path), None if val_path is None else read_text(val_path), config.val_fraction,
                             str(path), config.calibration_fraction)
     if val_path is not None:
-        raise ValueError("--val-data is for long texts; for lines, give the file a split column or use "
+        raise UsageError("--val-data is for long texts; for lines, give the file a split column or use "
                          "--val-fraction")
     data = read_lines_file(path, text_column, condition_column, split_column)
     return prepare_lines(data, condition_column is not None, config.val_fraction, config.max_length, config.seed,
@@ -159,7 +160,7 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
     """
     config = config or LanguageTrainConfig()
     if not 0 < config.decay_fraction <= 1:
-        raise ValueError(f"decay_fraction must be above 0 and at most 1, got {config.decay_fraction}")
+        raise UsageError(f"decay_fraction must be above 0 and at most 1, got {config.decay_fraction}")
     if config.weight_decay is None:
         config = replace(config, weight_decay=LINES_WEIGHT_DECAY if data.kind == "lines" else TEXT_WEIGHT_DECAY)
     threads_note = set_training_threads(config.threads)
@@ -167,12 +168,13 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
     device = training_device(config.device, processes)
     resolve(config.precision, device)  # refuses a precision the device has not, before anything is written
     if data.kind == "text" and processes.world > 1 and config.batch_size % processes.world:
-        raise ValueError(f"--batch-size {config.batch_size} streams cannot be shared evenly by {processes.world} "
+        raise UsageError(f"--batch-size {config.batch_size} streams cannot be shared evenly by {processes.world} "
                          "processes; use a multiple of the number of processes")
     torch.manual_seed(config.seed)
-    model_config = LanguageModelConfig(vocab_size=len(data.vocabulary), num_conditions=len(data.conditions or []),
-                                       **model_options_for(data.kind, config.time_budget, model_options))
-    model = LanguageModel(model_config).to(device)  # refuses bad options before anything is written
+    with refused_as_usage("model options"):  # before anything is written
+        model_config = LanguageModelConfig(vocab_size=len(data.vocabulary), num_conditions=len(data.conditions or []),
+                                           **model_options_for(data.kind, config.time_budget, model_options))
+        model = LanguageModel(model_config).to(device)
     out_dir = Path(out_dir)
     if processes.main:
         prepare_out_dir(out_dir, resume)

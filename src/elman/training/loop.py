@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch import distributed as dist
 
+from elman.errors import UsageError
 from elman.memory import keep_freed_memory
 from elman.threads import torch_threads
 from elman.training.precision import autocast, resolve
@@ -91,19 +92,19 @@ def training_device(name: str, processes: Processes) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device must be cpu, cuda or cuda:N, got {name!r}") from None
+        raise UsageError(f"device must be cpu, cuda or cuda:N, got {name!r}") from None
     if device.type == "cpu":
         return device
     if device.type != "cuda":
-        raise ValueError(f"device must be cpu, cuda or cuda:N, got {name!r}")
+        raise UsageError(f"device must be cpu, cuda or cuda:N, got {name!r}")
     if not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: PyTorch sees no CUDA GPU here (a CPU build of torch, or no driver); "
+        raise UsageError(f"device {name!r}: PyTorch sees no CUDA GPU here (a CPU build of torch, or no driver); "
                          "train with device cpu")
     if (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+        raise UsageError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if processes.world > 1:
-        raise ValueError(f"device {name!r}: several processes (torchrun) train on the CPU only; leave the device "
+        raise UsageError(f"device {name!r}: several processes (torchrun) train on the CPU only; leave the device "
                          "at cpu, or train in one process on the GPU")
     return device
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from elman.errors import UsageError
+
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
@@ -29,10 +31,10 @@ def cpu_has_fast_bfloat16() -> bool:
 def resolve(precision: str, device: torch.device | str = "cpu") -> str:
     """"auto" -> "bf16" or "fp32" for this machine's ``device``; the others are returned as they are."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise UsageError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     on_cpu = torch.device(device).type == "cpu"
     if precision == "bf16" and not on_cpu:
-        raise ValueError("precision bf16 is mixed precision for the CPU; on a GPU the model trains in float32 "
+        raise UsageError("precision bf16 is mixed precision for the CPU; on a GPU the model trains in float32 "
                          "(cuDNN's kernels): leave the precision at auto or fp32")
     if precision == "auto":
         return "bf16" if on_cpu and cpu_has_fast_bfloat16() else "fp32"

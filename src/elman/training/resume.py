@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from elman.checkpoint import CONFIG, WEIGHTS, CheckpointError, sha256_of
+from elman.errors import UsageError
 from elman.files import atomic_output, atomic_write_text
 
 RESUME = "resume"
@@ -77,10 +78,10 @@ def check_new_run_dir(out_dir: Path, overwrite: bool) -> None:
     model or another run's training states (``overwrite`` allows that). The training functions themselves
     train wherever they are told."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out {out_dir} is a file; give a directory")
+        raise UsageError(f"--out {out_dir} is a file; give a directory")
     held = [name for name in (WEIGHTS, CONFIG, RESUME) if (out_dir / name).exists()]
     if held and not overwrite:
-        raise ValueError(f"--out {out_dir} already holds a run ({', '.join(held)}); continue it with --resume "
+        raise UsageError(f"--out {out_dir} already holds a run ({', '.join(held)}); continue it with --resume "
                          f"{out_dir}, replace it with --overwrite, or choose another --out")
 
 
@@ -170,4 +171,4 @@ def check_same_config(saved: dict, current: dict, out_dir: Path, ignore: tuple[s
                      if key not in ignore and saved.get(key) != current.get(key))
     if changed:
         details = ", ".join(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in changed)
-        raise ValueError(f"{out_dir} was trained with other settings ({details}); resume with the same ones")
+        raise UsageError(f"{out_dir} was trained with other settings ({details}); resume with the same ones")
