@@ -206,7 +206,7 @@ def interleaved_throughput(data, rounds: int = 7) -> dict:
         book_rates.append(trained / (time.perf_counter() - start))
         start = time.perf_counter()
         for batch in epoch_batches(train, config.batch_size, generator):
-            run.step(1e-3, lambda network, batch=batch: batch_loss(network, batch, loss)[:2])
+            run.step(1e-3, batch_loss, batch, loss)
         elman_rates.append(len(train) / (time.perf_counter() - start))
     book_rate, elman_rate = sorted(book_rates)[rounds // 2], sorted(elman_rates)[rounds // 2]
     return {"book_surnames_per_second": book_rate, "elman_surnames_per_second": elman_rate,

@@ -6,12 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from elman.training.loop import Optimisation, Processes, RunState
+from elman.training.loop import Optimisation, Processes, Progress, RunState
 
 
 def fresh_state() -> RunState:
-    progress = {"epoch": 1, "batch": 0, "step": 0, "stopped": None}
-    return RunState(progress, torch.Generator().manual_seed(0))
+    return RunState(Progress(), torch.Generator().manual_seed(0))
 
 
 def shuffled(generator: torch.Generator) -> list[int]:
@@ -28,10 +27,10 @@ def run(state: RunState, epochs: int = 2, time_budget: float | None = None, stop
             continue
         batch, progress = item
         seen.append((batch, progress))
-        state.progress["step"] += 1
-        state.progress["batch"] += 1
-        if stop_after is not None and state.progress["step"] == stop_after:
-            state.progress["stopped"] = "early stopping"
+        state.progress.step += 1
+        state.progress.batch += 1
+        if stop_after is not None and state.progress.step == stop_after:
+            state.progress.stopped = "early stopping"
     return seen
 
 
@@ -42,26 +41,26 @@ def test_epochs_of_fresh_batch_orders_each_followed_by_an_epoch_end():
     first, second = [b for b, _ in seen[:4]], [b for b, _ in seen[5:9]]
     assert sorted(first) == sorted(second) == [0, 1, 2, 3] and first != second
     assert [p for _, p in seen[:4] + seen[5:9]] == [step / 8 for step in range(8)]
-    assert state.progress["epoch"] == 3 and state.progress["stopped"] is None
+    assert state.progress.epoch == 3 and state.progress.stopped is None
 
 
 def test_a_stop_set_by_the_caller_ends_the_run_at_once():
     state = fresh_state()
     seen = run(state, stop_after=2)
-    assert len(seen) == 2 and state.progress["stopped"] == "early stopping" and state.progress["epoch"] == 1
+    assert len(seen) == 2 and state.progress.stopped == "early stopping" and state.progress.epoch == 1
 
 
 def test_a_spent_time_budget_ends_the_run_after_its_first_step():
     state = fresh_state()
     seen = run(state, time_budget=1e-9)
-    assert len(seen) == 1 and state.progress["stopped"] == "time budget"
+    assert len(seen) == 1 and state.progress.stopped == "time budget"
 
 
 def test_a_run_taken_up_mid_epoch_sees_the_batches_it_had_left():
     whole = run(fresh_state())
     interrupted = fresh_state()
     head = run(interrupted, stop_after=6)  # two batches into the second epoch
-    interrupted.progress["stopped"] = None
+    interrupted.progress.stopped = None
     tail = run(interrupted)
     assert head + tail == whole
 
@@ -81,14 +80,14 @@ def test_a_step_is_torchs_gradient_clipping_then_its_adamw_step(clip_norm):
     optimizer = torch.optim.AdamW(trained, lr=0.1, weight_decay=0.01, fused=True)
     x = torch.randn(5, 3, dtype=torch.float64)
     for rate in (0.1, 0.05, 0.02):  # three steps: moments and step counts carry over
-        total, count = run.step(rate, lambda network: (network(x).pow(2).sum(), 5))
+        total, count, extra = run.step(rate, lambda network, inputs: (network(inputs).pow(2).sum(), 5, "out"), x)
         optimizer.zero_grad()
         (theirs(x).pow(2).sum() / 5).backward()
         nn.utils.clip_grad_norm_(trained, clip_norm)
         for group in optimizer.param_groups:
             group["lr"] = rate
         optimizer.step()
-        assert count == 5 and total > 0
+        assert count == 5 and total > 0 and extra == "out"  # the forward pass's third value comes back
         for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-12)  # the clip factor is float32
     assert torch.equal(ours[0].bias, small_network()[0].bias)
@@ -107,7 +106,7 @@ def test_weight_decay_shrinks_every_parameter_or_only_the_weight_matrices(decay_
     before = {name: p.detach().clone() for name, p in network.named_parameters()}
     run = Optimisation(network, 0.1, 0.5, 1.0, "fp32", Processes(), decay_all=decay_all,
                        spared_from_decay=(network[1].weight,) if spare_linear else ())
-    run.step(0.1, lambda model: (model(torch.tensor([1, 2])).sum() * 0, 2))  # zero gradients: Adam moves nothing
+    run.step(0.1, lambda model: (model(torch.tensor([1, 2])).sum() * 0, 2, None))  # zero gradients: Adam moves nothing
     for name, p in network.named_parameters():
         # the Linear's weight unless spared; not its bias, not the embedding table
         shrunk = decay_all or (name == "1.weight" and not spare_linear)
@@ -137,7 +136,7 @@ def test_a_small_models_step_runs_on_one_thread_and_the_setting_is_restored(thre
 
     def loss_sum(model):
         seen.append(torch.get_num_threads())
-        return model(x).sum(), 5
+        return model(x).sum(), 5, None
 
     run.step(0.1, loss_sum)
     assert seen == [expected] and torch.get_num_threads() == before

@@ -9,24 +9,22 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from elman.checkpoint import load_checkpoint, save_checkpoint
 from elman.data.batches import trim
-from elman.data.classification import Split, epoch_batches, prepare
+from elman.data.classification import PreparedData, Split, epoch_batches, prepare
 from elman.data.reader import LabelledTexts
 from elman.errors import UsageError, refused_as_usage
 from elman.files import atomic_write_text
 from elman.metrics import classification_metrics
 from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits, ensemble
 from elman.threads import set_training_threads
-from elman.training.loop import Optimisation, RunLog, RunState, ThroughputWatch, join_processes
+from elman.training.loop import Optimisation, Phase, Progress, Run, Tally, join_processes, open_run
 from elman.training.ngram_fit import L2_PATH, fit_ngram_bag, freeze
 from elman.training.plots import plot_confusion, plot_curves
 from elman.training.resume import prepare_out_dir
@@ -67,15 +65,6 @@ class TrainConfig:
     refit: bool = True
 
 
-def epoch_counts() -> dict:
-    """What the steps of an epoch add up (texts, summed loss and its divisor, correct predictions, seconds)."""
-    return {"seen": 0, "loss": 0.0, "divisor": 0.0, "correct": 0, "seconds": 0.0}
-
-
-
-
-
-
 def curves_caption(metrics: dict) -> str:
     """What curves.png shows, against the model that was saved."""
     shown = f"the selection run: {metrics['epochs_run']} epochs, model of epoch {metrics['selected_epoch']} selected"
@@ -99,10 +88,10 @@ def class_weights(targets: torch.Tensor, num_classes: int, scheme: str) -> torch
 
 
 def batch_loss(network: nn.Module, batch: Split, loss_function: nn.CrossEntropyLoss,
-               ) -> tuple[torch.Tensor, float, torch.Tensor, torch.Tensor]:
+               ) -> tuple[torch.Tensor, float, tuple[torch.Tensor, torch.Tensor]]:
     """(summed loss, what its mean divides by: the summed class weights of the targets, times the number of
-    recurrent members; the members' logits (M, B, C), detached; the loss's classification part, detached) of
-    one batch.
+    recurrent members, and (the members' logits (M, B, C), the loss's classification part), both detached)
+    of one batch.
 
     Every recurrent member is trained on its own loss (the loss is their mean), not on the ensemble's:
     members fitted jointly would share their mistakes. A member's loss per row is its classification loss
@@ -116,7 +105,7 @@ def batch_loss(network: nn.Module, batch: Split, loss_function: nn.CrossEntropyL
         loss = loss_function(member_logits[:recurrent].flatten(0, 1), targets.repeat(recurrent))
     weights = loss_function.weight
     divisor = float(weights[targets].sum()) if weights is not None else float(targets.numel())
-    return loss + lm_loss, divisor * recurrent, member_logits.detach(), loss.detach()
+    return loss + lm_loss, divisor * recurrent, (member_logits.detach(), loss.detach())
 
 
 def selection_score(logits: torch.Tensor, targets: torch.Tensor, labels: list[str], config: TrainConfig) -> float:
@@ -151,6 +140,156 @@ def fit_member_weights(member_logits: torch.Tensor, targets: torch.Tensor) -> to
 
     optimizer.step(objective)
     return weights().detach().float()
+
+
+class ClassifierTask:
+    """The loop's view of classification over one split: length-bucketed batches, every recurrent member's
+    loss, and, given a ``validation`` split (selection), the pool's score on it; without one (the refit), an
+    epoch's end is only logged."""
+
+    unit = "texts"
+
+    def __init__(self, model: SequenceClassifier, prepared: PreparedData, config: TrainConfig, run: Run,
+                 split: Split, validation: Split | None, checkpoint_config: dict):
+        self.model, self.prepared, self.config, self.run = model, prepared, config, run
+        self.split, self.validation, self.checkpoint_config = split, validation, checkpoint_config
+        weights = class_weights(split.targets, len(prepared.labels), config.class_weighting)
+        self.loss_function = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing,
+                                                 reduction="sum")
+        self.val_metrics: dict | None = None
+
+    def epoch(self, generator: torch.Generator) -> list[Split]:
+        return epoch_batches(self.split, self.config.batch_size, generator)
+
+    def step(self, run: Optimisation, batch: Split, learning_rate: float) -> Tally:
+        mine = Split(*(run.processes.rows(t) for t in (batch.ids, batch.lengths, batch.targets)))
+        _, divisor, (member_logits, classification_loss) = run.step(learning_rate, batch_loss, mine,
+                                                                    self.loss_function)
+        predicted = ensemble(member_logits, self.model.member_weights).argmax(1)
+        correct, classification_loss = run.processes.total(
+            torch.tensor([float((predicted == mine.targets).sum()), float(classification_loss)])).tolist()
+        # the training loss shown and logged leaves out the LM loss
+        return Tally(items=len(batch), loss=classification_loss, divisor=divisor, correct=int(correct))
+
+    def validate(self, progress: Progress, seconds: float) -> tuple[dict, float | None]:
+        since = progress.since
+        if self.validation is None:
+            return {"refit_epoch": progress.epoch, "train_loss": since.mean_loss,
+                    "texts_per_second": since.per_second, "seconds": seconds}, None
+        val = self.validation
+        member_logits = batched_logits(self.model, val.ids, val.lengths, per_member=True)
+        self.model.member_weights.copy_(fit_member_weights(member_logits, val.targets))
+        val_logits = ensemble(member_logits, self.model.member_weights)
+        self.val_metrics = classification_metrics(val_logits.argmax(1), val.targets, self.prepared.labels)
+        record = {"epoch": progress.epoch, "train_loss": since.mean_loss,
+                  "train_accuracy": since.correct / max(since.items, 1),
+                  "val_loss": float(nn.functional.cross_entropy(val_logits, val.targets)),
+                  "val_accuracy": self.val_metrics["accuracy"], "val_macro_f1": self.val_metrics["macro_f1"],
+                  "texts_per_second": since.per_second, "seconds": seconds}
+        return record, selection_score(val_logits, val.targets, self.prepared.labels, self.config)
+
+    def improved(self, progress: Progress) -> None:
+        progress.records["selected"] = {"epoch": progress.epoch, "val": self.val_metrics}
+        if self.run.processes.main:
+            save_checkpoint(self.run.out_dir, self.model, self.prepared.vocabulary,
+                            {**self.checkpoint_config, "epoch": progress.epoch})
+
+    def carried(self) -> None:
+        return None
+
+    def shown(self, since: Tally, record: dict | None) -> dict:
+        shown = {"loss": f"{since.mean_loss:.3f}", "texts_s": f"{since.per_second:.0f}"}
+        if record is not None and "val_accuracy" in record:
+            shown.update(val_acc=f"{record['val_accuracy']:.3f}", val_f1=f"{record['val_macro_f1']:.3f}")
+        return shown
+
+
+def phase(name: str, split: Split, epochs: int, time_budget: float | None, config: TrainConfig) -> Phase:
+    return Phase(name, epochs, math.ceil(len(split) / config.batch_size), time_budget,
+                 lambda done: warmup_cosine(done, config.learning_rate, config.warmup_fraction), config.patience)
+
+
+def fit_bag(run: Run, model: SequenceClassifier, labels: list[str], config: TrainConfig, split: Split,
+            validation: Split | None, penalties: tuple[float, ...]) -> dict:
+    """Fit the n-gram member on ``split`` (choosing its penalty on ``validation``, if given), in at most
+    ``FIT_SHARE`` of the time budget."""
+    started, processes = time.monotonic(), run.processes
+
+    def time_is_up() -> bool:
+        return config.time_budget is not None and \
+            processes.agreed(time.monotonic() - started) > FIT_SHARE * config.time_budget
+
+    fit = fit_ngram_bag(model.bag, (split.ids, split.targets),
+                        None if validation is None else (validation.ids, validation.targets),
+                        class_weights(split.targets, len(labels), config.bag_class_weighting),
+                        lambda logits, targets: selection_score(logits, targets, labels, config),
+                        time_is_up, penalties)
+    fit["seconds"] = processes.agreed(fit["seconds"])  # what is left of the budget: alike everywhere
+    run.log(f"n-gram member fitted on {len(split)} rows in {fit['seconds']:.1f} s: l2 {fit['l2']:g}"
+            + ("" if validation is None else f", validation score ({config.select_by}) {fit['val_score']:.4f}"))
+    return fit
+
+
+def select(run: Run, model: SequenceClassifier, prepared: PreparedData, config: TrainConfig,
+           checkpoint_config: dict) -> None:
+    """Selection: the n-gram member fitted, the recurrent members trained on train and validated after every
+    epoch; ends with the best epoch's weights in ``model``."""
+    p, records = run.progress, run.progress.records
+    train, val = prepared.splits["train"], prepared.splits["val"]
+    if model.bag is not None and p.step == 0:
+        records["bag_fit"] = fit_bag(run, model, prepared.labels, config, train, val, L2_PATH)
+    fitting = records["bag_fit"]["seconds"] if "bag_fit" in records else 0.0
+    # the fit's time comes out of the budget; the steps' schedule (warm-up, cosine) spans what is left,
+    # shared with the refit in proportion to the rows each phase trains on
+    share = len(train) / (2 * len(train) + len(val)) if config.refit else 1.0
+    budget = None if config.time_budget is None else max(config.time_budget - fitting, 0.0) * share
+    run.train(ClassifierTask(model, prepared, config, run, train, val, checkpoint_config),
+              phase("select", train, config.epochs, budget, config))
+    run.log(f"selection stopped by {p.stopped or 'epochs'} after {fitting + p.elapsed:.1f} s; "
+            f"best epoch {records['selected']['epoch']}")
+    records["selection"] = {"stopped_by": p.stopped or "epochs", "seconds": fitting + p.elapsed,
+                            "epochs_run": len(p.history), **records.pop("selected")}
+    model.load_state_dict(run.state.best_weights)  # with the pool weights fitted for it
+
+
+def begin_refit(run: Run, model: SequenceClassifier, model_config: ClassifierConfig, prepared: PreparedData,
+                config: TrainConfig, rows: Split) -> None:
+    """The final model starts anew, from its own seed, keeping the pool weights selection fitted."""
+    p, state = run.progress, run.state
+    p.phase, p.epoch, p.batch, p.first_step, p.elapsed, p.stopped = "refit", 1, 0, p.step, 0.0, None
+    state.best_weights = None
+    torch.manual_seed(config.seed + 1)
+    model.load_state_dict({**SequenceClassifier(model_config).state_dict(), "member_weights": model.member_weights})
+    run.optimisation.restart()
+    state.generator.manual_seed(config.seed + 1)
+    state.epoch_start = state.generator.get_state()
+    if model.bag is not None:
+        p.records["refit_bag_fit"] = fit_bag(run, model, prepared.labels, config, rows, None,
+                                             (p.records["bag_fit"]["l2"],))
+    run.log(f"final model: trained afresh on train + val ({len(rows)} rows) for "
+            f"{p.records['selection']['epochs_run']} epochs")
+
+
+def refit(run: Run, model: SequenceClassifier, prepared: PreparedData, config: TrainConfig, rows: Split,
+          checkpoint_config: dict) -> None:
+    """The refit's steps on train + val, for as many epochs as selection ran; a refit cut short by Ctrl-C is
+    not annealed, and the selected model (the checkpoint of selection) stays the final one."""
+    p, records = run.progress, run.progress.records
+    epochs = records["selection"]["epochs_run"]
+    used = records["selection"]["seconds"] + records.get("refit_bag_fit", {}).get("seconds", 0.0)
+    budget = None if config.time_budget is None else max(config.time_budget - used, 0.0)
+    run.train(ClassifierTask(model, prepared, config, run, rows, None, checkpoint_config),
+              phase("refit", rows, epochs, budget, config))
+    steps = p.step - p.first_step
+    records["refit"] = {"rows": len(rows), "steps": steps,
+                        "epochs": round(steps / math.ceil(len(rows) / config.batch_size), 2),
+                        "stopped_by": p.stopped or "epochs",
+                        "seconds": p.elapsed + records.get("refit_bag_fit", {}).get("seconds", 0.0)}
+    if p.stopped == "interrupt":
+        model.load_state_dict(load_checkpoint(run.out_dir)[1])
+        run.log("refit interrupted: the selected model (the checkpoint written during selection) is the final one")
+    elif run.processes.main:
+        save_checkpoint(run.out_dir, model, prepared.vocabulary, {**checkpoint_config, "epoch": epochs, "refit": True})
 
 
 def train_classifier(
@@ -197,205 +336,53 @@ def train_classifier(
     out_dir = Path(out_dir)
     if processes.main:
         prepare_out_dir(out_dir, resume)
-    train, val = prepared.splits["train"], prepared.splits["val"]
-    train_and_val = train.joined(val) if config.refit else None  # what the final model trains on
     if model.bag is not None:
-        freeze(model.bag)  # fitted as a logistic regression when a phase starts (see below)
-    run = Optimisation(model, config.learning_rate, config.weight_decay, config.clip_norm, config.precision,
-                       processes, config.threads)
-    generator = torch.Generator().manual_seed(config.seed)
+        freeze(model.bag)  # fitted as a logistic regression when a phase starts
+    optimisation = Optimisation(model, config.learning_rate, config.weight_decay, config.clip_norm, config.precision,
+                                processes, config.threads)
     checkpoint_config = {"task": "classify", "model": asdict(model_config), "labels": prepared.labels,
                          "max_length": config.max_length, "training": asdict(config), "data": data.path}
-
-    state = RunState({"phase": "select", "epoch": 1, "batch": 0, "step": 0, "history": [], "best": None, "stale": 0,
-                      "elapsed": 0.0, "since": epoch_counts(), "stopped": None}, generator)
-    settings = {"training": asdict(config), "model": asdict(model_config)}
-    notes = state.resume(out_dir, run, settings) if resume else []
-    p = state.progress
-
-    def loss_for(split: Split) -> nn.CrossEntropyLoss:
-        weights = class_weights(split.targets, len(prepared.labels), config.class_weighting)
-        return nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing, reduction="sum")
-
-    with RunLog(out_dir / "train.log", processes, append=resume) as log:
-        log.begin(notes, f"{data.path}: {len(data)} rows ({data.skipped_empty} empty skipped); "
+    about_data = (f"{data.path}: {len(data)} rows ({data.skipped_empty} empty skipped); "
                   + ", ".join(f"{name} {len(split)}" for name, split in prepared.splits.items())
-                  + f"; {len(prepared.labels)} labels; vocabulary {len(prepared.vocabulary)}",
-                  model, model_config, config)
-        log(threads_note)
-        watch = ThroughputWatch("texts", log)
-
-        def fit_bag(split: Split, validation: Split | None, penalties: tuple[float, ...]) -> dict:
-            """Fit the n-gram member on ``split`` (choosing its penalty on ``validation``, if given), in at most
-            ``FIT_SHARE`` of the time budget."""
-            fit_started = time.monotonic()
-
-            def time_is_up() -> bool:
-                return config.time_budget is not None and \
-                    processes.agreed(time.monotonic() - fit_started) > FIT_SHARE * config.time_budget
-
-            fit = fit_ngram_bag(model.bag, (split.ids, split.targets),
-                                None if validation is None else (validation.ids, validation.targets),
-                                class_weights(split.targets, len(prepared.labels), config.bag_class_weighting),
-                                lambda logits, targets: selection_score(logits, targets, prepared.labels, config),
-                                time_is_up, penalties)
-            fit["seconds"] = processes.agreed(fit["seconds"])  # what is left of the budget: alike everywhere
-            log(f"n-gram member fitted on {len(split)} rows in {fit['seconds']:.1f} s: l2 {fit['l2']:g}"
-                + ("" if validation is None else f", validation score ({config.select_by}) {fit['val_score']:.4f}"))
-            return fit
-
-        def train_epochs(split: Split, epochs: int, time_budget: float | None, first_step: int,
-                         end_of_epoch: Callable[[float], None]) -> None:
-            """The steps of one phase over ``split`` from where ``p`` stands; ``end_of_epoch(seconds)`` after
-            each epoch, and after an epoch cut short by the time budget."""
-            loss_function = loss_for(split)
-            total_steps = math.ceil(len(split) / config.batch_size) * epochs
-            started = time.monotonic() - p["elapsed"]
-            bar = tqdm(total=epochs, initial=p["epoch"] - 1, desc=p["phase"], unit="epoch",
-                       disable=not (progress and processes.main))
-
-            def this_epoch(generator: torch.Generator) -> list[Split]:
-                return epoch_batches(split, config.batch_size, generator)
-
-            with state.ends_on_interrupt(processes):  # Ctrl-C: see below for what is kept
-                for item in state.batches(this_epoch, epochs, total_steps, time_budget, started, processes, first_step):
-                    if item is None:  # an epoch is complete
-                        end_of_epoch(time.monotonic() - started)
-                        bar.update()
-                        since = p["since"]
-                        shown = {"loss": f"{since['loss'] / max(since['divisor'], 1e-12):.3f}",
-                                 "texts_s": f"{since['seen'] / max(since['seconds'], 1e-9):.0f}"}
-                        if p["phase"] == "select":
-                            last = p["history"][-1]
-                            shown.update(val_acc=f"{last['val_accuracy']:.3f}", val_f1=f"{last['val_macro_f1']:.3f}")
-                        bar.set_postfix(shown)
-                        p["since"] = epoch_counts()
-                        continue
-                    batch, progress_now = item
-                    began = time.monotonic()
-                    mine = Split(*(processes.rows(t) for t in (batch.ids, batch.lengths, batch.targets)))
-                    member_logits = classification_loss = None
-
-                    def loss_sum(network, mine=mine):
-                        nonlocal member_logits, classification_loss
-                        loss, divisor, member_logits, classification_loss = batch_loss(network, mine, loss_function)
-                        return loss, divisor
-
-                    rate = warmup_cosine(progress_now, config.learning_rate, config.warmup_fraction)
-                    _, divisor = run.step(rate, loss_sum)
-                    predicted = ensemble(member_logits, model.member_weights).argmax(1)
-                    correct, classification_loss = processes.total(
-                        torch.tensor([float((predicted == mine.targets).sum()), float(classification_loss)])).tolist()
-                    p["step"] += 1
-                    p["batch"] += 1
-                    since = p["since"]
-                    since["seen"] += len(batch)
-                    since["loss"] += classification_loss  # the training loss shown and logged leaves out the LM loss
-                    since["divisor"] += divisor
-                    since["correct"] += int(correct)
-                    since["seconds"] += time.monotonic() - began
-                    watch.update(len(batch), time.monotonic() - began, bar)
-                    if config.checkpoint_every and p["step"] % config.checkpoint_every == 0:
-                        p["elapsed"] = time.monotonic() - started
-                        state.save(out_dir, run, settings, processes)
-            if p["since"]["seen"]:  # the steps of an epoch cut short by the time budget or Ctrl-C
-                end_of_epoch(time.monotonic() - started)
-            p["elapsed"] = time.monotonic() - started
-            bar.close()
-
-        def validate(seconds: float) -> None:
-            """Score the validation split after an epoch of selection; early stopping may end the phase."""
-            since = p["since"]
-            member_logits = batched_logits(model, val.ids, val.lengths, per_member=True)
-            model.member_weights.copy_(fit_member_weights(member_logits, val.targets))
-            val_logits = ensemble(member_logits, model.member_weights)
-            val_metrics = classification_metrics(val_logits.argmax(1), val.targets, prepared.labels)
-            record = {"epoch": p["epoch"], "train_loss": since["loss"] / max(since["divisor"], 1e-12),
-                      "train_accuracy": since["correct"] / max(since["seen"], 1),
-                      "val_loss": float(nn.functional.cross_entropy(val_logits, val.targets)),
-                      "val_accuracy": val_metrics["accuracy"], "val_macro_f1": val_metrics["macro_f1"],
-                      "texts_per_second": since["seen"] / max(since["seconds"], 1e-9), "seconds": seconds}
-            p["history"].append(record)
-            improved = state.record(selection_score(val_logits, val.targets, prepared.labels, config),
-                                    model.state_dict())
-            if improved:
-                p["selected"] = {"epoch": p["epoch"], "val": val_metrics}
-                if processes.main:
-                    save_checkpoint(out_dir, model, prepared.vocabulary, {**checkpoint_config, "epoch": p["epoch"]})
-            log(json.dumps(record) + ("  (best)" if improved else ""))
-            if p["stale"] >= config.patience and p["stopped"] is None:  # not after a budget or Ctrl-C ended it
-                p["stopped"] = "early stopping"
-
-        def count_refit_epoch(seconds: float) -> None:
-            since = p["since"]
-            log(json.dumps({"refit_epoch": p["epoch"], "train_loss": since["loss"] / max(since["divisor"], 1e-12),
-                            "texts_per_second": since["seen"] / max(since["seconds"], 1e-9), "seconds": seconds}))
-
-        if p["phase"] == "select":
-            if model.bag is not None and p["step"] == 0:
-                p["bag_fit"] = fit_bag(train, val, L2_PATH)
-            fitting = p["bag_fit"]["seconds"] if "bag_fit" in p else 0.0
-            # the fit's time comes out of the budget; the steps' schedule (warm-up, cosine) spans what is left,
-            # shared with the refit in proportion to the rows each phase trains on
-            share = len(train) / (len(train) + len(train_and_val)) if config.refit else 1.0
-            budget = None if config.time_budget is None else max(config.time_budget - fitting, 0.0) * share
-            train_epochs(train, config.epochs, budget, 0, validate)
-            log(f"selection stopped by {p['stopped'] or 'epochs'} after {fitting + p['elapsed']:.1f} s; "
-                f"best epoch {p['selected']['epoch']}")
-            p["selection"] = {"stopped_by": p["stopped"] or "epochs", "seconds": fitting + p["elapsed"],
-                              "epochs_run": len(p["history"]), **p.pop("selected")}
-            model.load_state_dict(state.best_weights)  # with the pool weights fitted for it
-            if config.refit and p["stopped"] == "interrupt":
-                log("no refit: the run was interrupted, the selected model is the final one")
+                  + f"; {len(prepared.labels)} labels; vocabulary {len(prepared.vocabulary)}")
+    with open_run(out_dir, optimisation, model_config, config, resume, about_data, threads_note, progress,
+                  phase="select") as run:
+        p = run.progress
+        train_and_val = prepared.splits["train"].joined(prepared.splits["val"])  # what the final model trains on
+        if p.phase == "select":
+            select(run, model, prepared, config, checkpoint_config)
+            if config.refit and p.stopped == "interrupt":
+                run.log("no refit: the run was interrupted, the selected model is the final one")
             elif config.refit:
-                p.update(phase="refit", epoch=1, batch=0, refit_from=p["step"], elapsed=0.0, stopped=None)
-                state.best_weights = None
-                torch.manual_seed(config.seed + 1)  # the final model starts anew, from its own seed
-                model.load_state_dict({**SequenceClassifier(model_config).state_dict(),
-                                       "member_weights": model.member_weights})
-                run.restart()
-                generator.manual_seed(config.seed + 1)
-                state.epoch_start = generator.get_state()
-                if model.bag is not None:
-                    p["refit_bag_fit"] = fit_bag(train_and_val, None, (p["bag_fit"]["l2"],))
-                log(f"final model: trained afresh on train + val ({len(train_and_val)} rows) for "
-                    f"{p['selection']['epochs_run']} epochs")
-        if p["phase"] == "refit":
-            used = p["selection"]["seconds"] + p.get("refit_bag_fit", {}).get("seconds", 0.0)
-            budget = None if config.time_budget is None else max(config.time_budget - used, 0.0)
-            train_epochs(train_and_val, p["selection"]["epochs_run"], budget, p["refit_from"], count_refit_epoch)
-            steps = p["step"] - p["refit_from"]
-            p["refit"] = {"rows": len(train_and_val), "steps": steps,
-                          "epochs": round(steps / math.ceil(len(train_and_val) / config.batch_size), 2),
-                          "stopped_by": p["stopped"] or "epochs",
-                          "seconds": p["elapsed"] + p.get("refit_bag_fit", {}).get("seconds", 0.0)}
-            if p["stopped"] == "interrupt":  # a refit cut short is not annealed: the selected model stays final
-                model.load_state_dict(load_checkpoint(out_dir)[1])
-                log("refit interrupted: the selected model (the checkpoint written during selection) is the final one")
-            elif processes.main:
-                save_checkpoint(out_dir, model, prepared.vocabulary,
-                                {**checkpoint_config, "epoch": p["selection"]["epochs_run"], "refit": True})
-        log(f"stopped after {p['selection']['seconds'] + p.get('refit', {}).get('seconds', 0.0):.1f} s")
+                begin_refit(run, model, model_config, prepared, config, train_and_val)
+        if p.phase == "refit":
+            refit(run, model, prepared, config, train_and_val, checkpoint_config)
+        return write_outputs(run, model, prepared)
 
-        metrics = {"stopped_by": p["selection"]["stopped_by"], "epochs_run": len(p["history"]),
-                   "selected_epoch": p["selection"]["epoch"],
-                   "training_seconds": p["selection"]["seconds"] + p.get("refit", {}).get("seconds", 0.0),
-                   "history": p["history"]}
-        if "bag_fit" in p:
-            metrics["ngram_member_fit"] = p["bag_fit"]
-        if "refit" in p:
-            metrics["refit"] = {**p["refit"], **({"ngram_member_fit": p["refit_bag_fit"]} if "refit_bag_fit" in p
-                                                 else {})}
-        metrics["val"] = p["selection"]["val"]  # the selection model's: the final one may have trained on val
-        if "test" in prepared.splits:
-            test = prepared.splits["test"]
-            metrics["test"] = classification_metrics(batched_logits(model, test.ids, test.lengths).argmax(1),
-                                                     test.targets, prepared.labels)
-        if processes.main:
-            atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
-            plot_curves(p["history"], out_dir / "curves.png", curves_caption(metrics))
-            shown = "test" if "test" in metrics else "val"
-            plot_confusion(metrics[shown]["confusion_matrix"], prepared.labels, out_dir / "confusion.png", shown)
-        log(" ".join(f"{name} accuracy {metrics[name]['accuracy']:.4f} macro-F1 {metrics[name]['macro_f1']:.4f}"
+
+def write_outputs(run: Run, model: SequenceClassifier, prepared: PreparedData) -> dict:
+    """The final model scored on the test split; metrics.json, curves.png and confusion.png written. Returns
+    the metrics."""
+    p, records = run.progress, run.progress.records
+    seconds = records["selection"]["seconds"] + records.get("refit", {}).get("seconds", 0.0)
+    run.log(f"stopped after {seconds:.1f} s")
+    metrics = {"stopped_by": records["selection"]["stopped_by"], "epochs_run": len(p.history),
+               "selected_epoch": records["selection"]["epoch"], "training_seconds": seconds, "history": p.history}
+    if "bag_fit" in records:
+        metrics["ngram_member_fit"] = records["bag_fit"]
+    if "refit" in records:
+        metrics["refit"] = {**records["refit"], **({"ngram_member_fit": records["refit_bag_fit"]}
+                                                   if "refit_bag_fit" in records else {})}
+    metrics["val"] = records["selection"]["val"]  # the selection model's: the final one may have trained on val
+    if "test" in prepared.splits:
+        test = prepared.splits["test"]
+        metrics["test"] = classification_metrics(batched_logits(model, test.ids, test.lengths).argmax(1),
+                                                 test.targets, prepared.labels)
+    if run.processes.main:
+        atomic_write_text(run.out_dir / "metrics.json", json.dumps(metrics, indent=2))
+        plot_curves(p.history, run.out_dir / "curves.png", curves_caption(metrics))
+        shown = "test" if "test" in metrics else "val"
+        plot_confusion(metrics[shown]["confusion_matrix"], prepared.labels, run.out_dir / "confusion.png", shown)
+    run.log(" ".join(f"{name} accuracy {metrics[name]['accuracy']:.4f} macro-F1 {metrics[name]['macro_f1']:.4f}"
                      for name in ("val", "test") if name in metrics))
     return metrics

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from elman.checkpoint import save_checkpoint
 from elman.data.batches import TextBatch, line_batches, stream_batches
@@ -31,11 +29,13 @@ from elman.threads import set_training_threads
 from elman.training.calibration import calibrate
 from elman.training.loop import (
     Optimisation,
+    Phase,
     Processes,
-    RunLog,
-    RunState,
-    ThroughputWatch,
+    Progress,
+    Run,
+    Tally,
     join_processes,
+    open_run,
     training_device,
 )
 from elman.training.plots import plot_language_curves
@@ -147,6 +147,61 @@ def share(batch: TextBatch, processes: Processes) -> TextBatch:
                      processes.rows(batch.conditions), batch.continues)
 
 
+def loss_sum(network: nn.Module, batch: TextBatch,
+             hidden: torch.Tensor | None) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """(summed next-character loss, characters scored, the final hidden state) of one batch."""
+    logits, hidden = network(batch.inputs, hidden, batch.lengths, batch.conditions)
+    loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch.targets.reshape(-1),
+                                       ignore_index=0, reduction="sum")
+    return loss, int((batch.targets != 0).sum()), hidden
+
+
+class LanguageTask:
+    """The loop's view of language modelling: batches of a long text's streams or of lines, the next-character
+    loss, validation by the loss on the validation data (its negative is the score)."""
+
+    unit = "characters"
+
+    def __init__(self, model: LanguageModel, data: LanguageData, config: LanguageTrainConfig, run: Run,
+                 checkpoint_config: dict):
+        self.model, self.data, self.config, self.run = model, data, config, run
+        self.checkpoint_config = checkpoint_config
+        carried = run.state.carried  # the carried state of this process's streams, when a run resumes
+        self.hidden = None if carried is None else \
+            run.processes.rows(carried.transpose(0, 1)).transpose(0, 1).contiguous().to(model.output.weight.device)
+
+    def epoch(self, generator: torch.Generator) -> list[TextBatch]:
+        return epoch_batches(self.data, self.config, generator)
+
+    def step(self, run: Optimisation, batch: TextBatch, learning_rate: float) -> Tally:
+        mine = share(batch, run.processes).to(self.model.output.weight.device)
+        total, count, hidden = run.step(learning_rate, loss_sum, mine, self.hidden if mine.continues else None)
+        self.hidden = hidden.detach()
+        return Tally(items=count, loss=total, divisor=count)
+
+    def validate(self, progress: Progress, seconds: float) -> tuple[dict, float]:
+        val_loss = validation_loss(self.model, self.data, precision=self.config.precision)
+        record = {"step": progress.step, "epoch": progress.epoch, "seconds": seconds,
+                  "train_loss": progress.since.mean_loss, "val_loss": val_loss,
+                  "val_bits_per_char": val_loss / math.log(2), "chars_per_second": progress.since.per_second}
+        return record, -val_loss
+
+    def improved(self, progress: Progress) -> None:
+        if self.run.processes.main:
+            save_checkpoint(self.run.out_dir, self.model, self.data.vocabulary,
+                            {**self.checkpoint_config, "step": progress.step})
+
+    def carried(self) -> torch.Tensor | None:
+        """Lines start afresh; a long text carries its state on, from batch to batch and across a resume."""
+        return self.run.processes.gather_rows(self.hidden, dim=1) if self.data.kind == "text" else None
+
+    def shown(self, since: Tally, record: dict | None) -> dict:
+        if record is not None:
+            return {"val": f"{record['val_loss']:.3f}", "val_bpc": f"{record['val_bits_per_char']:.3f}"}
+        return {"loss": f"{since.mean_loss:.3f}", "bpc": f"{since.mean_loss / math.log(2):.3f}",
+                "chars_s": f"{since.per_second:.0f}"}
+
+
 def train_language_model(data: LanguageData, out_dir: str | Path, model_options: dict | None = None,
                          config: LanguageTrainConfig | None = None, progress: bool = True,
                          resume: bool = False) -> dict:
@@ -178,118 +233,45 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
     out_dir = Path(out_dir)
     if processes.main:
         prepare_out_dir(out_dir, resume)
-    run = Optimisation(model, config.learning_rate, config.weight_decay, config.clip_norm, config.precision,
-                       processes, config.threads, decay_all=False, spared_from_decay=(model.output.weight,))
-    generator = torch.Generator().manual_seed(config.seed)
-    steps_per_epoch = len(epoch_batches(data, config, torch.Generator().manual_seed(config.seed)))
-    total_steps = steps_per_epoch * config.epochs
+    optimisation = Optimisation(model, config.learning_rate, config.weight_decay, config.clip_norm, config.precision,
+                                processes, config.threads, decay_all=False, spared_from_decay=(model.output.weight,))
     checkpoint_config = {"task": "lm", "model": asdict(model_config), "kind": data.kind,
                          "conditions": data.conditions, "columns": data.columns, "max_length": config.max_length,
                          "training": asdict(config), "data": data.source}
+    about_data = (f"{data.source}: {data.kind}, {data.train_characters} training characters, vocabulary "
+                  f"{len(data.vocabulary)}" + (f", {len(data.conditions)} conditions" if data.conditions else ""))
+    with open_run(out_dir, optimisation, model_config, config, resume, about_data, threads_note, progress) as run:
+        task = LanguageTask(model, data, config, run, checkpoint_config)
+        steps_per_epoch = len(epoch_batches(data, config, torch.Generator().manual_seed(config.seed)))
+        run.train(task, Phase("train", config.epochs, steps_per_epoch, config.time_budget,
+                              lambda done: warmup_stable_decay(done, config.learning_rate, config.warmup_fraction,
+                                                               config.decay_fraction),
+                              config.patience, config.eval_interval))
+        return finish(run, model, data, checkpoint_config)
 
-    state = RunState({"epoch": 1, "batch": 0, "step": 0, "history": [], "best": None, "stale": 0,
-                      "elapsed": 0.0, "since": {"loss": 0.0, "tokens": 0, "seconds": 0.0}, "stopped": None},
-                     generator)
-    settings = {"training": asdict(config), "model": asdict(model_config)}
-    notes = state.resume(out_dir, run, settings) if resume else []
-    hidden = None  # the carried state of this process's streams
-    if state.carried is not None:
-        hidden = processes.rows(state.carried.transpose(0, 1)).transpose(0, 1).contiguous().to(device)
-    p = state.progress
 
-    with RunLog(out_dir / "train.log", processes, append=resume) as log:
-        log.begin(notes, f"{data.source}: {data.kind}, {data.train_characters} training characters, vocabulary "
-                  f"{len(data.vocabulary)}" + (f", {len(data.conditions)} conditions" if data.conditions else ""),
-                  model, model_config, config)
-        log(threads_note)
-        bar = tqdm(total=None if config.time_budget else total_steps, initial=p["step"], desc="train",
-                   unit="step", disable=not (progress and processes.main))
-        watch = ThroughputWatch("characters", log)
-        started = time.monotonic() - p["elapsed"]
-
-        def validate() -> bool:
-            """Record a validation; returns True when early stopping says to stop."""
-            since = p["since"]
-            val_loss = validation_loss(model, data, precision=config.precision)
-            record = {"step": p["step"], "epoch": p["epoch"], "seconds": time.monotonic() - started,
-                      "train_loss": since["loss"] / max(since["tokens"], 1), "val_loss": val_loss,
-                      "val_bits_per_char": val_loss / math.log(2),
-                      "chars_per_second": since["tokens"] / max(since["seconds"], 1e-9)}
-            since.update(loss=0.0, tokens=0, seconds=0.0)
-            p["history"].append(record)
-            improved = state.record(-val_loss, model.state_dict())
-            if improved and processes.main:
-                save_checkpoint(out_dir, model, data.vocabulary, {**checkpoint_config, "step": p["step"]})
-            log(json.dumps(record) + ("  (best)" if improved else ""))
-            bar.set_postfix(val=f"{val_loss:.3f}", val_bpc=f"{record['val_bits_per_char']:.3f}")
-            return p["stale"] >= config.patience
-
-        def this_epoch(generator: torch.Generator) -> list[TextBatch]:
-            return epoch_batches(data, config, generator)
-
-        with state.ends_on_interrupt(processes):  # Ctrl-C: the best model is kept and calibrated
-            for item in state.batches(this_epoch, config.epochs, total_steps, config.time_budget, started,
-                                      processes):
-                if item is None:  # an epoch is complete
-                    if not config.eval_interval and validate():
-                        p["stopped"] = "early stopping"
-                    continue
-                batch, progress_now = item
-                began = time.monotonic()
-                mine = share(batch, processes).to(device)
-
-                def loss_sum(network, mine=mine):
-                    nonlocal hidden
-                    logits, hidden = network(mine.inputs, hidden if mine.continues else None, mine.lengths,
-                                             mine.conditions)
-                    loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                                       mine.targets.reshape(-1), ignore_index=0, reduction="sum")
-                    return loss, int((mine.targets != 0).sum())
-
-                rate = warmup_stable_decay(progress_now, config.learning_rate, config.warmup_fraction,
-                                           config.decay_fraction)
-                total, count = run.step(rate, loss_sum)
-                hidden = hidden.detach()
-                p["step"] += 1
-                p["batch"] += 1
-                since = p["since"]
-                since["loss"] += total
-                since["tokens"] += count
-                since["seconds"] += time.monotonic() - began
-                watch.update(count, time.monotonic() - began, bar)
-                bar.update()
-                bar.set_postfix(loss=f"{total / count:.3f}", bpc=f"{total / count / math.log(2):.3f}",
-                                chars_s=f"{since['tokens'] / max(since['seconds'], 1e-9):.0f}")
-                if config.eval_interval and p["step"] % config.eval_interval == 0 and validate():
-                    p["stopped"] = "early stopping"
-                if config.checkpoint_every and p["step"] % config.checkpoint_every == 0:
-                    p["elapsed"] = time.monotonic() - started
-                    if data.kind == "text":  # lines start afresh; a long text carries its state on
-                        state.carried = processes.gather_rows(hidden, dim=1)
-                    state.save(out_dir, run, settings, processes)
-        if p["since"]["tokens"]:  # steps since the last validation
-            validate()
-        bar.close()
-        stopped = p["stopped"] or "epochs"
-        training_seconds = time.monotonic() - started
-        log(f"stopped by {stopped} after {training_seconds:.1f} s, {p['step']} steps")
-
-        model.load_state_dict(state.best_weights)
-        metrics = {"stopped_by": stopped, "steps": p["step"], "training_seconds": training_seconds}
-        if data.calibration is not None:
-            before = validation_loss(model, data, exact=True)
-            metrics["calibration"] = {**calibrate(model, data.kind, data.calibration), "val_loss_before": before}
-            log(f"calibration: temperature {metrics['calibration']['temperature']:.3f}, fitted on "
-                f"{metrics['calibration']['characters']} held-out characters; validation loss before {before:.4f}")
-            if processes.main:
-                best_step = min(p["history"], key=lambda record: record["val_loss"])["step"]
-                save_checkpoint(out_dir, model, data.vocabulary,
-                                {**checkpoint_config, "step": best_step, "calibration": metrics["calibration"]})
-        metrics["val"] = {**loss_report(validation_loss(model, data, exact=True)),
-                          "characters": int(data.val[0].shape[0]) if data.kind == "text" else None}
-        metrics["history"] = p["history"]
-        if processes.main:
-            atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
-            plot_language_curves(p["history"], out_dir / "curves.png")
-        log(f"validation loss {metrics['val']['loss']:.4f} nats/char, {metrics['val']['bits_per_char']:.4f} bits/char")
+def finish(run: Run, model: LanguageModel, data: LanguageData, checkpoint_config: dict) -> dict:
+    """After training: the best weights, calibrated where data were held out for it, scored exactly, and the
+    outputs written. Returns metrics.json."""
+    p, log = run.progress, run.log
+    stopped = p.stopped or "epochs"
+    log(f"stopped by {stopped} after {p.elapsed:.1f} s, {p.step} steps")
+    model.load_state_dict(run.state.best_weights)
+    metrics = {"stopped_by": stopped, "steps": p.step, "training_seconds": p.elapsed}
+    if data.calibration is not None:
+        before = validation_loss(model, data, exact=True)
+        metrics["calibration"] = {**calibrate(model, data.kind, data.calibration), "val_loss_before": before}
+        log(f"calibration: temperature {metrics['calibration']['temperature']:.3f}, fitted on "
+            f"{metrics['calibration']['characters']} held-out characters; validation loss before {before:.4f}")
+        if run.processes.main:
+            best_step = min(p.history, key=lambda record: record["val_loss"])["step"]
+            save_checkpoint(run.out_dir, model, data.vocabulary,
+                            {**checkpoint_config, "step": best_step, "calibration": metrics["calibration"]})
+    metrics["val"] = {**loss_report(validation_loss(model, data, exact=True)),
+                      "characters": int(data.val[0].shape[0]) if data.kind == "text" else None}
+    metrics["history"] = p.history
+    if run.processes.main:
+        atomic_write_text(run.out_dir / "metrics.json", json.dumps(metrics, indent=2))
+        plot_language_curves(p.history, run.out_dir / "curves.png")
+    log(f"validation loss {metrics['val']['loss']:.4f} nats/char, {metrics['val']['bits_per_char']:.4f} bits/char")
     return metrics

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 from torch import distributed as dist
+from tqdm import tqdm
 
 from elman.errors import UsageError
 from elman.memory import keep_freed_memory
@@ -167,21 +169,23 @@ class Optimisation:
         self.clip_norm, self.precision, self.processes = clip_norm, precision, processes
         self.threads = threads or (1 if self.values.numel() < SMALL_MODEL_PARAMETERS else None)
 
-    def step(self, learning_rate: float, loss_sum: Callable[[nn.Module], tuple[Tensor, float]]) -> tuple[float, float]:
-        """One update. ``loss_sum(model)`` runs the forward pass on this process's rows and returns (summed
-        loss, what the mean divides by: the number of scored items, or their summed class weights).
-        Returns the global batch's (summed loss, divisor)."""
+    def step(self, learning_rate: float, loss_sum: Callable[..., tuple[Tensor, float, Any]],
+             *inputs: Any) -> tuple[float, float, Any]:
+        """One update. ``loss_sum(model, *inputs)`` runs the forward pass on this process's rows and returns
+        (summed loss, what the mean divides by: the number of scored items, or their summed class weights,
+        anything else the caller wants back from the forward pass). Returns the global batch's (summed loss,
+        divisor) and that third value."""
         if not self.model.training:  # train() walks every submodule: 0.1 ms a step for a small model
             self.model.train()
         with torch_threads(self.threads):
             with autocast(self.precision, self.values.device):
-                total, count = loss_sum(self.model)
+                total, count, extra = loss_sum(self.model, *inputs)
             count = float(self.processes.total(torch.tensor([float(count)]))) if self.processes.world > 1 \
                 else float(count)
             self.gradients.zero_()
             (total * (self.processes.world / max(count, 1.0))).backward()
             self._clip_and_update(learning_rate)
-        return float(self.processes.total(total.detach().float().reshape(1))), count
+        return float(self.processes.total(total.detach().float().reshape(1))), count, extra
 
     def _clip_and_update(self, learning_rate: float) -> None:
         """What ``clip_grad_norm_(parameters, clip_norm)`` and ``optimizer.step()`` do, in a few kernel calls
@@ -235,12 +239,61 @@ class Optimisation:
 RESUMABLE_CHANGES = ("time_budget", "threads", "checkpoint_every", "device")  # settings a resumed run may change
 
 
+@dataclass
+class Tally:
+    """What training steps add up: items trained on (texts or characters), their summed loss and what its
+    mean divides by, correct predictions (classifier), and seconds spent stepping."""
+
+    items: int = 0
+    loss: float = 0.0
+    divisor: float = 0.0
+    correct: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: Tally) -> None:
+        self.items += other.items
+        self.loss += other.loss
+        self.divisor += other.divisor
+        self.correct += other.correct
+        self.seconds += other.seconds
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss / max(self.divisor, 1e-12)
+
+    @property
+    def per_second(self) -> float:
+        return self.items / max(self.seconds, 1e-9)
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved with every training state (as JSON) and taken up by ``--resume``."""
+
+    phase: str = "train"  # the loop's current phase ("select" and "refit" for a classifier)
+    first_step: int = 0  # the step at which the current phase's schedule began
+    epoch: int = 1  # of the current phase, from 1
+    batch: int = 0  # batches of the current epoch done
+    step: int = 0  # updates done, all phases together
+    history: list[dict] = field(default_factory=list)  # a record per validation
+    best: float | None = None  # the best validation score so far (higher is better)
+    stale: int = 0  # validations since the best
+    elapsed: float = 0.0  # seconds of the current phase, at the last training state
+    stopped: str | None = None  # what ended the phase: "early stopping", "time budget", "interrupt"
+    since: Tally = field(default_factory=Tally)  # the steps since the last validation
+    records: dict[str, dict] = field(default_factory=dict)  # a task's results by name, for its metrics
+
+    @classmethod
+    def from_json(cls, saved: dict) -> Progress:
+        return cls(**{**saved, "since": Tally(**saved["since"])})
+
+
 class RunState:
     """Everything of a run that changes as it goes, besides model and optimizer; a training state under
     ``resume/`` is a snapshot of it with them (see ``elman.training.resume``)."""
 
-    def __init__(self, progress: dict, generator: torch.Generator):
-        self.progress = progress  # step, epoch, position in the epoch, history, early stopping, elapsed time
+    def __init__(self, progress: Progress, generator: torch.Generator):
+        self.progress = progress
         self.best_weights: dict[str, Tensor] | None = None
         self.generator = generator  # draws each epoch's batch order
         self.epoch_start = generator.get_state()  # the batch-order generator as the current epoch began
@@ -251,53 +304,53 @@ class RunState:
                 first_step: int = 0) -> Iterator[tuple[Any, float] | None]:
         """The run's batches from where it stands, epoch after epoch, each with how far the run is (0 to 1,
         for the learning-rate schedule); ``None`` after each complete epoch, where the caller validates.
-        ``first_step``: the value of ``progress["step"]`` where this schedule began (a run of several
+        ``first_step``: the value of ``progress.step`` where this schedule began (a run of several
         schedules numbers its steps on).
 
-        Ends when the epochs are done, when the time budget is spent (``progress["stopped"]`` is then "time
-        budget"; at least one step is always taken) or when the caller sets ``progress["stopped"]``. The
-        caller counts the steps it takes in ``progress["step"]`` and ``progress["batch"]``, so that a
-        training state saved between batches knows where to go on.
+        Ends when the epochs are done, when the time budget is spent (``progress.stopped`` is then "time
+        budget"; at least one step is always taken) or when the caller sets ``progress.stopped``. The caller
+        counts the steps it takes in ``progress.step`` and ``progress.batch``, so that a training state saved
+        between batches knows where to go on.
         """
         p = self.progress
-        while p["stopped"] is None and p["epoch"] <= epochs:
+        while p.stopped is None and p.epoch <= epochs:
             self.generator.set_state(self.epoch_start)
-            for batch in epoch_batches(self.generator)[p["batch"] :]:
+            for batch in epoch_batches(self.generator)[p.batch :]:
                 elapsed = processes.agreed(time.monotonic() - started)
-                if p["step"] > first_step and time_budget is not None and elapsed > time_budget:
-                    p["stopped"] = "time budget"
+                if p.step > first_step and time_budget is not None and elapsed > time_budget:
+                    p.stopped = "time budget"
                     return
-                yield batch, run_progress(p["step"] - first_step, total_steps, elapsed, time_budget)
-                if p["stopped"] is not None:
+                yield batch, run_progress(p.step - first_step, total_steps, elapsed, time_budget)
+                if p.stopped is not None:
                     return
             yield None
-            if p["stopped"] is None:
-                p["epoch"] += 1
-                p["batch"] = 0
+            if p.stopped is None:
+                p.epoch += 1
+                p.batch = 0
                 self.epoch_start = self.generator.get_state()
 
     @contextlib.contextmanager
     def ends_on_interrupt(self, processes: Processes) -> Iterator[None]:
-        """Ctrl-C inside ends the phase as a time budget would: ``progress["stopped"]`` becomes "interrupt" and
-        the caller keeps what was learnt. Once no step was taken, there is nothing to keep, and with several
+        """Ctrl-C inside ends the phase as a time budget would: ``progress.stopped`` becomes "interrupt" and the
+        caller keeps what was learnt. Once no step was taken, there is nothing to keep, and with several
         processes the others may wait inside a collective operation for this one: then the interrupt goes on up."""
         try:
             yield
         except KeyboardInterrupt:
-            if processes.world > 1 or self.progress["step"] == 0:
+            if processes.world > 1 or self.progress.step == 0:
                 raise
-            self.progress["stopped"] = "interrupt"
+            self.progress.stopped = "interrupt"
 
     def record(self, score: float, weights: dict[str, Tensor]) -> bool:
         """Note a validation score (higher is better) for early stopping, keeping a copy of the best weights.
         Returns whether the score improved on the best so far."""
         p = self.progress
-        improved = p["best"] is None or score > p["best"]
+        improved = p.best is None or score > p.best
         if improved:
-            p["best"], p["stale"] = score, 0
+            p.best, p.stale = score, 0
             self.best_weights = copy.deepcopy(weights)
         else:
-            p["stale"] += 1
+            p.stale += 1
         return improved
 
     def resume(self, out_dir: Path, run: Optimisation, settings: dict[str, dict]) -> list[str]:
@@ -307,12 +360,12 @@ class RunState:
         for name, current in settings.items():
             check_same_config(meta[name], current, out_dir, RESUMABLE_CHANGES if name == "training" else ())
         run.restore(tensors, meta["optimizer"])
-        self.progress = meta["progress"]
+        self.progress = Progress.from_json(meta["progress"])
         self.best_weights = unprefixed("best", tensors) or None
         self.epoch_start = tensors["rng.epoch_start"]
         self.carried = tensors.get("carried")
         notes = [f"{problem}; resuming from the training state before it" for problem in problems]
-        return [*notes, f"resumed at step {meta['step']} (epoch {self.progress['epoch']}) from {out_dir / 'resume'}"]
+        return [*notes, f"resumed at step {meta['step']} (epoch {self.progress.epoch}) from {out_dir / 'resume'}"]
 
     def save(self, out_dir: Path, run: Optimisation, settings: dict[str, dict], processes: Processes) -> None:
         tensors, optimizer_rest = run.snapshot()
@@ -322,8 +375,8 @@ class RunState:
         if self.carried is not None:
             tensors["carried"] = self.carried
         if processes.main:
-            save_training_state(out_dir, self.progress["step"], tensors,
-                                {"progress": self.progress, "optimizer": optimizer_rest, **settings})
+            save_training_state(out_dir, self.progress.step, tensors,
+                                {"progress": asdict(self.progress), "optimizer": optimizer_rest, **settings})
 
 
 class RunLog:
@@ -392,3 +445,133 @@ class ThroughputWatch:
                        "on; fewer threads (--threads 1) hold up better on a busy machine.")
             self.log(message)
             bar.write(message)
+
+
+class Task(Protocol):
+    """What a trainer gives the loop: its data, its step and its validation. The loop owns the rest."""
+
+    unit: str  # what the throughput counts: "texts" or "characters"
+    model: nn.Module
+
+    def epoch(self, generator: torch.Generator) -> Sequence:
+        """One epoch's global batches, in the order ``generator`` draws."""
+
+    def step(self, run: Optimisation, batch: Any, learning_rate: float) -> Tally:
+        """One update on this process's share of ``batch``; what it adds up (``seconds`` is the loop's)."""
+
+    def validate(self, progress: Progress, seconds: float) -> tuple[dict, float | None]:
+        """After an epoch or ``eval_interval`` steps: the record for the log and the history, and the score
+        early stopping reads (higher is better; None in a phase without validation: the record is only
+        logged)."""
+
+    def improved(self, progress: Progress) -> None:
+        """The last validation was the best so far (its weights are kept): note it, write the checkpoint."""
+
+    def carried(self) -> Tensor | None:
+        """State carried from batch to batch (a long text's hidden state), whole global batch, to save."""
+
+    def shown(self, tally: Tally, record: dict | None) -> dict:
+        """What the progress bar shows after a step (``tally``: the steps since the last validation) or a
+        validation (``record``)."""
+
+
+@dataclass
+class Phase:
+    """One call of the loop: how long it trains, on what schedule, and how it validates."""
+
+    name: str  # the progress bar's label
+    epochs: int
+    steps_per_epoch: int
+    time_budget: float | None  # seconds; the schedule then runs on time and the phase ends at the budget
+    learning_rate: Callable[[float], float]  # the rate at a point (0 to 1) of the phase
+    patience: int = 0  # validations without improvement before early stopping
+    eval_interval: int | None = None  # steps between validations; None: after every epoch
+
+
+@dataclass
+class Run:
+    """A training run: the optimisation, its state, its log and where it writes. ``train`` is the loop."""
+
+    optimisation: Optimisation
+    state: RunState
+    log: RunLog
+    out_dir: Path
+    settings: dict[str, dict]  # the configuration a resumed run must match
+    checkpoint_every: int  # steps between training states (0: none)
+    progress_bar: bool
+
+    @property
+    def progress(self) -> Progress:
+        return self.state.progress
+
+    @property
+    def processes(self) -> Processes:
+        return self.optimisation.processes
+
+    def train(self, task: Task, phase: Phase) -> None:
+        """Steps from where the run stands until the phase's epochs are done, its time budget is spent,
+        early stopping or Ctrl-C; validates after every epoch (or ``eval_interval`` steps) and after the
+        last steps, saves a training state every ``checkpoint_every`` steps."""
+        p, processes = self.progress, self.processes
+        started = time.monotonic() - p.elapsed
+        total_steps = phase.epochs * phase.steps_per_epoch
+        bar = tqdm(total=None if phase.time_budget else total_steps, initial=p.step - p.first_step, desc=phase.name,
+                   unit="step", disable=not (self.progress_bar and processes.main))
+        watch = ThroughputWatch(task.unit, self.log)
+        with self.state.ends_on_interrupt(processes):
+            for item in self.state.batches(task.epoch, phase.epochs, total_steps, phase.time_budget, started,
+                                           processes, p.first_step):
+                if item is None:  # an epoch is complete
+                    if not phase.eval_interval:
+                        self.validate(task, phase, time.monotonic() - started, bar)
+                    continue
+                batch, done = item
+                began = time.monotonic()
+                tally = task.step(self.optimisation, batch, phase.learning_rate(done))
+                tally.seconds = time.monotonic() - began
+                p.step += 1
+                p.batch += 1
+                p.since.add(tally)
+                watch.update(tally.items, tally.seconds, bar)
+                bar.update()
+                bar.set_postfix(task.shown(p.since, None))
+                if phase.eval_interval and p.step % phase.eval_interval == 0:
+                    self.validate(task, phase, time.monotonic() - started, bar)
+                if self.checkpoint_every and p.step % self.checkpoint_every == 0:
+                    p.elapsed = time.monotonic() - started
+                    self.state.carried = task.carried()
+                    self.state.save(self.out_dir, self.optimisation, self.settings, processes)
+        if p.since.items:  # steps since the last validation: an epoch cut short, or after the last interval
+            self.validate(task, phase, time.monotonic() - started, bar, last=True)
+        p.elapsed = time.monotonic() - started
+        bar.close()
+
+    def validate(self, task: Task, phase: Phase, seconds: float, bar, last: bool = False) -> None:
+        p = self.progress
+        record, score = task.validate(p, seconds)
+        bar.set_postfix(task.shown(p.since, record))
+        p.since = Tally()
+        if score is None:
+            self.log(json.dumps(record))
+            return
+        p.history.append(record)
+        improved = self.state.record(score, task.model.state_dict())
+        if improved:
+            task.improved(p)
+        self.log(json.dumps(record) + ("  (best)" if improved else ""))
+        if not last and p.stale >= phase.patience and p.stopped is None:
+            p.stopped = "early stopping"
+
+
+@contextlib.contextmanager
+def open_run(out_dir: Path, optimisation: Optimisation, model_config, config, resume: bool, about_data: str,
+             threads_note: str, progress_bar: bool, phase: str = "train") -> Iterator[Run]:
+    """A run beginning in ``phase``, or taken up from its newest training state (``resume``), with its log
+    open. ``config`` is the training configuration (its ``seed`` draws the batch orders)."""
+    state = RunState(Progress(phase=phase), torch.Generator().manual_seed(config.seed))
+    settings = {"training": asdict(config), "model": asdict(model_config)}
+    notes = state.resume(out_dir, optimisation, settings) if resume else []
+    with RunLog(out_dir / "train.log", optimisation.processes, append=resume) as log:
+        log.begin(notes, about_data, optimisation.module, model_config, config)
+        log(threads_note)
+        yield Run(optimisation, state, log, out_dir, settings, config.checkpoint_every, progress_bar)

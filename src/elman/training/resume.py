@@ -27,8 +27,9 @@ RESUME = "resume"
 TENSORS, META = "state.safetensors", "state.json"
 KEEP = 2
 FORMAT = "elman-training-state"
-FORMAT_VERSION = 3  # 3: a classifier's run has two phases (selection, refit); 2: the optimizer's state is one
-# buffer for all trained parameters; 1: one per parameter
+# 4: progress as the loop's Progress; 3: a classifier's run has two phases (selection, refit); 2: the optimizer's
+# state is one buffer for all trained parameters; 1: one per parameter
+FORMAT_VERSION = 4
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
