@@ -189,7 +189,8 @@ def interleaved_throughput(data, rounds: int = 7) -> dict:
     from elman.data.classification import epoch_batches, prepare
     from elman.models.classifier import ClassifierConfig, SequenceClassifier
     from elman.training.classify import batch_loss, class_weights
-    from elman.training.loop import Optimisation, Processes
+    from elman.training.optimisation import Optimisation
+    from elman.training.processes import Processes
 
     _, book_model, book_loss, book_optimizer, loader = build_book(data)
     config = TrainConfig(batch_size=64, learning_rate=1e-3, weight_decay=0.0, warmup_fraction=0.0)

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 import elman
 from elman.training.language import LanguageTrainConfig, read_language_data, train_language_model
-from elman.training.loop import Processes, training_device
 from elman.training.precision import resolve
+from elman.training.processes import Processes, training_device
 from elman.training.resume import RESUME
 
 # dropout: its random generators resume too (the GPU's as well, for the embedding dropout)

@@ -39,7 +39,7 @@ def test_two_processes_follow_the_single_process_loss_curve(task, story_txt, nam
 
 
 def test_one_process_keeps_whole_batches():
-    from elman.training.loop import Processes
+    from elman.training.processes import Processes
 
     rows = torch.arange(6)
     assert Processes().rows(rows) is rows and Processes().rows(None) is None

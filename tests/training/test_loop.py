@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from elman.training.loop import Optimisation, Processes, Progress, RunState
+from elman.training.loop import Progress, RunState
+from elman.training.optimisation import Optimisation
+from elman.training.processes import Processes
 
 
 def fresh_state() -> RunState:

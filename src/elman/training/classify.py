@@ -24,9 +24,11 @@ from elman.files import atomic_write_text
 from elman.metrics import classification_metrics
 from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits, ensemble
 from elman.threads import set_training_threads
-from elman.training.loop import Optimisation, Phase, Progress, Run, Tally, join_processes, open_run
+from elman.training.loop import Phase, Progress, Run, Tally, open_run
 from elman.training.ngram_fit import L2_PATH, fit_ngram_bag, freeze
+from elman.training.optimisation import Optimisation
 from elman.training.plots import plot_confusion, plot_curves
+from elman.training.processes import join_processes
 from elman.training.resume import prepare_out_dir
 from elman.training.schedule import warmup_cosine
 

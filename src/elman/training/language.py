@@ -27,19 +27,11 @@ from elman.metrics import loss_report
 from elman.models.language_model import LanguageModel, LanguageModelConfig, line_loss, stream_loss
 from elman.threads import set_training_threads
 from elman.training.calibration import calibrate
-from elman.training.loop import (
-    Optimisation,
-    Phase,
-    Processes,
-    Progress,
-    Run,
-    Tally,
-    join_processes,
-    open_run,
-    training_device,
-)
+from elman.training.loop import Phase, Progress, Run, Tally, open_run
+from elman.training.optimisation import Optimisation
 from elman.training.plots import plot_language_curves
 from elman.training.precision import autocast, resolve
+from elman.training.processes import Processes, join_processes, training_device
 from elman.training.resume import prepare_out_dir
 from elman.training.schedule import warmup_stable_decay
 
