@@ -8,7 +8,8 @@ import sys
 import pytest
 
 # what each package may load besides itself and the layer (``import elman.anything`` runs ``elman/__init__``,
-# which imports the layer) and the modules below everything: elman.errors, elman.threads and elman.files
+# which imports the layer) and the modules below everything: elman.errors, elman.options, elman.threads and
+# elman.files
 BELOW = {
     "elman.data": [],
     "elman.models": ["elman.data"],
@@ -39,7 +40,8 @@ def loaded_by(*modules: str) -> set[str]:
 
 @pytest.mark.parametrize("package", list(BELOW))
 def test_a_package_loads_only_what_lies_below_it(package):
-    allowed = {package, "elman.layer", "elman.errors", "elman.threads", "elman.files", *BELOW[package]}
+    allowed = {package, "elman.layer", "elman.errors", "elman.options", "elman.threads", "elman.files",
+               *BELOW[package]}
     loaded = loaded_by(*MODULES.get(package, [package]))
     ours = {".".join(name.split(".")[:2]) for name in loaded if name.startswith("elman.")}
     assert ours <= allowed, f"{package} loads {sorted(ours - allowed)}"

@@ -6,22 +6,17 @@ import argparse
 import csv
 import json
 import sys
-from dataclasses import fields
+from dataclasses import Field, fields
 from pathlib import Path
 
 from elman import __version__
 from elman.errors import UsageError
 from elman.models.classifier import ClassifierConfig
 from elman.models.language_model import LanguageModelConfig
+from elman.options import positive_int
 from elman.serve.limits import Limits
-from elman.training.classify import CLASS_WEIGHTINGS, TrainConfig
-from elman.training.language import (
-    LINES_WEIGHT_DECAY,
-    LONG_RUN_MODEL,
-    LONG_RUN_SECONDS,
-    TEXT_WEIGHT_DECAY,
-    LanguageTrainConfig,
-)
+from elman.training.classify import TrainConfig
+from elman.training.language import LONG_RUN_SECONDS, PRESETS, LanguageTrainConfig
 from elman.training.resume import check_new_run_dir, saved_settings
 
 
@@ -56,33 +51,69 @@ def _options(args: argparse.Namespace, saved: dict[str, dict], model_config: typ
     return merged[0], merged[1]
 
 
-TASK_ONLY_OPTIONS = {
-    "classify": ("label_column", "label_smoothing", "class_weighting", "bag_class_weighting", "select_by", "members",
-                 "bag_ngrams", "lm_loss_weight", "no_refit"),
-    "lm": ("val_data", "val_fraction", "calibration_fraction", "lines", "condition_column", "chunk_length",
-           "eval_interval", "device"),
-}
+TASK_CONFIGS = {"classify": (ClassifierConfig, TrainConfig), "lm": (LanguageModelConfig, LanguageTrainConfig)}
+DATA_OPTIONS = {"classify": ("label_column",), "lm": ("val_data", "lines", "condition_column")}  # one task's only
+PRESET_NAMES = {"text": "a text", "long text": f"a text under --time-budget >= {LONG_RUN_SECONDS:g}",
+                "lines": "lines"}
 
 
-def _defaults(name: str, long_run: bool = False) -> str:
-    """"(default: classify X, lm Y)", read from the configs, so that the help cannot drift from them;
-    ``long_run`` adds the language model's value under a long time budget (``LONG_RUN_MODEL``)."""
-    def default(config: type) -> object:
-        return next(f.default for f in fields(config) if f.name == name)
+def _settings() -> dict[str, dict[str, Field]]:
+    """The config fields that are options (``elman.options.option``): name -> {task: its field}."""
+    settings: dict[str, dict[str, Field]] = {}
+    for task, configs in TASK_CONFIGS.items():
+        for config in configs:
+            for f in fields(config):
+                if "help" in f.metadata:
+                    settings.setdefault(f.name, {})[task] = f
+    return settings
 
-    model_option = name in {f.name for f in fields(ClassifierConfig)}
-    classify_config, lm_config = (ClassifierConfig, LanguageModelConfig) if model_option else (TrainConfig,
-                                                                                              LanguageTrainConfig)
-    note = f"; {LONG_RUN_MODEL[name]} on a long text with --time-budget >= {LONG_RUN_SECONDS:.0f}" if long_run else ""
-    return f"(default: classify {default(classify_config)}, lm {default(lm_config)}{note})"
+
+def _shown(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else "none" if value is None else str(value)
+
+
+def _default(task: str, setting: Field) -> str:
+    """A task's default of a setting as ``--help`` says it: the field's, or a language model's presets'."""
+    presets = {name: values[setting.name] for name, values in PRESETS.items() if setting.name in values}
+    if task != "lm" or not presets:
+        return _shown(setting.default)
+    if len(presets) == len(PRESETS) and len(set(presets.values())) == 1:
+        return _shown(next(iter(presets.values())))
+    said = ", ".join(f"{_shown(value)} on {PRESET_NAMES[name]}" for name, value in presets.items())
+    return said if len(presets) == len(PRESETS) else f"{said}, else {_shown(setting.default)}"
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    """A flag for every setting of either task's configs, its help and each task's default read from them."""
+    for name, by_task in _settings().items():
+        helps = {task: setting.metadata["help"] for task, setting in by_task.items()}
+        said = "; ".join(f"{task}: {text}" for task, text in helps.items()) if len(set(helps.values())) > 1 \
+            else f"{next(iter(by_task))}: {helps[next(iter(by_task))]}" if len(by_task) < len(TASK_CONFIGS) \
+            else next(iter(helps.values()))
+        defaults = {task: _default(task, setting) for task, setting in by_task.items()}
+        defaults = next(iter(defaults.values())) if len(set(defaults.values())) == 1 \
+            else ", ".join(f"{task} {default}" for task, default in defaults.items())
+        extra = {key: value for key, value in next(iter(by_task.values())).metadata.items() if key != "help"}
+        setting = next(iter(by_task.values()))
+        if setting.default is True:  # a setting that is on unless turned off
+            parser.add_argument(_flag(name, setting), dest=name, action="store_const", const=False, help=said)
+        else:
+            parser.add_argument(_flag(name), dest=name, help=f"{said} (default: {defaults})", **extra)
+
+
+def _flag(name: str, setting: Field | None = None) -> str:
+    return ("--no-" if setting is not None and setting.default is True else "--") + name.replace("_", "-")
 
 
 def _refuse_options_of_other_tasks(args: argparse.Namespace) -> None:
-    for task, names in TASK_ONLY_OPTIONS.items():
-        given = [name for name in names if task != args.task and getattr(args, name, None) not in (None, False)]
+    for task in TASK_CONFIGS:
+        if task == args.task:
+            continue
+        given = [_flag(name) for name in DATA_OPTIONS[task] if getattr(args, name, None) not in (None, False)]
+        given += [_flag(name, by_task[task]) for name, by_task in _settings().items()
+                  if list(by_task) == [task] and getattr(args, name) is not None]
         if given:
-            flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise UsageError(f"{flags} applies to --task {task} only, not --task {args.task}")
+            raise UsageError(f"{', '.join(given)} applies to --task {task} only, not --task {args.task}")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -112,8 +143,6 @@ def _train_classifier(args: argparse.Namespace, saved: dict[str, dict]) -> int:
 
     data = _read(args)
     model_options, training = _options(args, saved, ClassifierConfig, TrainConfig, ("vocab_size", "num_classes"))
-    if args.no_refit:
-        training["refit"] = False
     metrics = train_classifier(data, args.out, model_options, TrainConfig(**training), progress=not args.json,
                                resume=args.resume is not None)
     if args.json:
@@ -372,40 +401,6 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def _orders(text: str) -> tuple[int, ...]:
-    if text.strip().lower() == "none":
-        return ()
-    try:
-        orders = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be comma-separated n-gram orders like 1,2,3,4 or none, got {text!r}") from None
-    if any(order < 1 for order in orders):
-        raise argparse.ArgumentTypeError(f"n-gram orders must be positive, got {text!r}")
-    return orders
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elman", description="Fast, trustworthy Elman recurrent networks.")
     parser.add_argument("--version", action="version", version=f"elman {__version__}")
@@ -423,80 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "the run's own (give --task and --data again)")
     train.add_argument("--overwrite", action="store_true",
                        help="train afresh into an --out that holds a run, replacing its model and training states")
-    train.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, metavar="STEPS",
-                       help="steps between training states for --resume (default 200; 0: none)")
     _add_columns(train)
     train.add_argument("--condition-column", dest="condition_column",
                        help="lm on CSV lines: steer the model by this column (e.g. nationality)")
     train.add_argument("--lines", action="store_true", help="lm: each line of the text file is one sequence")
     train.add_argument("--val-data", dest="val_data", type=Path,
                        help="lm: validation text (default: the end of --data)")
-    train.add_argument("--val-fraction", dest="val_fraction", type=float, help="lm: held out for validation (0.1)")
-    train.add_argument("--calibration-fraction", dest="calibration_fraction", type=float,
-                       help="lm: of the training data, held out to fit the output's temperature (0.02; 0: none)")
-    train.add_argument("--epochs", type=_positive_int,
-                       help="most passes over the training data; a time budget or early stopping usually ends the "
-                       f"run first {_defaults('epochs')}")
-    train.add_argument("--time-budget", dest="time_budget", type=_positive_float, metavar="SECONDS",
-                       help="stop cleanly after this many seconds, keeping the best checkpoint (lm on a long "
-                       "text: 300 or more makes the default network 3 layers of 640 units)")
-    train.add_argument("--batch-size", dest="batch_size", type=_positive_int,
-                       help=f"texts per step; lm on a long text: parallel streams {_defaults('batch_size')}")
-    train.add_argument("--chunk-length", dest="chunk_length", type=_positive_int,
-                       help="lm on a long text: truncated-BPTT steps per chunk")
-    train.add_argument("--eval-interval", dest="eval_interval", type=_positive_int,
-                       help="lm: steps between validations (default: every epoch)")
-    train.add_argument("--learning-rate", dest="learning_rate", type=_positive_float,
-                       help=f"AdamW's peak rate, after the warm-up {_defaults('learning_rate')}")
-    train.add_argument("--weight-decay", dest="weight_decay", type=_non_negative_float,
-                       help=f"AdamW's decoupled decay (default: classify {TrainConfig.weight_decay}, lm "
-                       f"{TEXT_WEIGHT_DECAY} on a long text, {LINES_WEIGHT_DECAY} for lines)")
-    train.add_argument("--label-smoothing", dest="label_smoothing", type=float,
-                       help=f"classify: of the cross-entropy's target (default {TrainConfig.label_smoothing})")
-    train.add_argument("--class-weighting", dest="class_weighting", choices=CLASS_WEIGHTINGS,
-                       help="classify: loss weight per class of the Elman RNN members (default none)")
-    train.add_argument("--bag-class-weighting", dest="bag_class_weighting", choices=CLASS_WEIGHTINGS,
-                       help="classify: loss weight per class of the n-gram member's fit (default sqrt)")
-    train.add_argument("--select-by", dest="select_by", choices=["macro_f1", "loss"],
-                       help=f"classify: the validation score that picks the best epoch (default "
-                       f"{TrainConfig.select_by})")
-    train.add_argument("--patience", type=_positive_int,
-                       help=f"validations without improvement before stopping {_defaults('patience')}")
-    train.add_argument("--max-length", dest="max_length", type=_positive_int,
-                       help=f"characters kept per text or line {_defaults('max_length')}")
-    train.add_argument("--seed", type=int,
-                       help=f"weights, dropout, batch order and random splits {_defaults('seed')}")
-    train.add_argument("--threads", type=_positive_int, help="CPU threads (default: torch's)")
-    train.add_argument("--precision", choices=["auto", "bf16", "fp32"],
-                       help="bf16: bfloat16 GEMMs, float32 weights and states; auto: bf16 where the CPU is fast at it "
-                       "(default: auto for lm, fp32 for classify)")
-    train.add_argument("--device", help="lm: where the model trains: cpu (default), cuda or cuda:N (a GPU: the "
-                       "recurrence then runs in cuDNN, in float32)")
-    train.add_argument("--embedding-dim", dest="embedding_dim", type=_positive_int,
-                       help=f"size of the character embeddings {_defaults('embedding_dim')}")
-    train.add_argument("--hidden-size", dest="hidden_size", type=_positive_int,
-                       help=f"units per layer {_defaults('hidden_size', long_run=True)}")
-    train.add_argument("--num-layers", dest="num_layers", type=_positive_int,
-                       help=f"stacked Elman layers {_defaults('num_layers', long_run=True)}")
-    train.add_argument("--nonlinearity", choices=["tanh", "relu", "sigmoid"],
-                       help=f"the recurrence's units {_defaults('nonlinearity')}")
-    train.add_argument("--dropout", type=float,
-                       help="default: classify 0.2; lm 0.1 on a text (0.05 with --time-budget >= 300), 0.3 for lines")
-    train.add_argument("--embedding-dropout", dest="embedding_dropout", type=float,
-                       help="dropout on the character embeddings (default: classify as --dropout; lm 0.1)")
-    train.add_argument("--weight-dropout", dest="weight_dropout", type=float,
-                       help="DropConnect on the recurrent weights W_hh in training (default: classify 0.3, lm 0)")
-    train.add_argument("--members", type=_positive_int,
-                       help="classify: Elman RNNs trained side by side, their probabilities pooled (default 1)")
-    train.add_argument("--bag-ngrams", dest="bag_ngrams", type=_orders,
-                       help="classify: n-gram orders of the linear bag-of-n-grams member, e.g. 1,2,3,4 (the default), "
-                       "or none")
-    train.add_argument("--lm-loss-weight", dest="lm_loss_weight", type=float,
-                       help="classify: weight of the Elman RNN's auxiliary loss, predicting each character's "
-                       "neighbours from the bottom layer (default 0.3; 0 turns it off)")
-    train.add_argument("--no-refit", dest="no_refit", action="store_true",
-                       help="classify: keep the model selected on validation instead of training the final one "
-                       "afresh on train + val")
+    _add_settings(train)
     train.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     train.set_defaults(handler=_train)
 
@@ -516,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", type=Path, help="CSV file for the predictions (default: texts given as "
                          "arguments are printed; texts from --input or a pipe go to standard output as CSV)")
     predict.add_argument("--text-column", help="column of the texts in --input (default: surname or text)")
-    predict.add_argument("--top-k", dest="top_k", type=_positive_int, default=3,
+    predict.add_argument("--top-k", dest="top_k", type=positive_int, default=3,
                          help="labels shown per text, most probable first (default 3)")
     predict.add_argument("--json", action="store_true", help="print the predictions as JSON")
     predict.set_defaults(handler=_predict)
@@ -527,11 +455,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--length", type=int, help="characters to sample after the prime "
                           "(default 500; a line model stops at the end of its line)")
     generate.add_argument("--temperature", type=float, default=1.0, help="<1: safer, >1: wilder, 0: most likely")
-    generate.add_argument("--top-k", dest="top_k", type=_positive_int,
+    generate.add_argument("--top-k", dest="top_k", type=positive_int,
                           help="sample among the k most likely only (default: all)")
     generate.add_argument("--top-p", dest="top_p", type=float,
                           help="sample within this probability mass only, e.g. 0.95 (default: all)")
-    generate.add_argument("--num-samples", dest="num_samples", type=_positive_int, default=1,
+    generate.add_argument("--num-samples", dest="num_samples", type=positive_int, default=1,
                           help="samples to draw (default 1)")
     generate.add_argument("--seed", type=int, help="the same seed gives the same samples")
     generate.add_argument("--condition", help="the label to steer a conditioned model by, e.g. a nationality")
@@ -554,12 +482,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="checkpoint directory, optionally named; repeat to serve several")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    serve.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
+    serve.add_argument("--threads", type=positive_int, help="torch threads (default: torch's choice)")
     for name, default in (("max_texts", "texts per predict request"), ("max_chars", "characters per text or prime"),
                           ("max_body_bytes", "bytes per request body"),
                           ("max_generate_length", "characters generated per sample"),
                           ("max_samples", "samples per generate request")):
-        serve.add_argument("--" + name.replace("_", "-"), dest=name, type=_positive_int,
+        serve.add_argument("--" + name.replace("_", "-"), dest=name, type=positive_int,
                            help=f"limit: {default} (default {getattr(Limits(), name)})")
     serve.set_defaults(handler=_serve)
 

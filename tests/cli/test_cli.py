@@ -57,3 +57,37 @@ def test_only_refusals_of_the_input_are_one_line_errors(monkeypatch, capsys, tmp
     monkeypatch.setattr(report, "run_experiments", bug)
     with pytest.raises(ValueError, match="an internal bug"):
         main(["demo", "--out", str(tmp_path)])
+
+
+def test_train_help_gives_every_settings_default_as_the_configs_hold_it(capsys):
+    """Each setting's default lives in its config dataclass (or a language model's PRESETS); --help is made
+    from them, so it says each one, for each task."""
+    from dataclasses import fields
+
+    from elman.cli import TASK_CONFIGS
+    from elman.training.language import PRESETS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    blocks, text = {}, capsys.readouterr().out
+    for line in text[text.index("\noptions:"):].splitlines():
+        if line.startswith("  -"):  # an option's first line; argparse wraps the rest of its help below it
+            flag = line.split()[0].rstrip(",")
+            blocks[flag] = ""
+        if blocks:
+            blocks[flag] += " " + " ".join(line.split())
+    flags = {}
+    for task, configs in TASK_CONFIGS.items():
+        for config in configs:
+            for f in fields(config):
+                if "help" not in f.metadata:
+                    continue
+                flag = ("--no-" if f.default is True else "--") + f.name.replace("_", "-")
+                flags[flag] = blocks[flag]
+                values = [v for p in PRESETS.values() for k, v in p.items() if k == f.name] if task == "lm" else []
+                for value in values or ([] if f.default is True else [f.default]):
+                    shown = ",".join(map(str, value)) if isinstance(value, tuple) else \
+                        "none" if value is None and not values else str(value)
+                    assert shown in flags[flag], (task, f.name, shown, flags[flag])
+    assert "(default: classify 40, lm 100)" in flags["--epochs"]
+    assert "0.8 on lines" in flags["--weight-decay"] and "(default: 64)" in flags["--batch-size"]

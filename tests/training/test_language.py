@@ -17,12 +17,8 @@ from elman.data.text import read_text
 from elman.inference import TextGenerator
 from elman.inference.generator import ConditionGuidance
 from elman.training.language import (
-    LINES_MODEL,
-    LINES_WEIGHT_DECAY,
-    LONG_RUN_MODEL,
     LONG_RUN_SECONDS,
-    TEXT_MODEL,
-    TEXT_WEIGHT_DECAY,
+    PRESETS,
     LanguageTrainConfig,
     epoch_batches,
     model_options_for,
@@ -183,6 +179,11 @@ def test_time_budget_ends_training_with_a_usable_checkpoint(story_txt, tmp_path)
                                    {"hidden_size": 32, "num_layers": 1}, config, progress=False)
     assert metrics["stopped_by"] == "time budget" and metrics["training_seconds"] < 10
     assert elman.load(tmp_path).generate("the", length=5, seed=0)[0].startswith("the")
+
+
+MODEL_PRESETS = {name: {k: v for k, v in values.items() if k != "weight_decay"} for name, values in PRESETS.items()}
+TEXT_MODEL, LONG_RUN_MODEL, LINES_MODEL = (MODEL_PRESETS[name] for name in ("text", "long text", "lines"))
+TEXT_WEIGHT_DECAY, LINES_WEIGHT_DECAY = PRESETS["text"]["weight_decay"], PRESETS["lines"]["weight_decay"]
 
 
 def test_defaults_follow_the_data_and_the_budget_and_given_options_win():

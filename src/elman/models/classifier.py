@@ -17,8 +17,9 @@ from torch import Tensor, nn
 
 from elman.data.batches import length_bucketed_batches, trim
 from elman.errors import UsageError
-from elman.layer import ElmanRNN
+from elman.layer import ACTIVATIONS, ElmanRNN
 from elman.layer.dropout import Dropout
+from elman.options import option, orders, positive_int
 
 POOLINGS = ("last", "max", "mean")
 
@@ -27,28 +28,32 @@ POOLINGS = ("last", "max", "mean")
 class ClassifierConfig:
     vocab_size: int
     num_classes: int
-    embedding_dim: int = 64
-    hidden_size: int = 128
-    num_layers: int = 2
+    embedding_dim: int = option(64, "size of the character embeddings", type=positive_int)
+    hidden_size: int = option(128, "units per layer", type=positive_int)
+    num_layers: int = option(2, "stacked Elman layers", type=positive_int)
     bidirectional: bool = True
-    nonlinearity: str = "relu"  # trains faster and better than tanh here (82.8% vs 77% val after 8 epochs)
-    dropout: float = 0.2  # between recurrent layers and in the head (and on embeddings, unless set below)
-    embedding_dropout: float | None = None  # None: the same as dropout
-    # DropConnect on the recurrent weights W_hh (ElmanRNN's weight_dropout) (docs/measurements.md, "Weight dropout")
-    weight_dropout: float = 0.3
+    # relu trains faster and better than tanh here (docs/measurements.md, "Units")
+    nonlinearity: str = option("relu", "the recurrence's units", choices=ACTIVATIONS)
+    dropout: float = option(0.2, "dropout between the layers (a classifier's: and in its head)", type=float)
+    embedding_dropout: float | None = option(None, "dropout on the character embeddings (None: as --dropout)",
+                                             type=float)
+    # (docs/measurements.md, "Weight dropout")
+    weight_dropout: float = option(0.3, "DropConnect on the recurrent weights W_hh in training", type=float)
     pooling: tuple[str, ...] = ("last", "max")  # any of POOLINGS, concatenated
     mlp_hidden: int = 256  # 0: a single linear layer
     ngrams: tuple[int, ...] = ()  # e.g. (2, 3): also embed the character n-grams ending at each step (hashed)
     ngram_buckets: int = 16384
-    # Weight of an auxiliary loss in training: the bottom layer's states predict the next character (forward
-    # direction) and the previous one (reverse direction), language modelling beside the classification
-    # (Rei, 2017); 0 turns it off (docs/measurements.md, "The auxiliary language-model loss")
-    lm_loss_weight: float = 0.3
-    members: int = 1  # Elman RNN networks, each with its own weights
-    # One more member, linear over the text's hashed character n-grams of these orders; () for none. Training
-    # fits it first, as a logistic regression (elman.training.ngram_fit) (docs/measurements.md, "The n-gram member")
-    bag_ngrams: tuple[int, ...] = (1, 2, 3, 4)
-    bag_buckets: int = 32768  # validation as with 65536 (0.823 / 0.536 vs 0.825 / 0.532, trained alone by AdamW)
+    # An auxiliary loss in training: the bottom layer's states predict the next character (forward direction)
+    # and the previous one (reverse direction), language modelling beside the classification (Rei, 2017)
+    # (docs/measurements.md, "The auxiliary language-model loss")
+    lm_loss_weight: float = option(0.3, "weight of the Elman RNNs' auxiliary loss, predicting each character's "
+                                   "neighbours from the bottom layer; 0 turns it off", type=float)
+    members: int = option(1, "Elman RNNs trained side by side, their probabilities pooled", type=positive_int)
+    # One more member, linear over the text's hashed character n-grams; training fits it first, as a logistic
+    # regression (elman.training.ngram_fit) (docs/measurements.md, "The n-gram member")
+    bag_ngrams: tuple[int, ...] = option((1, 2, 3, 4), "n-gram orders of the linear bag-of-n-grams member, "
+                                         "e.g. 1,2,3,4, or none", type=orders)
+    bag_buckets: int = 32768  # as good as 65536 (docs/measurements.md, "The n-gram member")
 
     def __post_init__(self):
         self.pooling = tuple(self.pooling)

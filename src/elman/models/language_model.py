@@ -15,20 +15,22 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from elman.data.batches import line_batches
-from elman.layer import ElmanRNN
+from elman.layer import ACTIVATIONS, ElmanRNN
 from elman.layer.dropout import Dropout
+from elman.options import option, positive_int
 
 
 @dataclass
 class LanguageModelConfig:
     vocab_size: int
-    embedding_dim: int = 64
-    hidden_size: int = 512
-    num_layers: int = 2
-    nonlinearity: str = "tanh"
-    dropout: float = 0.0  # between recurrent layers and before the output layer
-    embedding_dropout: float = 0.0  # on each element of the character embeddings, before the first layer
-    weight_dropout: float = 0.0  # DropConnect on the recurrent weights W_hh (ElmanRNN's weight_dropout)
+    embedding_dim: int = option(64, "size of the character embeddings", type=positive_int)
+    hidden_size: int = option(512, "units per layer", type=positive_int)
+    num_layers: int = option(2, "stacked Elman layers", type=positive_int)
+    nonlinearity: str = option("tanh", "the recurrence's units", choices=ACTIVATIONS)
+    # between recurrent layers and before the output layer
+    dropout: float = option(0.0, "dropout between the layers (a classifier's: and in its head)", type=float)
+    embedding_dropout: float = option(0.0, "dropout on the character embeddings", type=float)
+    weight_dropout: float = option(0.0, "DropConnect on the recurrent weights W_hh in training", type=float)
     num_conditions: int = 0  # labels a conditioned model can be steered by; 0: unconditioned
 
 

@@ -23,6 +23,7 @@ from elman.errors import UsageError, refused_as_usage
 from elman.files import atomic_write_text
 from elman.metrics import classification_metrics
 from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits, ensemble
+from elman.options import common, option
 from elman.threads import set_training_threads
 from elman.training.loop import Phase, Progress, Run, Tally, open_run
 from elman.training.ngram_fit import L2_PATH, fit_ngram_bag, freeze
@@ -39,32 +40,31 @@ FIT_SHARE = 0.25  # of a time budget, the most the n-gram member's fit may take 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 40
-    batch_size: int = 64
-    learning_rate: float = 2e-3
-    weight_decay: float = 0.05
+    epochs: int = common("epochs", 40)
+    batch_size: int = common("batch_size", 64)
+    learning_rate: float = common("learning_rate", 2e-3)
+    weight_decay: float = common("weight_decay", 0.05)
     warmup_fraction: float = 0.05  # of all steps, linear warm-up before the cosine decay
     clip_norm: float = 1.0
-    label_smoothing: float = 0.0
-    # Loss weight per class, of the recurrent members' steps and of the n-gram member's fit: "none" (1),
-    # "sqrt" (1/sqrt(frequency)) or "balanced" (1/frequency), normalised to a mean of 1 per row. Unweighted
-    # RNNs beside a sqrt-weighted n-gram member: accuracy, with the small classes' recall
+    label_smoothing: float = option(0.0, "of the cross-entropy's target", type=float)
+    # Unweighted RNNs beside a sqrt-weighted n-gram member: accuracy, with the small classes' recall
     # (docs/measurements.md, "Class weighting")
-    class_weighting: str = "none"
-    bag_class_weighting: str = "sqrt"
-    # Validation metric for early stopping and the kept checkpoint: "loss" or "macro_f1". The loss: macro-F1's
-    # maximum on a few thousand rows picks noise (docs/measurements.md, "Selection by loss")
-    select_by: str = "loss"
-    patience: int = 12  # epochs without improvement before stopping (docs/measurements.md, "Selection by loss")
-    time_budget: float | None = None  # seconds; the schedule then runs on time, and training stops at the budget
-    max_length: int = 32  # characters kept per text (longer texts are cut)
-    seed: int = 0  # weights, dropout, batch order (and the split, for files without one)
-    threads: int | None = None  # torch threads; None keeps torch's default
-    precision: str = "fp32"  # or "bf16" / "auto": bfloat16 GEMMs with float32 weights and states
-    checkpoint_every: int = 200  # steps between training states for --resume (0: none)
-    # After selection, train the final model afresh on train + val with what selection chose (epochs, the
-    # n-gram member's penalty, the pool weights): a fifth more rows to learn from (docs/measurements.md, "The refit")
-    refit: bool = True
+    class_weighting: str = option("none", "loss weight per class of the Elman RNN members: none, sqrt "
+                                  "(1/sqrt(frequency)) or balanced (1/frequency)", choices=CLASS_WEIGHTINGS)
+    bag_class_weighting: str = option("sqrt", "loss weight per class of the n-gram member's fit",
+                                      choices=CLASS_WEIGHTINGS)
+    # the loss: macro-F1's maximum on a few thousand rows picks noise (docs/measurements.md, "Selection by loss")
+    select_by: str = option("loss", "the validation score that picks the best epoch", choices=("macro_f1", "loss"))
+    patience: int = common("patience", 12)  # (docs/measurements.md, "Selection by loss")
+    time_budget: float | None = common("time_budget", None)  # the schedule then runs on time
+    max_length: int = common("max_length", 32)
+    seed: int = common("seed", 0)
+    threads: int | None = common("threads", None)
+    precision: str = common("precision", "fp32")
+    checkpoint_every: int = common("checkpoint_every", 200)
+    # a fifth more rows to learn from (docs/measurements.md, "The refit")
+    refit: bool = option(True, "keep the model selected on validation instead of training the final one afresh "
+                         "on train + val")
 
 
 def curves_caption(metrics: dict) -> str:
@@ -75,8 +75,6 @@ def curves_caption(metrics: dict) -> str:
     refit = metrics["refit"]
     return (f"{shown}; the saved model was then trained afresh on train + val for {refit['epochs']:g} epochs "
             "(no validation curve: val is in its training data)")
-
-
 
 
 def class_weights(targets: torch.Tensor, num_classes: int, scheme: str) -> torch.Tensor | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from elman.errors import UsageError, refused_as_usage
 from elman.files import atomic_write_text
 from elman.metrics import loss_report
 from elman.models.language_model import LanguageModel, LanguageModelConfig, line_loss, stream_loss
+from elman.options import common, option, positive_int
 from elman.threads import set_training_threads
 from elman.training.calibration import calibrate
 from elman.training.loop import Phase, Progress, Run, Tally, open_run
@@ -38,61 +39,59 @@ from elman.training.schedule import warmup_stable_decay
 # the estimate during training: fuller GEMMs, the same figure (docs/measurements.md, "The validation estimate")
 VALIDATION_SEGMENTS, VALIDATION_BURN_IN = 128, 128
 
-# a long text overfits without dropout; a long budget affords a deeper network
-# (docs/measurements.md, "Dropout and network size")
-TEXT_MODEL = {"dropout": 0.1, "embedding_dropout": 0.1}
-LONG_RUN_SECONDS = 300.0
-LONG_RUN_MODEL = {"hidden_size": 640, "num_layers": 3, "dropout": 0.05, "embedding_dropout": 0.1}
-# names overfit within a minute (docs/measurements.md, "Language model of lines")
-LINES_MODEL = {"dropout": 0.3, "embedding_dropout": 0.1}
-# AdamW's decay on the weight matrices, output's spared (docs/measurements.md, "Weight decay")
-TEXT_WEIGHT_DECAY = 0.4
-# names need more decay once steps are fast (docs/measurements.md, "Language model of lines")
-LINES_WEIGHT_DECAY = 0.8
+# The defaults of a kind of data, over the config dataclasses' own (docs/measurements.md): a long text
+# overfits without dropout ("Dropout and network size"), a long budget affords a deeper network, names
+# overfit within a minute and need more weight decay ("Language model of lines").
+PRESETS = {
+    "text": {"dropout": 0.1, "embedding_dropout": 0.1, "weight_decay": 0.4},
+    "long text": {"hidden_size": 640, "num_layers": 3, "dropout": 0.05, "embedding_dropout": 0.1, "weight_decay": 0.4},
+    "lines": {"dropout": 0.3, "embedding_dropout": 0.1, "weight_decay": 0.8},
+}
+LONG_RUN_SECONDS = 300.0  # a long text trained with at least this time budget is a "long text"
+
+
+def preset_for(kind: str, time_budget: float | None) -> str:
+    """The preset of a run on ``kind`` ("text" or "lines") data under ``time_budget``."""
+    if kind == "lines":
+        return "lines"
+    return "long text" if time_budget is not None and time_budget >= LONG_RUN_SECONDS else "text"
 
 
 def model_options_for(kind: str, time_budget: float | None, given: dict | None) -> dict:
-    """The model options a run uses: those ``given``, and where none are given, ``LINES_MODEL``'s for
-    lines (``kind`` "lines"); for a long text (``kind`` "text"), ``LONG_RUN_MODEL``'s under a time budget of
-    at least ``LONG_RUN_SECONDS``, else ``TEXT_MODEL``'s."""
-    long_run = kind == "text" and time_budget is not None and time_budget >= LONG_RUN_SECONDS
-    defaults = LINES_MODEL if kind == "lines" else LONG_RUN_MODEL if long_run else TEXT_MODEL
-    return {**defaults, **(given or {})}
+    """The model options a run uses: its preset's, and over them those ``given``."""
+    model_fields = {f.name for f in fields(LanguageModelConfig)}
+    preset = PRESETS[preset_for(kind, time_budget)]
+    return {**{k: v for k, v in preset.items() if k in model_fields}, **(given or {})}
 
 
 @dataclass
 class LanguageTrainConfig:
-    epochs: int = 100  # upper bound; a time budget or early stopping usually ends the run first
-    batch_size: int = 64  # parallel streams of a long text, or lines per batch
-    chunk_length: int = 64  # truncated-BPTT steps per chunk of a long text (64 beat 128 at a fixed time)
-    learning_rate: float = 2e-3
-    weight_decay: float | None = None  # None: TEXT_WEIGHT_DECAY or LINES_WEIGHT_DECAY, by the kind of data
+    epochs: int = common("epochs", 100)
+    batch_size: int = common("batch_size", 64)
+    # 64 beat 128 at a fixed time
+    chunk_length: int = option(64, "truncated-BPTT steps per chunk of a long text", type=positive_int)
+    learning_rate: float = common("learning_rate", 2e-3)
+    weight_decay: float | None = common("weight_decay", None)  # None: the preset's (PRESETS)
     warmup_fraction: float = 0.02
     # the rate holds at its peak after the warm-up, then falls to 0 over this last part of the run; a
     # cosine over the whole run overfits sooner (docs/measurements.md, "Learning-rate plateau")
     decay_fraction: float = 0.45
     clip_norm: float = 1.0
-    time_budget: float | None = None  # seconds; the schedule then runs on time and ends at the budget
-    eval_interval: int | None = None  # steps between validations; None: after every epoch
-    patience: int = 20  # validations without improvement before stopping (the best model is kept anyway)
-    val_fraction: float = 0.1  # held out when no validation data is given: a long text's end, or random lines
-    calibration_fraction: float = 0.02  # of the training data, held out to fit the output's temperature (0: none)
-    max_length: int = 64  # characters kept per line
-    seed: int = 0
-    threads: int | None = None
-    precision: str = "auto"  # "bf16": bfloat16 GEMMs, float32 states and weights; "auto": bf16 where fast
-    device: str = "cpu"  # or "cuda", "cuda:N": the model and its steps go there, the data stays on the CPU
-    checkpoint_every: int = 200  # steps between training states for --resume (0: none)
-
-
-
-
-
-
-
-
-
-
+    time_budget: float | None = common("time_budget", None)  # the schedule then runs on time
+    eval_interval: int | None = option(None, "steps between validations (None: after every epoch)",
+                                       type=positive_int)
+    patience: int = common("patience", 20)
+    val_fraction: float = option(0.1, "held out for validation when no validation data is given: a long text's end, "
+                                 "or random lines", type=float)
+    calibration_fraction: float = option(0.02, "of the training data, held out to fit the output's temperature "
+                                         "(0: none)", type=float)
+    max_length: int = common("max_length", 64)
+    seed: int = common("seed", 0)
+    threads: int | None = common("threads", None)
+    precision: str = common("precision", "auto")
+    # the data stay on the CPU; on a GPU the recurrence runs in cuDNN, in float32
+    device: str = option("cpu", "where the model trains: cpu, cuda or cuda:N")
+    checkpoint_every: int = common("checkpoint_every", 200)
 
 
 def read_language_data(path: str | Path, config: LanguageTrainConfig, val_path: str | Path | None = None,
@@ -209,7 +208,7 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
     if not 0 < config.decay_fraction <= 1:
         raise UsageError(f"decay_fraction must be above 0 and at most 1, got {config.decay_fraction}")
     if config.weight_decay is None:
-        config = replace(config, weight_decay=LINES_WEIGHT_DECAY if data.kind == "lines" else TEXT_WEIGHT_DECAY)
+        config = replace(config, weight_decay=PRESETS[preset_for(data.kind, config.time_budget)]["weight_decay"])
     threads_note = set_training_threads(config.threads)
     processes = join_processes()
     device = training_device(config.device, processes)
