@@ -139,7 +139,7 @@ def test_compiled_loops_equal_python_loops(dtype, activation):
     torch.manual_seed(0)
     mixed = dtype == "mixed"
     dtype = torch.float32 if mixed else dtype
-    steps_active = [5, 5, 4, 2, 1]
+    batch_sizes = [5, 5, 4, 2, 1]
     pre = torch.randn(5, 5, 6, dtype=dtype)
     h0 = torch.randn(5, 6, dtype=dtype)
     w_hh = torch.randn(6, 6, dtype=dtype) * 0.5
@@ -148,26 +148,26 @@ def test_compiled_loops_equal_python_loops(dtype, activation):
     forward, backward = ((fused.compiled_loops.forward_loop_bf16, fused.compiled_loops.backward_loop_bf16) if mixed
                          else (fused.compiled_loops.forward_loop, fused.compiled_loops.backward_loop))
     out_py, out_c = pre.clone(), pre.clone()
-    fused.forward_loop(out_py, h0, w_hh, steps_active, activation)
-    forward(out_c, h0, w_hh, steps_active, fused.ACTIVATIONS.index(activation))
+    fused.forward_loop(out_py, h0, w_hh, batch_sizes, activation)
+    forward(out_c, h0, w_hh, batch_sizes, fused.ACTIVATIONS.index(activation))
     torch.testing.assert_close(out_c, out_py)
 
     slope = fused.activation_slope(out_py, activation)  # the compiled loop computes it from the states
     dz_py = torch.randn_like(pre)
     dz_c = dz_py.clone()
-    fused.backward_loop(dz_py, slope, w_hh, steps_active)
-    backward(dz_c, out_py, w_hh, steps_active, fused.ACTIVATIONS.index(activation))
+    fused.backward_loop(dz_py, slope, w_hh, batch_sizes)
+    backward(dz_c, out_py, w_hh, batch_sizes, fused.ACTIVATIONS.index(activation))
     torch.testing.assert_close(dz_c, dz_py)
 
 
 @pytest.mark.skipif(fused.compiled_loops is None, reason="compiled loop not built")
-@pytest.mark.parametrize("steps_active", [[5, 6], [5, -1], [5]])
-def test_compiled_loops_refuse_row_counts_outside_the_batch(steps_active):
+@pytest.mark.parametrize("batch_sizes", [[5, 6], [5, -1], [5]])
+def test_compiled_loops_refuse_row_counts_outside_the_batch(batch_sizes):
     out, h0, w_hh = torch.zeros(2, 5, 3), torch.zeros(5, 3), torch.zeros(3, 3)
-    with pytest.raises(RuntimeError, match="steps_active"):
-        fused.compiled_loops.forward_loop(out, h0, w_hh, steps_active, 0)
-    with pytest.raises(RuntimeError, match="steps_active"):
-        fused.compiled_loops.backward_loop(out, out.clone(), w_hh, steps_active, 0)
+    with pytest.raises(RuntimeError, match="batch_sizes"):
+        fused.compiled_loops.forward_loop(out, h0, w_hh, batch_sizes, 0)
+    with pytest.raises(RuntimeError, match="batch_sizes"):
+        fused.compiled_loops.backward_loop(out, out.clone(), w_hh, batch_sizes, 0)
 
 
 def test_python_loop_used_without_compiled_module(monkeypatch):
@@ -314,18 +314,18 @@ def test_mixed_precision_loops_stay_close_to_float32(monkeypatch, compiled, acti
     if not compiled:
         monkeypatch.setattr(fused, "compiled_loops", None)
     torch.manual_seed(0)
-    steps_active = [7, 7, 6, 3, 1]
+    batch_sizes = [7, 7, 6, 3, 1]
     pre, h0 = torch.randn(5, 7, 32), torch.randn(7, 32)
     w_hh = torch.randn(32, 32) / 32**0.5
     exact, mixed = pre.clone(), pre.clone()
-    fused.run_loop("forward", exact, h0, w_hh, steps_active, activation, mixed=False)
-    fused.run_loop("forward", mixed, h0, w_hh, steps_active, activation, mixed=True)
+    fused.run_loop("forward", exact, h0, w_hh, batch_sizes, activation, mixed=False)
+    fused.run_loop("forward", mixed, h0, w_hh, batch_sizes, activation, mixed=True)
     torch.testing.assert_close(mixed, exact, atol=3e-2, rtol=0)
     assert not torch.equal(mixed, exact)  # bfloat16 products really were used
     dz = torch.randn_like(pre)
     exact_dz, mixed_dz = dz.clone(), dz.clone()
-    fused.run_loop("backward", exact_dz, exact, w_hh, steps_active, activation, mixed=False)
-    fused.run_loop("backward", mixed_dz, exact, w_hh, steps_active, activation, mixed=True)
+    fused.run_loop("backward", exact_dz, exact, w_hh, batch_sizes, activation, mixed=False)
+    fused.run_loop("backward", mixed_dz, exact, w_hh, batch_sizes, activation, mixed=True)
     torch.testing.assert_close(mixed_dz, exact_dz, atol=3e-2, rtol=0)
 
 

@@ -165,37 +165,13 @@ void check(const at::Tensor& t, const char* name, const at::Tensor& like) {
   TORCH_CHECK(t.numel() < INT_MAX, name, " is too large for 32-bit BLAS");
 }
 
-// steps_active must hold T counts of rows in [0, B]: the loops below index by them.
-void check_steps(const std::vector<int64_t>& steps_active, const at::Tensor& t) {
-  TORCH_CHECK(t.dim() == 3 && static_cast<int64_t>(steps_active.size()) == t.size(0),
-              "steps_active must hold one count per time step");
-  for (const int64_t rows : steps_active) {
-    TORCH_CHECK(rows >= 0 && rows <= t.size(1), "steps_active counts must lie in [0, batch]");
+// batch_sizes must hold T counts of rows in [0, B]: the loops below index by them.
+void check_batch_sizes(const std::vector<int64_t>& batch_sizes, const at::Tensor& t) {
+  TORCH_CHECK(t.dim() == 3 && static_cast<int64_t>(batch_sizes.size()) == t.size(0),
+              "batch_sizes must hold one count per time step");
+  for (const int64_t rows : batch_sizes) {
+    TORCH_CHECK(rows >= 0 && rows <= t.size(1), "batch_sizes counts must lie in [0, batch]");
   }
-}
-
-// out: (T, B, H), holding x_t W_ih^T + b on entry and h_t on return (rows past a sequence's end are not
-// touched). h0: (B, H). w_hh: (H, H). steps_active[t]: how many leading rows are still running at step t.
-void forward_loop(at::Tensor out, const at::Tensor& h0, const at::Tensor& w_hh,
-                  const std::vector<int64_t>& steps_active, int64_t activation) {
-  check(out, "out", out);
-  check(h0, "h0", out);
-  check_steps(steps_active, out);
-  const at::Tensor w = w_hh.contiguous();
-  check(w, "w_hh", out);
-  const int H = static_cast<int>(out.size(2));
-  const int64_t stride = out.size(1) * H;
-  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "elman_forward_loop", [&] {
-    scalar_t* base = out.data_ptr<scalar_t>();
-    const scalar_t* previous = h0.data_ptr<scalar_t>();
-    for (size_t t = 0; t < steps_active.size(); ++t) {
-      const int rows = static_cast<int>(steps_active[t]);
-      scalar_t* step = base + static_cast<int64_t>(t) * stride;
-      gemm_accumulate(true, rows, H, w.data_ptr<scalar_t>(), previous, step);
-      activate_(step, rows * H, activation, [](scalar_t* v, int64_t m) { tanh_inplace(v, m); });
-      previous = step;
-    }
-  });
 }
 
 // g[i] *= act'(z) for n values, with act'(z) written in terms of h = act(z): 1 - h^2 (tanh), h (1 - h)
@@ -217,26 +193,74 @@ void multiply_by_slope(scalar_t* g, const scalar_t* h, int64_t n, int64_t activa
   }
 }
 
+// The recurrent product of a float32 or float64 loop, c += a W_hh^T (forward) or c += a W_hh (backward), by
+// BLAS, and MKL's tanh. The mixed-precision loops use MixedProduct and tanh_approximate instead.
+template <typename scalar_t>
+struct ExactProduct {
+  const scalar_t* w;
+  int H;
+  bool transpose;
+  void accumulate(const scalar_t* a, int rows, scalar_t* c) { gemm_accumulate(transpose, rows, H, w, a, c); }
+};
+
+// The two loops, for any product: T steps over states (T, B, H) in place, the leading batch_sizes[t] rows
+// at step t. Forward: states hold x_t W_ih^T + b on entry and h_t on return; previous is h0 (B, H).
+template <typename scalar_t, typename Product, typename Tanh>
+void run_forward(scalar_t* states, const scalar_t* previous, Product& recurrent,
+                 const std::vector<int64_t>& batch_sizes, int H, int64_t stride, int64_t activation, Tanh tanh) {
+  for (size_t t = 0; t < batch_sizes.size(); ++t) {
+    const int rows = static_cast<int>(batch_sizes[t]);
+    scalar_t* step = states + static_cast<int64_t>(t) * stride;
+    recurrent.accumulate(previous, rows, step);
+    activate_(step, rows * H, activation, tanh);
+    previous = step;
+  }
+}
+
+// Backward: dz holds dL/dh_t from the outputs on entry and dL/dz_t (pre-activation) on return; out holds
+// the forward pass's h_t.
+template <typename scalar_t, typename Product>
+void run_backward(scalar_t* dz, const scalar_t* out, Product& recurrent, const std::vector<int64_t>& batch_sizes,
+                  int H, int64_t stride, int64_t activation) {
+  for (int64_t t = static_cast<int64_t>(batch_sizes.size()) - 1; t >= 0; --t) {
+    const int rows = static_cast<int>(batch_sizes[t]);
+    scalar_t* step = dz + t * stride;
+    multiply_by_slope(step, out + t * stride, static_cast<int64_t>(rows) * H, activation);
+    if (t > 0) recurrent.accumulate(step, rows, step - stride);
+  }
+}
+
+// out: (T, B, H), holding x_t W_ih^T + b on entry and h_t on return (rows past a sequence's end are not
+// touched). h0: (B, H). w_hh: (H, H). batch_sizes[t]: how many leading rows are still running at step t.
+void forward_loop(at::Tensor out, const at::Tensor& h0, const at::Tensor& w_hh,
+                  const std::vector<int64_t>& batch_sizes, int64_t activation) {
+  check(out, "out", out);
+  check(h0, "h0", out);
+  check_batch_sizes(batch_sizes, out);
+  const at::Tensor w = w_hh.contiguous();
+  check(w, "w_hh", out);
+  const int H = static_cast<int>(out.size(2));
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "elman_forward_loop", [&] {
+    ExactProduct<scalar_t> recurrent{w.data_ptr<scalar_t>(), H, true};
+    run_forward(out.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), recurrent, batch_sizes, H, out.size(1) * H,
+                activation, [](scalar_t* v, int64_t m) { tanh_inplace(v, m); });
+  });
+}
+
 // dz: (T, B, H), holding dL/dh_t from the outputs on entry and dL/dz_t (pre-activation) on return.
 // out: (T, B, H), the h_t of the forward pass.
 void backward_loop(at::Tensor dz, const at::Tensor& out, const at::Tensor& w_hh,
-                   const std::vector<int64_t>& steps_active, int64_t activation) {
+                   const std::vector<int64_t>& batch_sizes, int64_t activation) {
   check(dz, "dz", dz);
   check(out, "out", dz);
-  check_steps(steps_active, dz);
+  check_batch_sizes(batch_sizes, dz);
   const at::Tensor w = w_hh.contiguous();
   check(w, "w_hh", dz);
   const int H = static_cast<int>(dz.size(2));
-  const int64_t stride = dz.size(1) * H;
   AT_DISPATCH_FLOATING_TYPES(dz.scalar_type(), "elman_backward_loop", [&] {
-    scalar_t* base = dz.data_ptr<scalar_t>();
-    const scalar_t* states = out.data_ptr<scalar_t>();
-    for (int64_t t = static_cast<int64_t>(steps_active.size()) - 1; t >= 0; --t) {
-      const int rows = static_cast<int>(steps_active[t]);
-      scalar_t* step = base + t * stride;
-      multiply_by_slope(step, states + t * stride, static_cast<int64_t>(rows) * H, activation);
-      if (t > 0) gemm_accumulate(false, rows, H, w.data_ptr<scalar_t>(), step, step - stride);
-    }
+    ExactProduct<scalar_t> recurrent{w.data_ptr<scalar_t>(), H, false};
+    run_backward(dz.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), recurrent, batch_sizes, H, dz.size(1) * H,
+                 activation);
   });
 }
 
@@ -248,43 +272,27 @@ void check_mixed(const at::Tensor& t, const char* name, at::ScalarType type) {
 
 // As forward_loop, for float32 out/h0 and a bfloat16 w_hh.
 void forward_loop_bf16(at::Tensor out, const at::Tensor& h0, const at::Tensor& w_hh,
-                       const std::vector<int64_t>& steps_active, int64_t activation) {
+                       const std::vector<int64_t>& batch_sizes, int64_t activation) {
   check_mixed(out, "out", at::kFloat);
   check_mixed(h0, "h0", at::kFloat);
-  check_steps(steps_active, out);
+  check_batch_sizes(batch_sizes, out);
   check_mixed(w_hh, "w_hh", at::kBFloat16);
   const int H = static_cast<int>(out.size(2));
-  const int64_t stride = out.size(1) * H;
   MixedProduct recurrent(w_hh.t(), out.size(1));
-  float* base = out.data_ptr<float>();
-  const float* previous = h0.data_ptr<float>();
-  for (size_t t = 0; t < steps_active.size(); ++t) {
-    const int rows = static_cast<int>(steps_active[t]);
-    float* step = base + static_cast<int64_t>(t) * stride;
-    recurrent.accumulate(previous, rows, step);
-    activate_(step, rows * H, activation, [](float* v, int64_t m) { tanh_approximate(v, m); });
-    previous = step;
-  }
+  run_forward(out.data_ptr<float>(), h0.data_ptr<float>(), recurrent, batch_sizes, H, out.size(1) * H, activation,
+              [](float* v, int64_t m) { tanh_approximate(v, m); });
 }
 
 // As backward_loop, for float32 dz/out and a bfloat16 w_hh.
 void backward_loop_bf16(at::Tensor dz, const at::Tensor& out, const at::Tensor& w_hh,
-                        const std::vector<int64_t>& steps_active, int64_t activation) {
+                        const std::vector<int64_t>& batch_sizes, int64_t activation) {
   check_mixed(dz, "dz", at::kFloat);
   check_mixed(out, "out", at::kFloat);
-  check_steps(steps_active, dz);
+  check_batch_sizes(batch_sizes, dz);
   check_mixed(w_hh, "w_hh", at::kBFloat16);
   const int H = static_cast<int>(dz.size(2));
-  const int64_t stride = dz.size(1) * H;
   MixedProduct recurrent(w_hh, dz.size(1));
-  float* base = dz.data_ptr<float>();
-  const float* states = out.data_ptr<float>();
-  for (int64_t t = static_cast<int64_t>(steps_active.size()) - 1; t >= 0; --t) {
-    const int rows = static_cast<int>(steps_active[t]);
-    float* step = base + t * stride;
-    multiply_by_slope(step, states + t * stride, static_cast<int64_t>(rows) * H, activation);
-    if (t > 0) recurrent.accumulate(step, rows, step - stride);
-  }
+  run_backward(dz.data_ptr<float>(), out.data_ptr<float>(), recurrent, batch_sizes, H, dz.size(1) * H, activation);
 }
 
 // Wellons' lowbias32: a 32-bit integer hash in which every input bit moves every output bit.
