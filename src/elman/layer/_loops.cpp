@@ -295,6 +295,63 @@ void backward_loop_bf16(at::Tensor dz, const at::Tensor& out, const at::Tensor& 
   run_backward(dz.data_ptr<float>(), out.data_ptr<float>(), recurrent, batch_sizes, H, dz.size(1) * H, activation);
 }
 
+// c (rows x n) += a (rows x k) . w^T, w (n x k). All row-major.
+void gemm_nt(int rows, int n, int k, const float* w, const float* a, float* c) {
+  const char transa = 'T', transb = 'N';
+  const float one = 1.0f;
+  sgemm_(&transa, &transb, &n, &rows, &k, &one, w, &k, a, &k, &one, c, &n);
+}
+
+void gemm_nt(int rows, int n, int k, const double* w, const double* a, double* c) {
+  const char transa = 'T', transb = 'N';
+  const double one = 1.0;
+  dgemm_(&transa, &transb, &n, &rows, &k, &one, w, &k, a, &k, &one, c, &n);
+}
+
+// One time step of a unidirectional stack, for streaming inference: for each layer l,
+//   out[l] = act(x_l W_ih[l]^T + b_ih[l] + h[l] W_hh[l]^T + b_hh[l]),   x_0 = x, x_{l+1} = out[l].
+// x: (B, I); h, out: (L, B, H), distinct; weights contiguous, of x's dtype; biases empty when the stack has
+// none. One call, no autograd: the fixed cost of a step is this function's, not a dispatcher's per operation.
+void step(const at::Tensor& x, const at::Tensor& h, at::Tensor out, const std::vector<at::Tensor>& w_ih,
+          const std::vector<at::Tensor>& w_hh, const std::vector<at::Tensor>& b_ih,
+          const std::vector<at::Tensor>& b_hh, int64_t activation) {
+  check(x, "x", x);
+  check(h, "h", x);
+  check(out, "out", x);
+  const int64_t layers = static_cast<int64_t>(w_ih.size());
+  TORCH_CHECK(x.dim() == 2 && h.dim() == 3 && h.size(0) == layers && h.size(1) == x.size(0) &&
+              out.sizes() == h.sizes() && out.data_ptr() != h.data_ptr(), "step: shapes x (B, I), h = out (L, B, H)");
+  TORCH_CHECK(static_cast<int64_t>(w_hh.size()) == layers && b_ih.size() == b_hh.size() &&
+              (b_ih.empty() || static_cast<int64_t>(b_ih.size()) == layers), "step: one weight per layer");
+  const int B = static_cast<int>(x.size(0)), H = static_cast<int>(h.size(2));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "elman_step", [&] {
+    const scalar_t* input = x.data_ptr<scalar_t>();
+    int I = static_cast<int>(x.size(1));
+    for (int64_t l = 0; l < layers; ++l) {
+      check(w_ih[l], "w_ih", x);
+      check(w_hh[l], "w_hh", x);
+      TORCH_CHECK(w_ih[l].size(0) == H && w_ih[l].size(1) == I && w_hh[l].size(0) == H && w_hh[l].size(1) == H,
+                  "step: weights of layer ", l, " do not fit");
+      if (!b_ih.empty()) {
+        check(b_ih[l], "b_ih", x);
+        check(b_hh[l], "b_hh", x);
+        TORCH_CHECK(b_ih[l].numel() == H && b_hh[l].numel() == H, "step: biases of layer ", l, " do not fit");
+      }
+      scalar_t* c = out.data_ptr<scalar_t>() + l * B * H;
+      for (int r = 0; r < B; ++r) {
+        for (int j = 0; j < H; ++j) {
+          c[r * H + j] = b_ih.empty() ? scalar_t(0) : b_ih[l].data_ptr<scalar_t>()[j] + b_hh[l].data_ptr<scalar_t>()[j];
+        }
+      }
+      gemm_nt(B, H, I, w_ih[l].data_ptr<scalar_t>(), input, c);
+      gemm_nt(B, H, H, w_hh[l].data_ptr<scalar_t>(), h.data_ptr<scalar_t>() + l * B * H, c);
+      activate_(c, B * H, activation, [](scalar_t* v, int64_t m) { tanh_inplace(v, m); });
+      input = c;
+      I = H;
+    }
+  });
+}
+
 // Wellons' lowbias32: a 32-bit integer hash in which every input bit moves every output bit.
 inline uint32_t mix32(uint32_t x) {
   x ^= x >> 16;
@@ -347,5 +404,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward_loop", &backward_loop, "Elman recurrence, BPTT, in place (CPU)");
   m.def("forward_loop_bf16", &forward_loop_bf16, "Elman recurrence, forward, bfloat16 GEMMs (CPU)");
   m.def("backward_loop_bf16", &backward_loop_bf16, "Elman recurrence, BPTT, bfloat16 GEMMs (CPU)");
+  m.def("step", &step, "one step of a unidirectional Elman stack at inference, all layers in one call (CPU)");
   m.def("dropout_apply", &dropout_apply, "dropout with a hashed mask, float32, y = x * mask (CPU)");
 }

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from elman.layer import onnx_registration, ops
+from elman.layer import fused, onnx_registration, ops
 from elman.layer.dropout import dropout
 from elman.layer.fused import ACTIVATIONS, check_lengths, check_rows
 from elman.layer.reference import reference_direction
@@ -52,8 +52,9 @@ class ElmanRNN(nn.Module):
 
     Arguments, parameter names and shapes are those of ``torch.nn.RNN``, so ``load_state_dict`` works in
     both directions. Beyond it: ``nonlinearity`` also takes ``'sigmoid'`` (Elman's original units),
-    ``forward`` takes ``lengths`` for padded batches, ``backend`` picks the implementation, and
-    ``forward_from_table(table, ids)`` runs on embedded ids with fewer multiply-adds.
+    ``forward`` takes ``lengths`` for padded batches, ``backend`` picks the implementation,
+    ``forward_from_table(table, ids)`` runs on embedded ids with fewer multiply-adds, and ``step(input, hx)``
+    runs one time step per call with little fixed cost (streaming).
 
     Args:
         input_size: features per input step, ``I``.
@@ -249,6 +250,43 @@ class ElmanRNN(nn.Module):
         if self.batch_first:
             output = output.transpose(0, 1)
         return output, h_n
+
+    def step(self, input: Tensor, hx: Tensor | None = None, *, out: Tensor | None = None) -> Tensor:
+        """One time step for streaming, one call per step: ``input`` ``(B, I)``, ``hx`` ``(L, B, H)`` (None:
+        zeros) -> the new state ``(L, B, H)``, whose last layer is the step's output. The same as
+        ``forward(input[None], hx)[1]`` (batch-first or not), with less fixed cost per call: a unidirectional
+        float32/float64 stack on the CPU, with no gradient asked for, runs every layer in one compiled call
+        into ``out`` (a preallocated ``(L, B, H)`` buffer, not ``hx``; reusing two buffers in turn saves an
+        allocation per step). Anything else runs ``forward``."""
+        if not self._steps_compiled(input, hx, out):
+            state = self.forward(input.unsqueeze(1 if self.batch_first else 0), hx)[1]
+            return state if out is None else out.copy_(state)
+        if hx is None:
+            hx = input.new_zeros(self.num_layers, input.shape[0], self.hidden_size)
+        if out is None:
+            out = torch.empty_like(hx)
+        weights = [self.direction_parameters(layer, 0) for layer in range(self.num_layers)]
+        fused.compiled_loops.step(input, hx, out, [w[0] for w in weights], [w[1] for w in weights],
+                                  [w[2] for w in weights] if self.bias else [],
+                                  [w[3] for w in weights] if self.bias else [], ACTIVATIONS.index(self.nonlinearity))
+        return out
+
+    def _steps_compiled(self, input: Tensor, hx: Tensor | None, out: Tensor | None) -> bool:
+        """Whether ``step`` can take its compiled call: what that call computes is this module's forward."""
+        shape = (self.num_layers, input.shape[0], self.hidden_size)
+        return (
+            fused.compiled_loops is not None and hasattr(fused.compiled_loops, "step") and not self.bidirectional
+            and not (self.training and (self.dropout > 0 or self.weight_dropout > 0))
+            and self.backend != "reference" and input.dim() == 2 and input.device.type == "cpu"
+            and input.dtype in (torch.float32, torch.float64) and input.is_contiguous()
+            and input.dtype == self.weight_ih_l0.dtype
+            and (hx is None or (hx.shape == shape and hx.dtype == input.dtype and hx.is_contiguous()))
+            and (out is None or (out.shape == shape and out.dtype == input.dtype and out.is_contiguous()
+                                 and out.device.type == "cpu" and (hx is None or out.data_ptr() != hx.data_ptr())))
+            and not (torch.is_grad_enabled() and (input.requires_grad or self.weight_ih_l0.requires_grad
+                                                  or (hx is not None and hx.requires_grad)))
+            and not torch.compiler.is_compiling() and type(input) is Tensor
+        )
 
     def forward_from_table(
         self,

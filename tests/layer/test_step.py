@@ -1,0 +1,82 @@
+"""ElmanRNN.step: one time step per call, for streaming; the same states as nn.RNN over the whole sequence."""
+
+import pytest
+import torch
+from torch import nn
+
+from elman import ElmanRNN
+from elman.layer import fused
+
+
+def pair(layers: int, nonlinearity: str, bias: bool, dtype: torch.dtype, batch_first: bool = False):
+    torch.manual_seed(layers)
+    theirs = nn.RNN(5, 7, num_layers=layers, nonlinearity="tanh" if nonlinearity == "sigmoid" else nonlinearity,
+                    bias=bias, batch_first=batch_first).to(dtype)
+    ours = ElmanRNN(5, 7, num_layers=layers, nonlinearity=nonlinearity, bias=bias, batch_first=batch_first).to(dtype)
+    ours.load_state_dict(theirs.state_dict())
+    return theirs, ours
+
+
+def stepped(ours: ElmanRNN, x: torch.Tensor, hx: torch.Tensor | None, buffers: bool) -> torch.Tensor:
+    """The state after stepping through x (T, B, I), one call per step."""
+    spare = [torch.empty(ours.num_layers, x.shape[1], 7, dtype=x.dtype) for _ in range(2)] if buffers else [None] * 2
+    h = hx
+    for t in range(x.shape[0]):
+        h = ours.step(x[t], h, out=spare[t % 2])
+    return h
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("layers,nonlinearity,bias", [(1, "tanh", True), (2, "relu", True), (3, "tanh", False)])
+@pytest.mark.parametrize("buffers", [False, True])
+def test_stepping_gives_nn_rnns_final_state(dtype, layers, nonlinearity, bias, buffers):
+    theirs, ours = pair(layers, nonlinearity, bias, dtype)
+    x = torch.randn(9, 3, 5, dtype=dtype)
+    hx = torch.randn(layers, 3, 7, dtype=dtype)
+    for start in (None, hx):
+        with torch.no_grad():
+            expected = theirs(x, start)[1]
+            got = stepped(ours, x, start, buffers)
+        tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(got, expected, rtol=tolerance, atol=tolerance)
+
+
+def test_sigmoid_units_and_batch_first_step_as_forward_does():
+    _, ours = pair(2, "sigmoid", True, torch.float64, batch_first=True)
+    x = torch.randn(4, 6, 5, dtype=torch.float64)  # (B, T, I)
+    with torch.no_grad():
+        expected = ours(x)[1]
+        got = stepped(ours, x.transpose(0, 1), None, buffers=False)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(fused.compiled_loops is None, reason="the compiled loops are not built")
+def test_one_compiled_call_per_step_where_nothing_needs_forward(monkeypatch):
+    _, ours = pair(2, "tanh", True, torch.float32)
+    calls = []
+    monkeypatch.setattr(ours, "forward", lambda *args, **kwargs: calls.append(args) or (None, torch.zeros(2, 1, 7)))
+    x = torch.randn(1, 5)
+    with torch.no_grad():
+        ours.step(x)  # no autograd: the compiled call
+    assert calls == []
+    ours.step(x)  # the weights want gradients: forward runs, so that autograd sees the step
+    assert len(calls) == 1
+
+
+def test_a_step_with_gradients_or_a_bidirectional_stack_runs_forward():
+    theirs, ours = pair(2, "tanh", True, torch.float64)
+    x, hx = torch.randn(3, 5, dtype=torch.float64), torch.randn(2, 3, 7, dtype=torch.float64)
+    h = ours.step(x, hx)  # gradients asked for: the graph is there
+    h.sum().backward()
+    expected = theirs(x[None], hx)[1]
+    expected.sum().backward()
+    torch.testing.assert_close(ours.weight_hh_l1.grad, theirs.weight_hh_l1.grad)
+    both = ElmanRNN(5, 7, bidirectional=True).double()
+    with torch.no_grad():
+        assert both.step(x).shape == (2, 3, 7)
+
+
+def test_a_step_refuses_a_state_of_another_batch():
+    _, ours = pair(1, "tanh", True, torch.float32)
+    with torch.no_grad(), pytest.raises((ValueError, RuntimeError)):
+        ours.step(torch.randn(2, 5), torch.randn(1, 3, 7))
