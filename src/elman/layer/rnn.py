@@ -265,10 +265,11 @@ class ElmanRNN(nn.Module):
             hx = input.new_zeros(self.num_layers, input.shape[0], self.hidden_size)
         if out is None:
             out = torch.empty_like(hx)
-        weights = [self.direction_parameters(layer, 0) for layer in range(self.num_layers)]
-        fused.compiled_loops.step(input, hx, out, [w[0] for w in weights], [w[1] for w in weights],
-                                  [w[2] for w in weights] if self.bias else [],
-                                  [w[3] for w in weights] if self.bias else [], ACTIVATIONS.index(self.nonlinearity))
+        # per layer (W_ih, W_hh[, b_ih, b_hh]), read from the parameter table (attribute lookup costs ~1 us each)
+        by_kind = list(zip(*([self._parameters[name] for name in names] for names in self._all_weights),
+                           strict=True))
+        w_ih, w_hh, b_ih, b_hh = by_kind if self.bias else (*by_kind, (), ())
+        fused.compiled_loops.step(input, hx, out, w_ih, w_hh, b_ih, b_hh, ACTIVATIONS.index(self.nonlinearity))
         return out
 
     def _steps_compiled(self, input: Tensor, hx: Tensor | None, out: Tensor | None) -> bool:
