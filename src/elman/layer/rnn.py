@@ -31,6 +31,9 @@ def _reference_direction(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, rows, nonlinear
     return reference_direction(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, lengths, rows)
 
 
+STEP_DTYPES = (torch.float32, torch.float64)  # what the compiled step reads
+
+
 def _mixed_precision(x: Tensor) -> bool:
     """Whether autocast asks for bfloat16 GEMMs on this float32 input."""
     device = x.device.type
@@ -269,25 +272,28 @@ class ElmanRNN(nn.Module):
         by_kind = list(zip(*([self._parameters[name] for name in names] for names in self._all_weights),
                            strict=True))
         w_ih, w_hh, b_ih, b_hh = by_kind if self.bias else (*by_kind, (), ())
-        fused.compiled_loops.step(input, hx, out, w_ih, w_hh, b_ih, b_hh, ACTIVATIONS.index(self.nonlinearity))
+        fused.compiled_step(input, hx, out, w_ih, w_hh, b_ih, b_hh, ACTIVATIONS.index(self.nonlinearity))
         return out
 
     def _steps_compiled(self, input: Tensor, hx: Tensor | None, out: Tensor | None) -> bool:
-        """Whether ``step`` can take its compiled call: what that call computes is this module's forward."""
+        """Whether ``step`` can take its compiled call: what that call computes is this module's forward.
+        (Checked at every step, cheapest first: at batch 1 these checks are a third of a step's cost.)"""
+        if (fused.compiled_step is None or self.bidirectional or self.backend == "reference"
+                or type(input) is not Tensor or (self.training and (self.dropout > 0 or self.weight_dropout > 0))):
+            return False
+        weight = self._parameters["weight_ih_l0"]
+        if (input.dim() != 2 or input.dtype is not weight.dtype or input.dtype not in STEP_DTYPES
+                or input.device.type != "cpu" or not input.is_contiguous()):
+            return False
+        if torch.is_grad_enabled() and (weight.requires_grad or input.requires_grad
+                                        or (hx is not None and hx.requires_grad)):
+            return False
         shape = (self.num_layers, input.shape[0], self.hidden_size)
-        return (
-            fused.compiled_loops is not None and hasattr(fused.compiled_loops, "step") and not self.bidirectional
-            and not (self.training and (self.dropout > 0 or self.weight_dropout > 0))
-            and self.backend != "reference" and input.dim() == 2 and input.device.type == "cpu"
-            and input.dtype in (torch.float32, torch.float64) and input.is_contiguous()
-            and input.dtype == self.weight_ih_l0.dtype
-            and (hx is None or (hx.shape == shape and hx.dtype == input.dtype and hx.is_contiguous()))
-            and (out is None or (out.shape == shape and out.dtype == input.dtype and out.is_contiguous()
-                                 and out.device.type == "cpu" and (hx is None or out.data_ptr() != hx.data_ptr())))
-            and not (torch.is_grad_enabled() and (input.requires_grad or self.weight_ih_l0.requires_grad
-                                                  or (hx is not None and hx.requires_grad)))
-            and not torch.compiler.is_compiling() and type(input) is Tensor
-        )
+        for state in (hx, out):
+            if state is not None and (state.shape != shape or state.dtype is not input.dtype
+                                      or state.device.type != "cpu" or not state.is_contiguous()):
+                return False
+        return (hx is None or out is None or out.data_ptr() != hx.data_ptr()) and not torch.compiler.is_compiling()
 
     def forward_from_table(
         self,
