@@ -86,19 +86,22 @@ def _default(task: str, setting: Field) -> str:
 def _add_settings(parser: argparse.ArgumentParser) -> None:
     """A flag for every setting of either task's configs, its help and each task's default read from them."""
     for name, by_task in _settings().items():
-        helps = {task: setting.metadata["help"] for task, setting in by_task.items()}
-        said = "; ".join(f"{task}: {text}" for task, text in helps.items()) if len(set(helps.values())) > 1 \
-            else f"{next(iter(by_task))}: {helps[next(iter(by_task))]}" if len(by_task) < len(TASK_CONFIGS) \
-            else next(iter(helps.values()))
-        defaults = {task: _default(task, setting) for task, setting in by_task.items()}
-        defaults = next(iter(defaults.values())) if len(set(defaults.values())) == 1 \
-            else ", ".join(f"{task} {default}" for task, default in defaults.items())
-        extra = {key: value for key, value in next(iter(by_task.values())).metadata.items() if key != "help"}
-        setting = next(iter(by_task.values()))
+        first_task, setting = next(iter(by_task.items()))
+        helps = {task: each.metadata["help"] for task, each in by_task.items()}
+        if len(set(helps.values())) > 1:
+            said = "; ".join(f"{task}: {text}" for task, text in helps.items())
+        elif len(by_task) < len(TASK_CONFIGS):  # one task's setting
+            said = f"{first_task}: {helps[first_task]}"
+        else:
+            said = helps[first_task]
         if setting.default is True:  # a setting that is on unless turned off
             parser.add_argument(_flag(name, setting), dest=name, action="store_const", const=False, help=said)
-        else:
-            parser.add_argument(_flag(name), dest=name, help=f"{said} (default: {defaults})", **extra)
+            continue
+        defaults = {task: _default(task, each) for task, each in by_task.items()}
+        shown = defaults[first_task] if len(set(defaults.values())) == 1 \
+            else ", ".join(f"{task} {default}" for task, default in defaults.items())
+        extra = {key: value for key, value in setting.metadata.items() if key != "help"}
+        parser.add_argument(_flag(name), dest=name, help=f"{said} (default: {shown})", **extra)
 
 
 def _flag(name: str, setting: Field | None = None) -> str:
