@@ -9,8 +9,13 @@ outputs against nn.RNN before it times anything. Points: the grid of benchmarks/
 per call), and two streaming cases (batch 1, one step per call with the state carried, 200 calls). Prints
 milliseconds per call (median over rounds of the per-round medians) and the speed-up over nn.RNN; writes JSON.
 
+With ``--model DIR`` (a trained language model, e.g. the README's tiny-shakespeare one), generation instead:
+characters per second of ``TextGenerator.generate`` (what ``elman generate`` runs) against the same model
+exported by ``elman export`` and sampled from Python in ONNX Runtime, one character per call, batch 1.
+
     pip install -e '.[bench]'
-    python benchmarks/deploy.py [--rounds 3] [--repeats 15] [--threads 2] [--json benchmarks/results/deploy.json]
+    python benchmarks/deploy.py [--rounds 3] [--repeats 15] [--threads 2] [--model runs/shakespeare]
+                                [--json benchmarks/results/deploy.json]
 """
 
 from __future__ import annotations
@@ -166,6 +171,59 @@ def measure(contender: str, threads: int, repeats: int) -> dict:
     return results
 
 
+GENERATORS = ["elman generate", "ORT sampling loop"]
+GENERATED = 400  # characters per sample, after the prime "ROMEO:"
+
+
+def generation_rate(contender: str, model: str, threads: int, repeats: int) -> dict:
+    """Characters per second of sampling ``GENERATED`` characters at temperature 0.8, batch 1."""
+    import numpy as np
+    import torch
+
+    import elman
+    from elman.inference.export import export_onnx
+
+    torch.set_num_threads(threads)
+    generator = elman.load(model)
+    if contender == "elman generate":
+        def sample(seed: int) -> str:
+            return generator.generate("ROMEO:", GENERATED, 0.8, seed=seed)[0]
+    else:
+        import onnxruntime
+
+        directory = tempfile.mkdtemp()
+        export_onnx(generator, Path(directory) / "lm.onnx")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        session = onnxruntime.InferenceSession(str(Path(directory) / "lm.onnx"), options,
+                                               providers=["CPUExecutionProvider"])
+        config = generator.model.config
+        vocabulary = generator.vocabulary
+
+        def sample(seed: int) -> str:
+            rng = np.random.default_rng(seed)
+            ids = np.array([vocabulary.indices("ROMEO:")], dtype=np.int64)
+            state = np.zeros((config.num_layers, 1, config.hidden_size), dtype=np.float32)
+            chosen = []
+            for _ in range(GENERATED):
+                logits, state = session.run(None, {"ids": ids, "state": state})
+                scaled = logits[0, -1].astype(np.float64) / 0.8
+                probabilities = np.exp(scaled - scaled.max())
+                probabilities[:4] = 0.0  # padding, unknown, start and end of line are never sampled in a text
+                next_id = int(rng.choice(len(probabilities), p=probabilities / probabilities.sum()))
+                chosen.append(next_id)
+                ids = np.array([[next_id]], dtype=np.int64)
+            return "ROMEO:" + "".join(vocabulary.tokens[i] for i in chosen)
+    sample(0)
+    times = []
+    for seed in range(repeats):
+        began = time.perf_counter()
+        text = sample(seed)
+        times.append(time.perf_counter() - began)
+    assert len(text) == len("ROMEO:") + GENERATED, len(text)
+    return {"chars_per_second": GENERATED / statistics.median(times)}
+
+
 # --- the rounds ----------------------------------------------------------------------------------------------
 
 
@@ -176,11 +234,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated, of " + ", ".join(
         CONTENDERS))
+    parser.add_argument("--model", help="a trained language model's directory: time generation instead")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/deploy.json"))
     args = parser.parse_args()
+    if args.worker in GENERATORS:
+        print(json.dumps(generation_rate(args.worker, args.model, args.threads, args.repeats)))
+        return
     if args.worker:
         print(json.dumps(measure(args.worker, args.threads, args.repeats)))
+        return
+    if args.model:
+        time_generation(args)
         return
     contenders = args.contenders.split(",")
     rounds: dict[str, list[dict]] = {c: [] for c in contenders}
@@ -206,6 +271,25 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"threads": args.threads, "rounds": args.rounds, "ms": table,
                                      "per_round": rounds}, indent=2))
+
+
+def time_generation(args: argparse.Namespace) -> None:
+    """Both generators in turns, each in its own process; prints characters per second."""
+    rates: dict[str, list[float]] = {name: [] for name in GENERATORS}
+    for number in range(1, args.rounds + 1):
+        for name in GENERATORS:
+            print(f"round {number}/{args.rounds}: {name}", file=sys.stderr, flush=True)
+            done = subprocess.run([sys.executable, __file__, "--worker", name, "--model", args.model, "--threads",
+                                   str(args.threads), "--repeats", str(max(args.repeats // 3, 3))],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+            rates[name].append(json.loads(done.stdout.strip().splitlines()[-1])["chars_per_second"])
+    for name, values in rates.items():
+        print(f"{name:<20} {statistics.median(values):8.0f} characters/s (batch 1, {GENERATED} characters, "
+              f"median of {args.rounds} rounds)")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.with_name(args.json.stem + "_generation.json").write_text(json.dumps(rates, indent=2))
 
 
 if __name__ == "__main__":
