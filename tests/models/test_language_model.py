@@ -143,3 +143,21 @@ def test_the_same_seed_gives_the_same_draws():
     again = sample_next(logits, 0.8, 10, 0.9, torch.Generator().manual_seed(3))
     other = sample_next(logits, 0.8, 10, 0.9, torch.Generator().manual_seed(4))
     assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+@pytest.mark.parametrize("conditioned", [False, True])
+def test_one_character_at_inference_is_forward_to_the_bit(conditioned):
+    """Generation reads one character a call: without autograd that runs the recurrence's one-call step
+    (ElmanRNN.step), which must give what forward gives, bit for bit, or samples would change for a seed."""
+    torch.manual_seed(0)
+    model = LanguageModel(LanguageModelConfig(vocab_size=12, hidden_size=24, num_layers=2,
+                                              num_conditions=3 if conditioned else 0)).eval()
+    conditions = torch.tensor([0, 2]) if conditioned else None
+    ids = torch.randint(4, 12, (2, 6))
+    state_step = state_forward = None
+    for t in range(6):
+        with torch.no_grad():
+            logits_step, state_step = model(ids[:, t : t + 1], state_step, conditions=conditions)
+        with torch.enable_grad():  # autograd wanted: forward
+            logits_forward, state_forward = model(ids[:, t : t + 1], state_forward, conditions=conditions)
+        assert torch.equal(logits_step, logits_forward.detach()) and torch.equal(state_step, state_forward.detach())
