@@ -80,3 +80,10 @@ def test_a_step_refuses_a_state_of_another_batch():
     _, ours = pair(1, "tanh", True, torch.float32)
     with torch.no_grad(), pytest.raises((ValueError, RuntimeError)):
         ours.step(torch.randn(2, 5), torch.randn(1, 3, 7))
+
+
+def test_under_autocast_a_step_is_forwards_mixed_precision_step():
+    _, ours = pair(2, "tanh", True, torch.float32)
+    x, hx = torch.randn(3, 5), torch.randn(2, 3, 7)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(ours.step(x, hx), ours(x[None], hx)[1])

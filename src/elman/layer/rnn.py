@@ -288,6 +288,8 @@ class ElmanRNN(nn.Module):
         if torch.is_grad_enabled() and (weight.requires_grad or input.requires_grad
                                         or (hx is not None and hx.requires_grad)):
             return False
+        if torch.is_autocast_enabled("cpu"):  # forward's GEMMs then read bfloat16; the step's would not
+            return False
         shape = (self.num_layers, input.shape[0], self.hidden_size)
         for state in (hx, out):
             if state is not None and (state.shape != shape or state.dtype is not input.dtype
