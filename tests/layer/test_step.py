@@ -87,3 +87,31 @@ def test_under_autocast_a_step_is_forwards_mixed_precision_step():
     x, hx = torch.randn(3, 5), torch.randn(2, 3, 7)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(ours.step(x, hx), ours(x[None], hx)[1])
+
+
+def test_a_traced_step_records_the_recurrence():
+    """torch.jit.trace sees only torch operators: a step traced without autograd must not take the compiled
+    call, or the trace would hold an empty buffer in place of the recurrence."""
+    _, ours = pair(2, "tanh", True, torch.float32)
+
+    class Stepper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = ours
+
+        def forward(self, x, h):
+            return self.rnn.step(x, h)
+
+    x, hx = torch.randn(3, 5), torch.randn(2, 3, 7)
+    with torch.no_grad():
+        traced = torch.jit.trace(Stepper(), (x, hx))
+        other_x, other_h = torch.randn(3, 5), torch.randn(2, 3, 7)
+        torch.testing.assert_close(traced(other_x, other_h), ours(other_x[None], other_h)[1])
+
+
+def test_a_step_under_vmap_is_forwards():
+    _, ours = pair(1, "tanh", True, torch.float64)
+    xs, hx = torch.randn(4, 3, 5, dtype=torch.float64), torch.zeros(1, 3, 7, dtype=torch.float64)
+    with torch.no_grad():
+        stepped_each = torch.func.vmap(lambda x: ours.step(x, hx))(xs)
+        torch.testing.assert_close(stepped_each, torch.stack([ours(x[None], hx)[1] for x in xs]))

@@ -160,13 +160,18 @@ class _EagerDirection(torch.autograd.Function):
         return _direction_gradients(ctx, grad_output, grad_h_n, fused.rnn_direction_backward)
 
 
+def intercepted(x: Tensor) -> bool:
+    """Whether anything traces or intercepts calls on ``x`` (torch.compile, torch.export, torch.jit.trace, a
+    dispatch mode, fake or meta tensors): then only what goes through the dispatcher is seen."""
+    return (torch.compiler.is_compiling() or torch.jit.is_tracing() or bool(torch._C._len_torch_dispatch_stack())
+            or type(x) is not Tensor or x.device.type == "meta")
+
+
 def rnn_direction(*arguments) -> tuple[Tensor, Tensor]:
-    """``elman::rnn_direction``: the operator where anything traces or intercepts (torch.compile, torch.export,
-    torch.jit.trace, a dispatch mode, fake or meta tensors), else its kernel, inside ``_EagerDirection`` where a
-    gradient is wanted: the same computation without the dispatcher's round trips (~20 us per call)."""
-    x = arguments[0]
-    if (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch._C._len_torch_dispatch_stack()
-            or type(x) is not Tensor or x.device.type == "meta"):
+    """``elman::rnn_direction``: the operator where anything traces or intercepts (``intercepted``), else its
+    kernel, inside ``_EagerDirection`` where a gradient is wanted: the same computation without the
+    dispatcher's round trips (~20 us per call)."""
+    if intercepted(arguments[0]):
         return torch.ops.elman.rnn_direction.default(*arguments)
     if torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in arguments):
         return _EagerDirection.apply(*arguments)

@@ -279,7 +279,10 @@ class ElmanRNN(nn.Module):
         """Whether ``step`` can take its compiled call: what that call computes is this module's forward.
         (Checked at every step, cheapest first: at batch 1 these checks are a third of a step's cost.)"""
         if (fused.compiled_step is None or self.bidirectional or self.backend == "reference"
-                or type(input) is not Tensor or (self.training and (self.dropout > 0 or self.weight_dropout > 0))):
+                or (self.training and (self.dropout > 0 or self.weight_dropout > 0))):
+            return False
+        # a compiled call is invisible to tracing, dispatch modes and torch.func's transforms
+        if ops.intercepted(input) or torch._C._are_functorch_transforms_active():
             return False
         weight = self._parameters["weight_ih_l0"]
         if (input.dim() != 2 or input.dtype is not weight.dtype or input.dtype not in STEP_DTYPES
@@ -295,7 +298,7 @@ class ElmanRNN(nn.Module):
             if state is not None and (state.shape != shape or state.dtype is not input.dtype
                                       or state.device.type != "cpu" or not state.is_contiguous()):
                 return False
-        return (hx is None or out is None or out.data_ptr() != hx.data_ptr()) and not torch.compiler.is_compiling()
+        return hx is None or out is None or out.data_ptr() != hx.data_ptr()
 
     def forward_from_table(
         self,
