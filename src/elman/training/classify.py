@@ -161,12 +161,13 @@ class ClassifierTask:
     def epoch(self, generator: torch.Generator) -> list[Split]:
         return epoch_batches(self.split, self.config.batch_size, generator)
 
-    def step(self, run: Optimisation, batch: Split, learning_rate: float) -> Tally:
-        mine = Split(*(run.processes.rows(t) for t in (batch.ids, batch.lengths, batch.targets)))
-        _, divisor, (member_logits, classification_loss) = run.step(learning_rate, batch_loss, mine,
-                                                                    self.loss_function)
+    def step(self, optimisation: Optimisation, batch: Split, learning_rate: float) -> Tally:
+        processes = optimisation.processes
+        mine = Split(*(processes.rows(t) for t in (batch.ids, batch.lengths, batch.targets)))
+        _, divisor, (member_logits, classification_loss) = optimisation.step(learning_rate, batch_loss, mine,
+                                                                             self.loss_function)
         predicted = ensemble(member_logits, self.model.member_weights).argmax(1)
-        correct, classification_loss = run.processes.total(
+        correct, classification_loss = processes.total(
             torch.tensor([float((predicted == mine.targets).sum()), float(classification_loss)])).tolist()
         # the training loss shown and logged leaves out the LM loss
         return Tally(items=len(batch), loss=classification_loss, divisor=divisor, correct=int(correct))

@@ -164,9 +164,10 @@ class LanguageTask:
     def epoch(self, generator: torch.Generator) -> list[TextBatch]:
         return epoch_batches(self.data, self.config, generator)
 
-    def step(self, run: Optimisation, batch: TextBatch, learning_rate: float) -> Tally:
-        mine = share(batch, run.processes).to(self.model.output.weight.device)
-        total, count, hidden = run.step(learning_rate, loss_sum, mine, self.hidden if mine.continues else None)
+    def step(self, optimisation: Optimisation, batch: TextBatch, learning_rate: float) -> Tally:
+        mine = share(batch, optimisation.processes).to(self.model.output.weight.device)
+        total, count, hidden = optimisation.step(learning_rate, loss_sum, mine,
+                                                 self.hidden if mine.continues else None)
         self.hidden = hidden.detach()
         return Tally(items=count, loss=total, divisor=count)
 

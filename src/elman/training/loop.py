@@ -147,13 +147,13 @@ class RunState:
             p.stale += 1
         return improved
 
-    def resume(self, out_dir: Path, run: Optimisation, settings: dict[str, dict]) -> list[str]:
+    def resume(self, out_dir: Path, optimisation: Optimisation, settings: dict[str, dict]) -> list[str]:
         """Take up the newest intact training state; ``settings`` (config dicts by name) must match the
         saved ones. Returns lines for the log."""
         tensors, meta, problems = load_training_state(out_dir)
         for name, current in settings.items():
             check_same_config(meta[name], current, out_dir, RESUMABLE_CHANGES if name == "training" else ())
-        run.restore(tensors, meta["optimizer"])
+        optimisation.restore(tensors, meta["optimizer"])
         self.progress = Progress.from_json(meta["progress"])
         self.best_weights = unprefixed("best", tensors) or None
         self.epoch_start = tensors["rng.epoch_start"]
@@ -161,14 +161,14 @@ class RunState:
         notes = [f"{problem}; resuming from the training state before it" for problem in problems]
         return [*notes, f"resumed at step {meta['step']} (epoch {self.progress.epoch}) from {out_dir / 'resume'}"]
 
-    def save(self, out_dir: Path, run: Optimisation, settings: dict[str, dict], processes: Processes) -> None:
-        tensors, optimizer_rest = run.snapshot()
+    def save(self, out_dir: Path, optimisation: Optimisation, settings: dict[str, dict]) -> None:
+        tensors, optimizer_rest = optimisation.snapshot()
         tensors["rng.epoch_start"] = self.epoch_start
         if self.best_weights is not None:
             tensors.update(prefixed("best", self.best_weights))
         if self.carried is not None:
             tensors["carried"] = self.carried
-        if processes.main:
+        if optimisation.processes.main:
             save_training_state(out_dir, self.progress.step, tensors,
                                 {"progress": asdict(self.progress), "optimizer": optimizer_rest, **settings})
 
@@ -245,12 +245,11 @@ class Task(Protocol):
     """What a trainer gives the loop: its data, its step and its validation. The loop owns the rest."""
 
     unit: str  # what the throughput counts: "texts" or "characters"
-    model: nn.Module
 
     def epoch(self, generator: torch.Generator) -> Sequence:
         """One epoch's global batches, in the order ``generator`` draws."""
 
-    def step(self, run: Optimisation, batch: Any, learning_rate: float) -> Tally:
+    def step(self, optimisation: Optimisation, batch: Any, learning_rate: float) -> Tally:
         """One update on this process's share of ``batch``; what it adds up (``seconds`` is the loop's)."""
 
     def validate(self, progress: Progress, seconds: float) -> tuple[dict, float | None]:
@@ -334,7 +333,7 @@ class Run:
                 if self.checkpoint_every and p.step % self.checkpoint_every == 0:
                     p.elapsed = time.monotonic() - started
                     self.state.carried = task.carried()
-                    self.state.save(self.out_dir, self.optimisation, self.settings, processes)
+                    self.state.save(self.out_dir, self.optimisation, self.settings)
         if p.since.items:  # steps since the last validation: an epoch cut short, or after the last interval
             self.validate(task, phase, time.monotonic() - started, bar, last=True)
         p.elapsed = time.monotonic() - started
@@ -349,7 +348,7 @@ class Run:
             self.log(json.dumps(record))
             return
         p.history.append(record)
-        improved = self.state.record(score, task.model.state_dict())
+        improved = self.state.record(score, self.optimisation.module.state_dict())
         if improved:
             task.improved(p)
         self.log(json.dumps(record) + ("  (best)" if improved else ""))
