@@ -95,19 +95,17 @@ class LanguageModel(nn.Module):
         self.check_conditions(ids.shape[0], conditions)
         if state is None:
             state = self.initial_state(ids.shape[0], conditions)
-        if ids.shape[1] == 1 and lengths is None and not self.training and not torch.is_grad_enabled():
-            # one character at a time (generation): the recurrence's one-call step, the same arithmetic
-            inputs = self.embedding(ids[:, 0])
-            if self.condition_inputs is not None:
-                inputs = inputs + self.condition_inputs(conditions)
-            state = self.rnn.step(inputs, state)
-            return state[-1:], state
+        # one character at a time (generation): the recurrence's one-call step, forward's arithmetic
+        one_step = ids.shape[1] == 1 and lengths is None and not self.training and not torch.is_grad_enabled()
         dropped = self.training and self.embedding_dropout.p > 0
-        if self.condition_inputs is None and not dropped:  # the inputs are rows of the embedding table
+        if self.condition_inputs is None and not dropped and not one_step:  # inputs: rows of the embedding table
             return self.rnn.forward_from_table(self.embedding.weight, ids.t(), state, lengths=lengths)
         inputs = self.embedding_dropout(self.embedding(ids.t()))
         if self.condition_inputs is not None:
             inputs = inputs + self.condition_inputs(conditions)
+        if one_step:
+            state = self.rnn.step(inputs[0], state)
+            return state[-1:], state
         return self.rnn(inputs, state, lengths=lengths)
 
     def forward(self, ids: Tensor, state: Tensor | None = None, lengths: Tensor | None = None,
