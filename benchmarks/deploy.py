@@ -56,29 +56,12 @@ def networks(point: tuple[int, int, int, int]):
     return reference, ours, x, h0
 
 
-class WithState:
-    """``module(x, h0) -> (out, h_n)`` as a module, for export."""
-
-    def __new__(cls, rnn):
-        import torch
-
-        class Module(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.rnn = rnn
-
-            def forward(self, x, h0):
-                return self.rnn(x, h0)
-
-        return Module()
-
-
 def onnx_file(module, x, h0, directory: str, name: str) -> str:
     import torch
 
     path = str(Path(directory) / f"{name}.onnx")
     steps, batch = torch.export.Dim("steps"), torch.export.Dim("batch")
-    program = torch.onnx.export(WithState(module), (x, h0), dynamo=True, verbose=False,
+    program = torch.onnx.export(module, (x, h0), dynamo=True, verbose=False,
                                 dynamic_shapes=({0: steps, 1: batch}, {1: batch}))
     program.save(path)
     return path
