@@ -12,6 +12,8 @@
 3. A character n-gram (1-4) TF-IDF logistic regression (scikit-learn), C chosen on the validation split.
 4. elman's classifier with default settings and ``--time-budget`` (selection on val, then the final model
    trained on train + val).
+5. With ``--members`` (and nothing else): elman's classifier per seed, each of its members alone and the
+   pool, with the F1 of the five smallest classes; ``--generative-hidden-size 256`` adds the generative member.
 
 Prints a table (test accuracy, macro-F1, training seconds, training surnames/second) and writes JSON.
 """
@@ -28,7 +30,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from elman.data import read_labelled_csv
+from elman.data.vocabulary import vectorize
 from elman.metrics import classification_metrics
+from elman.models.classifier import batched_logits
 from elman.training.classify import TrainConfig, train_classifier
 
 # --- 1. the book's pipeline --------------------------------------------------------------------------
@@ -237,6 +241,56 @@ def run_logistic_regression(data) -> dict:
     return {"accuracy": accuracy_score(test_n, predicted), "macro_f1": f1_score(test_n, predicted, average="macro"),
             "train_seconds": seconds, "surnames_per_second": None, "C": c}
 
+# --- 5. each member of elman's classifier alone, and their pool ---------------------------------------
+
+
+def member_names(model) -> list[str]:
+    count = len(model.recurrent)
+    recurrent = [f"Elman RNN {i + 1}" for i in range(count)] if count > 1 else ["Elman RNN"]
+    return recurrent + (["n-gram bag"] if model.bag is not None else []) + \
+        (["generative (Bayes' rule)"] if model.generative is not None else [])
+
+
+def run_members(data, out: Path, model_options: dict, config: TrainConfig) -> dict:
+    """Train elman's classifier; score each member alone and the pool on the test split: accuracy, macro-F1
+    and the F1 of the five classes with the fewest training rows."""
+    import elman
+
+    train_classifier(data, out, model_options, config, progress=False)
+    classifier = elman.load(out)
+    model = classifier.model
+    texts, labels = data.subset("test")
+    ids, lengths = vectorize(texts, classifier.vocabulary, None)
+    targets = torch.tensor([classifier.labels.index(label) for label in labels])
+    member_logits = batched_logits(model, ids, lengths, per_member=True)
+    if model.generative is not None:  # alone, the member reads with its training prior (Bayes' rule proper)
+        member_logits[-1] += (1 - model.generative.prior_weight) * model.generative.log_prior
+    counts = {label: data.subset("train")[1].count(label) for label in classifier.labels}
+    smallest = sorted(classifier.labels, key=counts.get)[:5]
+    scored = {**dict(zip(member_names(model), member_logits, strict=True)),
+              "pool": batched_logits(model, ids, lengths)}
+    results = {}
+    for name, logits in scored.items():
+        metrics = classification_metrics(logits.argmax(1), targets, classifier.labels)
+        results[name] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+                         "smallest_f1": {label: metrics["per_class"][label]["f1"] for label in smallest}}
+    return results
+
+
+def print_members(runs: dict[int, dict]) -> None:
+    names = list(next(iter(runs.values())))
+    smallest = list(next(iter(runs.values()))["pool"]["smallest_f1"])
+    print(f"\n{'member':<26} {'seed':>5} {'test acc':>8} {'macro-F1':>8}  F1 of the smallest: "
+          + " ".join(f"{label[:10]:>10}" for label in smallest))
+    for name in names:
+        rows = [(str(seed), run[name]) for seed, run in runs.items()]
+        mean = {key: sum(r[key] for _, r in rows) / len(rows) for key in ("accuracy", "macro_f1")}
+        mean["smallest_f1"] = {label: sum(r["smallest_f1"][label] for _, r in rows) / len(rows) for label in smallest}
+        for seed, r in [*rows, ("mean", mean)]:
+            print(f"{name:<26} {seed:>5} {r['accuracy']:>8.4f} {r['macro_f1']:>8.4f}  {'':>19} "
+                  + " ".join(f"{r['smallest_f1'][label]:>10.2f}" for label in smallest))
+
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -247,10 +301,27 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="seeds of elman's default run, one run each (a time-budgeted run's result varies)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--members", action="store_true", help="only elman's classifier: each member alone and the "
+                        "pool, per seed (give --seeds 0 1 2)")
+    parser.add_argument("--generative-hidden-size", type=int, default=0,
+                        help="with --members: the classifier's generative member (0: none, the default)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = read_labelled_csv(args.data)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.members:
+        options = {"generative_hidden_size": args.generative_hidden_size}
+        runs = {}
+        for seed in args.seeds:
+            print(f"elman, generative member {args.generative_hidden_size or 'none'}, seed {seed}, --time-budget "
+                  f"{args.budget:.0f} ...", flush=True)
+            runs[seed] = run_members(data, args.out / f"surnames-members-seed{seed}", options,
+                                     TrainConfig(time_budget=args.budget, seed=seed))
+        print_members(runs)
+        path = args.out / f"surnames-members-generative{args.generative_hidden_size}.json"
+        path.write_text(json.dumps({"runs": runs, "budget": args.budget, "threads": args.threads}, indent=2))
+        print(f"wrote {path}")
+        return
 
     results = {}
     print("book's pipeline ...", flush=True)

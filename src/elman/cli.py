@@ -276,13 +276,21 @@ def _write_predictions(predictions: list, file) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import elman
     from elman.files import atomic_output
     from elman.inference import Classifier
 
     if args.input and args.output and str(args.input) != "-" and args.output.resolve() == args.input.resolve():
         raise UsageError(f"--output {args.output} is the --input file; write the predictions to another file")
-    classifier = _load(args, Classifier)
-    predictions = classifier.predict(_texts_to_predict(args), top_k=args.top_k)
+    model = elman.load(args.model)
+    if isinstance(model, Classifier):
+        if args.uniform_prior:
+            raise UsageError("--uniform-prior is for a conditioned language model read as a classifier; this is a "
+                             "classifier")
+        predictions = model.predict(_texts_to_predict(args), top_k=args.top_k)
+    else:  # a conditioned line model classifies by Bayes' rule; any other refuses with the reason
+        predictions = model.classify(_texts_to_predict(args), top_k=args.top_k,
+                                     prior="uniform" if args.uniform_prior else "training")
     if args.output:
         with atomic_output(args.output) as temporary, open(temporary, "w", newline="", encoding="utf-8") as file:
             _write_predictions(predictions, file)
@@ -333,7 +341,8 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"task": inspection.task, "characters": inspection.characters, "labels": inspection.labels,
                           "probabilities": inspection.probabilities.tolist(), "hidden": inspection.hidden.tolist(),
-                          "unknown_characters": inspection.unknown_characters}))
+                          "unknown_characters": inspection.unknown_characters,
+                          "evidence": inspection.evidence and inspection.evidence.as_json()}))
         return 0
     if inspection.unknown_characters:
         print(f"never seen in training, read as unknown: {' '.join(inspection.unknown_characters)}")
@@ -343,6 +352,12 @@ def _inspect(args: argparse.Namespace) -> int:
         shown = "".join(inspection.characters[: i + 1]) if inspection.task == "classify" else inspection.characters[i]
         print(f"  {shown!r:<24} " + "  ".join(f"{label!r} {p:5.1%}" if inspection.task == "lm" else f"{label} {p:5.1%}"
                                               for label, p in top))
+    if inspection.evidence is not None:
+        first, second = inspection.evidence.labels
+        print(f"evidence of the generative member, {first} against {second} (nats; > 0 speaks for {first}):")
+        print("  " + "  ".join(f"{token} {ratio:+.2f}" for token, ratio in zip(inspection.evidence.tokens,
+                                                                         inspection.evidence.log_ratios, strict=True))
+              + f"   in all {sum(inspection.evidence.log_ratios):+.2f}")
     print(f"hidden state: {inspection.hidden.shape[1]} units over {len(inspection.characters)} characters"
           + (f"; figure in {args.out}" if args.out else "; --out FILE.png draws it"))
     return 0
@@ -439,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(handler=_evaluate)
 
-    predict = commands.add_parser("predict", help="classify texts with a trained model")
+    predict = commands.add_parser("predict", help="classify texts with a trained classifier or conditioned "
+                                  "language model")
     predict.add_argument("--model", type=Path, required=True, help="checkpoint directory")
     predict.add_argument("texts", nargs="*", metavar="TEXT")
     predict.add_argument("--input", type=Path, help="texts to classify: a CSV with a header (.csv), or one text per "
@@ -449,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--text-column", help="column of the texts in --input (default: surname or text)")
     predict.add_argument("--top-k", dest="top_k", type=positive_int, default=3,
                          help="labels shown per text, most probable first (default 3)")
+    predict.add_argument("--uniform-prior", action="store_true", help="a conditioned language model (--task lm "
+                         "--condition-column) classifies by Bayes' rule: take every condition as equally likely "
+                         "beforehand (default: as often as in its training lines)")
     predict.add_argument("--json", action="store_true", help="print the predictions as JSON")
     predict.set_defaults(handler=_predict)
 

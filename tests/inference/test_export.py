@@ -19,8 +19,10 @@ def run_onnx(path, **inputs):
     return session.run(None, {name: value.numpy() for name, value in inputs.items()})
 
 
-def test_exported_classifier_gives_the_models_probabilities(trained_model, tmp_path):
-    directory, _ = trained_model
+@pytest.mark.parametrize("fixture", ["trained_model", "generative_model"])
+def test_exported_classifier_gives_the_models_probabilities(fixture, request, tmp_path):
+    """The generative member too: each text read once per class inside the graph."""
+    directory, _ = request.getfixturevalue(fixture)
     classifier = elman.load(directory)
     report = export.export_onnx(classifier, tmp_path / "classifier.onnx")
     assert report.inputs == ["ids", "lengths"] and report.rnn_nodes >= 1 and report.max_difference < 1e-5

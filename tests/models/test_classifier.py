@@ -159,3 +159,46 @@ def test_without_lm_loss_there_are_no_character_heads_and_the_loss_is_zero():
     assert not any("neighbours" in name for name in classifier.state_dict())
     _, lm_loss = classifier(torch.tensor([[2, 5, 6, 3]]), torch.tensor([4]), lm_loss=True)
     assert lm_loss == 0
+
+
+def test_the_generative_member_scores_each_class_by_bayes_rule_in_float64():
+    """Its logits are log p(text | c) + prior_weight log p(c), each text read on its own under each class."""
+    classifier = model(generative_hidden_size=7, bag_ngrams=()).double()
+    generative = classifier.generative
+    generative.log_prior.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4]).log())
+    generative.prior_weight.fill_(0.7)
+    ids = torch.tensor([[2, 5, 6, 7, 3, 0, 0], [2, 9, 8, 9, 8, 9, 3], [2, 4, 3, 0, 0, 0, 0]])
+    lengths = torch.tensor([5, 7, 3])
+    expected = torch.empty(3, 4, dtype=torch.float64)
+    for row in range(3):
+        text = ids[row : row + 1, : int(lengths[row])]
+        for c in range(4):
+            logits, _ = generative.language_model(text[:, :-1], conditions=torch.tensor([c]))
+            log_likelihood = logits[0].log_softmax(1).gather(1, text[0, 1:, None]).sum()
+            expected[row, c] = log_likelihood + 0.7 * generative.log_prior[c]
+    torch.testing.assert_close(generative(ids, lengths), expected)
+    members = classifier(ids, lengths, per_member=True)
+    assert members.shape == (2, 3, 4)  # the recurrent member, then the generative one
+    torch.testing.assert_close(members[-1], expected.float())
+
+
+def test_the_generative_member_trains_on_its_language_model_loss_under_the_true_class():
+    classifier = model(generative_hidden_size=7, lm_loss_weight=0.0, bag_ngrams=()).train()
+    ids = torch.tensor([[2, 5, 6, 7, 3, 0], [2, 6, 7, 3, 0, 0]])
+    lengths, targets = torch.tensor([5, 4]), torch.tensor([1, 3])
+    with pytest.raises(ValueError, match="needs the targets"):
+        classifier(ids, lengths, lm_loss=True)
+    member_logits, loss = classifier(ids, lengths, lm_loss=True, targets=targets)
+    assert member_logits.shape == (1, 2, 4)  # a step scores every member but the generative one
+    language_model = classifier.generative.language_model
+    classifier.eval()  # no dropout: the loss computed again below draws none
+    _, loss = classifier(ids, lengths, lm_loss=True, targets=targets)
+    expected = 0.0
+    for row in range(2):
+        text = ids[row : row + 1, : int(lengths[row])]
+        logits, _ = language_model(text[:, :-1], conditions=targets[row : row + 1])
+        expected += functional.cross_entropy(logits[0], text[0, 1:])  # mean over the row's tokens
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in language_model.parameters())
+    assert all(p.grad is None for p in classifier.recurrent.parameters())  # its loss is its own

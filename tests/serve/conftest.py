@@ -16,9 +16,10 @@ def limits():
 
 
 @pytest.fixture(scope="session")
-def server(trained_model, trained_lm, conditioned_lm):
+def server(trained_model, trained_lm, conditioned_lm, generative_model):
     """The service on a free port of 127.0.0.1, in a thread of this process, with small limits."""
-    models = load_models([f"names={trained_model[0]}", f"story={trained_lm[0]}", f"names_lm={conditioned_lm[0]}"])
+    models = load_models([f"names={trained_model[0]}", f"story={trained_lm[0]}", f"names_lm={conditioned_lm[0]}",
+                          f"explained={generative_model[0]}"])
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -25,9 +25,9 @@ def error_of(response, status):
 
 
 def test_health_models_and_openapi(client, limits):
-    assert client.get("/healthz").json() == {"status": "ok", "models": ["names", "story", "names_lm"]}
+    assert client.get("/healthz").json() == {"status": "ok", "models": ["names", "story", "names_lm", "explained"]}
     listed = client.get("/v1/models").json()
-    assert [m["task"] for m in listed["models"]] == ["classify", "lm", "lm"]
+    assert [m["task"] for m in listed["models"]] == ["classify", "lm", "lm", "classify"]
     assert listed["limits"]["max_texts"] == limits.max_texts
     names = client.get("/v1/model").json()  # the first model by default
     assert names["name"] == "names" and names["labels"] == ["Japanese", "Slavic", "Spanish"]
@@ -86,6 +86,15 @@ def test_inspect_classifier_and_language_model(client):
     lm = client.post("/v1/inspect", json={"model": "story", "text": "the cat"}).json()
     assert lm["task"] == "lm" and len(lm["top"]) == 7 and len(lm["top"][0]) == 5
     assert lm["top"][0][0]["label"] == "h"  # after "t" comes "h" in this text
+    assert result["evidence"] is None and lm["evidence"] is None  # no generative member
+
+
+def test_inspect_explains_a_classifier_with_a_generative_member(client, generative_model):
+    result = client.post("/v1/inspect", json={"model": "explained", "text": "Yamamoto"}).json()
+    evidence = result["evidence"]
+    expected = elman.load(generative_model[0]).inspect("Yamamoto").evidence
+    assert evidence["labels"] == list(expected.labels) and evidence["tokens"] == [*"Yamamoto", "<eos>"]
+    assert evidence["log_ratios"] == pytest.approx(expected.log_ratios, abs=1e-5)
 
 
 @pytest.mark.parametrize("path,payload,status,message", [

@@ -112,6 +112,23 @@ def test_characters_the_classifier_never_saw_are_noted(page):
     assert page.problems == []
 
 
+def test_a_classifier_with_a_generative_member_shows_each_characters_evidence(page):
+    page.heatmap_columns(8)
+    assert page.page.locator("#evidence-section").is_hidden()  # the first classifier has no generative member
+    page.choose("explained")
+    page.page.fill("#text", "Yamamoto")
+    page.page.wait_for_selector("#evidence .cell")
+    cells = page.page.locator("#evidence .cell").all_inner_texts()
+    assert len(cells) == 9 and cells[-1].startswith("end")  # eight characters and the name's end
+    ratios = [float(cell.split()[-1]) for cell in cells]
+    title = page.page.inner_text("#evidence-title")
+    total = float(title.split(": ")[1].split()[0])
+    assert title.startswith("Why Japanese rather than") and total == pytest.approx(sum(ratios), abs=0.05)
+    page.page.fill("#text", "")
+    page.wait_for("document.querySelector('#evidence-section').hidden")
+    assert page.problems == []
+
+
 def test_the_page_has_an_icon(page, server):
     href = page.page.get_attribute("link[rel=icon]", "href")
     for address in (href, "/favicon.ico"):  # the page's own, and the address browsers ask by default

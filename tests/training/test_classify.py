@@ -16,6 +16,7 @@ from elman.data.vocabulary import vectorize
 from elman.layer import ElmanRNN
 from elman.models import ClassifierConfig, SequenceClassifier
 from elman.models.classifier import ensemble
+from elman.models.language_model import condition_log_likelihoods
 from elman.training.classify import MAX_LOG_WEIGHT, TrainConfig, class_weights, fit_member_weights
 
 
@@ -105,6 +106,44 @@ def test_a_checkpoint_from_before_the_ensemble_still_loads(trained_model, tmp_pa
     save_checkpoint(tmp_path, old_layout, vocabulary, kept | {"model": options})
     expected = single.eval()(*vectorize(["Nakamoto"], vocabulary, config["max_length"])).softmax(1)
     torch.testing.assert_close(elman.load(tmp_path).probabilities("Nakamoto"), expected)
+
+
+def test_a_checkpoint_from_before_the_generative_member_still_loads(trained_model, tmp_path):
+    config, state, vocabulary = load_checkpoint(trained_model[0])
+    old_options = {key: value for key, value in config["model"].items() if key != "generative_hidden_size"}
+    kept = {key: value for key, value in config.items() if key not in ("model", "sha256")}
+    model = elman.load(trained_model[0]).model
+    save_checkpoint(tmp_path, model, vocabulary, kept | {"model": old_options})
+    loaded = elman.load(tmp_path)
+    assert loaded.model.generative is None
+    torch.testing.assert_close(loaded.probabilities(["Nakamoto", "Petrenko"]),
+                               elman.load(trained_model[0]).probabilities(["Nakamoto", "Petrenko"]))
+
+
+def test_a_generative_member_trains_beside_the_others_and_explains_a_prediction(generative_model, names_csv):
+    out, metrics = generative_model
+    classifier = elman.load(out)
+    model = classifier.model
+    assert metrics["test"]["accuracy"] > 0.8 and metrics["refit"]["epochs"] == metrics["epochs_run"]
+    assert model.member_weights.shape == (3,)  # recurrent, n-gram bag, generative
+    # the prior is the training split's, here balanced: a prior that moves every class alike has nothing for the
+    # fit to move (its unit test is test_the_fit_takes_out_the_prior...); the pool's weights were fitted
+    torch.testing.assert_close(model.generative.log_prior, torch.full((3,), 1 / 3).log())
+    assert float(model.generative.prior_weight) == 1.0
+    assert model.member_weights.ne(1 / 3).all()
+    [prediction] = classifier.predict(["Yamamoto"], top_k=3)
+    assert prediction.labels[0][0] == "Japanese"
+    inspection = classifier.inspect("Yamamoto")
+    evidence = inspection.evidence
+    assert evidence.labels == tuple(label for label, _ in inspection.top(2)[-1])
+    assert evidence.tokens == [*"Yamamoto", "<eos>"]
+    # the ratios add up to the member's whole log-likelihood ratio of the two classes
+    ids, lengths = vectorize(["Yamamoto"], classifier.vocabulary, None)
+    with torch.no_grad():
+        log_likelihoods = condition_log_likelihoods(model.generative.language_model, ids, lengths)[0]
+    first, second = (classifier.labels.index(label) for label in evidence.labels)
+    assert sum(evidence.log_ratios) == pytest.approx(float(log_likelihoods[first] - log_likelihoods[second]), abs=1e-4)
+    assert sum(evidence.log_ratios) > 0  # the member agrees with the pool here
 
 
 def test_a_checkpoint_from_before_the_lm_loss_still_loads(trained_model, tmp_path):
@@ -337,7 +376,8 @@ def test_fitted_pool_weights_favour_the_informative_member_and_lower_the_log_los
     informative = 3 * torch.nn.functional.one_hot(targets, 4).float() + torch.randn(500, 4)
     noise = 3 * torch.randn(500, 4)
     member_logits = torch.stack([informative, noise])
-    weights = fit_member_weights(member_logits, targets)
+    weights, prior_change = fit_member_weights(member_logits, targets)
+    assert prior_change == 0.0  # no generative member
     assert weights[0] > 5 * weights[1] and bool((weights > 0).all())
 
     def log_loss(w):
@@ -349,7 +389,7 @@ def test_fitted_pool_weights_favour_the_informative_member_and_lower_the_log_los
 def test_one_member_is_temperature_scaled_and_separable_rows_keep_the_weights_finite():
     targets = torch.tensor([0, 1, 2] * 10)
     logits = torch.nn.functional.one_hot(targets, 3).float().unsqueeze(0)  # every row right, softly
-    [weight] = fit_member_weights(logits, targets)
+    [weight], _ = fit_member_weights(logits, targets)
     assert 1 < weight < 100  # sharper than given, yet bounded by the prior
     torch.testing.assert_close(ensemble(logits, weight.reshape(1)), logits[0] * weight)
 
@@ -360,12 +400,28 @@ def test_training_fits_the_pool_weights_on_validation(trained_model):
     assert not torch.allclose(model.member_weights, torch.full((2,), 0.5))
 
 
+def test_the_fit_takes_out_the_prior_a_generative_member_would_count_twice():
+    """The discriminative member has learnt the prior; a generative member given Bayes' rule's prior on top of
+    the same evidence counts it twice, and the fit moves its prior weight down to take that out."""
+    torch.manual_seed(0)
+    log_prior = torch.tensor([0.6, 0.25, 0.1, 0.05]).log()
+    evidence = 2 * torch.randn(2000, 4)
+    targets = torch.distributions.Categorical(logits=evidence + log_prior).sample()
+    member_logits = torch.stack([evidence + log_prior, evidence + 2 * log_prior])
+    weights, prior_change = fit_member_weights(member_logits, targets, log_prior)
+    pooled = ensemble(torch.stack([member_logits[0], member_logits[1] + prior_change * log_prior]), weights)
+    assert prior_change < -0.5
+    assert float(torch.nn.functional.cross_entropy(pooled, targets)) < \
+        float(torch.nn.functional.cross_entropy(ensemble(member_logits, fit_member_weights(member_logits, targets)[0]),
+                                                targets))
+
+
 def test_members_right_but_barely_confident_get_bounded_weights_not_an_overflow():
     """Early in training (here: a 1 s budget) the best weights lie far out; the fit must stop at its bound."""
     torch.manual_seed(0)
     targets = torch.randint(0, 3, (30,))
     timid = 0.05 * torch.nn.functional.one_hot(targets, 3) + 0.01 * torch.randn(30, 3)  # right, unsure
-    weights = fit_member_weights(torch.stack([0.3 * torch.randn(30, 3), timid]), targets)
+    weights, _ = fit_member_weights(torch.stack([0.3 * torch.randn(30, 3), timid]), targets)
     assert bool(torch.isfinite(weights).all())
     assert weights[1] == pytest.approx(math.exp(MAX_LOG_WEIGHT)) and weights[0] < weights[1]
 

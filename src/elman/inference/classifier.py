@@ -10,11 +10,12 @@ import torch
 
 from elman.checkpoint import CheckpointError, fitting_configuration, model_config
 from elman.data.reader import LabelledTexts, normalise_text
-from elman.data.vocabulary import Vocabulary, vectorize
+from elman.data.vocabulary import EOS, Vocabulary, vectorize
 from elman.errors import UsageError, UsageTypeError
-from elman.inference.inspection import Inspection
+from elman.inference.inspection import Evidence, Inspection
 from elman.metrics import classification_metrics
 from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits
+from elman.models.language_model import token_log_likelihoods
 
 MAX_TEXT_CHARS = 10_000
 # inspect reads every prefix of the text: quadratic in its length (1,000 characters: ~0.5 M steps)
@@ -100,8 +101,23 @@ class Classifier:
         # states: (T, 1, M * D * H) for M recurrent members; T = <bos> + characters + <eos>
         _, states = self.model.eval().features(ids, lengths)
         hidden = states[1 : len(characters) + 1, 0]
-        return Inspection("classify", characters, hidden.numpy(), self._probabilities(prefixes).numpy(),
-                          list(self.labels), self.vocabulary.unknown_characters(text))
+        probabilities = self._probabilities(prefixes)
+        return Inspection("classify", characters, hidden.numpy(), probabilities.numpy(), list(self.labels),
+                          self.vocabulary.unknown_characters(text),
+                          self._evidence(ids, lengths, probabilities[-1], [*characters, EOS]))
+
+    def _evidence(self, ids: torch.Tensor, lengths: torch.Tensor, probabilities: torch.Tensor,
+                  tokens: list[str]) -> Evidence | None:
+        """The generative member's log-likelihood ratio, token by token, of the text ``ids`` (1, T) (its
+        ``tokens``: characters and end) under the two most probable classes (``probabilities`` (C,)); None
+        without such a member."""
+        if self.model.generative is None:
+            return None
+        first, second = probabilities.topk(2).indices.tolist()
+        log_likelihoods = token_log_likelihoods(self.model.generative.language_model, ids.expand(2, -1),
+                                                lengths.expand(2), torch.tensor([first, second]))
+        return Evidence((self.labels[first], self.labels[second]), tokens,
+                        (log_likelihoods[0] - log_likelihoods[1]).tolist())
 
     def evaluate(self, data: LabelledTexts) -> dict:
         """Metrics on the test split of ``data``, or on every row when it has no split column."""
@@ -139,6 +155,8 @@ def load_classifier(directory: Path, config: dict, state: dict, vocabulary: Voca
         if "lm_loss_weight" not in options:  # written before the LM loss: each member's stack in one piece
             options.update(lm_loss_weight=0.0)
             state = {split_stack_name(name): tensor for name, tensor in state.items()}
+        if "generative_hidden_size" not in options:  # written before the generative member
+            options.update(generative_hidden_size=0)
         model = SequenceClassifier(model_config(ClassifierConfig, {**config, "model": options}, directory))
         if "member_weights" not in state:  # written before the pool's weights were fitted: equal weights
             state = {**state, "member_weights": model.member_weights}

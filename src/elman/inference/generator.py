@@ -9,16 +9,25 @@ import torch
 from torch import Tensor
 
 from elman.checkpoint import CheckpointError, fitting_configuration, model_config
+from elman.data.batches import length_bucketed_batches, trim
 from elman.data.reader import LabelledTexts, normalise_text
 from elman.data.vocabulary import BOS, EOS, SPECIALS, Vocabulary, vectorize
 from elman.errors import UsageError, UsageTypeError
+from elman.inference.classifier import Classifier, Prediction
 from elman.inference.inspection import Inspection
 from elman.metrics import loss_report
-from elman.models.language_model import LanguageModel, LanguageModelConfig, line_loss, stream_loss
+from elman.models.language_model import (
+    LanguageModel,
+    LanguageModelConfig,
+    condition_log_likelihoods,
+    line_loss,
+    stream_loss,
+)
 
 MAX_GENERATE_CHARS = 100_000
 MAX_SAMPLES = 1_000
 MAX_GUIDED_ROWS = 100_000  # samples times conditions: guidance runs the model once per condition for each sample
+CLASSIFY_BATCH = 256  # texts per model call in classify, each read once per condition
 
 
 def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
@@ -221,6 +230,45 @@ class TextGenerator:
             logits, state = self.model(inputs[:, None], state, conditions=conditions)
             logits = logits[:, -1]
         return [prime + self._decode_until_end(row) for row in sampled.tolist()]
+
+    @torch.no_grad()
+    def classify(self, texts: str | list[str], top_k: int = 3, prior: str = "training") -> list[Prediction]:
+        """A conditioned line model read as a classifier by Bayes' rule: for each text its ``top_k`` most
+        probable conditions, p(c | text) proportional to p(text | c) p(c), with p(c) the conditions'
+        frequencies in the training lines (``prior="training"``) or equal (``prior="uniform"``). The text is
+        read as a whole line, its end included."""
+        if self.conditions is None or self.kind != "lines":
+            raise UsageError("this language model cannot classify: only a conditioned model of lines (--task lm "
+                             "--condition-column) reads a text under each condition; or train a classifier "
+                             "(--task classify)")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise UsageError(f"top_k must be a positive integer, got {top_k!r}")
+        log_prior = self._log_prior(prior)
+        texts = Classifier.clean(texts)
+        for text in texts:
+            self.encode_prime(text, what="text")  # refuses characters the model never saw
+        ids, lengths = vectorize(texts, self.vocabulary, None)
+        log_posterior = torch.empty(len(texts), len(self.conditions))
+        self.model.eval()
+        for rows in length_bucketed_batches(lengths, CLASSIFY_BATCH):
+            log_posterior[rows] = condition_log_likelihoods(self.model, trim(ids[rows], lengths[rows]), lengths[rows])
+        probabilities = (log_posterior + log_prior).softmax(1)
+        values, indices = probabilities.topk(min(top_k, len(self.conditions)), dim=1)
+        return [Prediction(text, [(self.conditions[i], p) for p, i in zip(row_p, row_i, strict=True)])
+                for text, row_p, row_i in zip(texts, values.tolist(), indices.tolist(), strict=True)]
+
+    def _log_prior(self, prior: str) -> Tensor:
+        """log p(c) (C,): ``"training"``, the training lines' frequencies; ``"uniform"``, equal."""
+        if prior == "uniform":
+            return torch.zeros(len(self.conditions))
+        if prior != "training":
+            raise UsageError(f"prior must be 'training' or 'uniform', got {prior!r}")
+        counts = self.config.get("condition_counts")
+        if counts is None:
+            raise UsageError("this model was saved without its conditions' frequencies in training (before elman "
+                             "kept them); classify it with a uniform prior (--uniform-prior, prior='uniform')")
+        counts = torch.tensor(counts, dtype=torch.float64).clamp(min=1)
+        return (counts / counts.sum()).log().float()
 
     @torch.no_grad()
     def inspect(self, text: str, condition: str | None = None) -> Inspection:

@@ -18,6 +18,21 @@ MAX_WIDTH_INCHES = 40  # a 1,000-character text would otherwise be 380 inches (4
 
 
 @dataclass
+class Evidence:
+    """Why a classifier's generative member prefers one class to another, token by token: for each character
+    of the text and then its end (``"<eos>"``), ``log p(token | the text before it, labels[0]) - log p(token |
+    the text before it, labels[1])`` in nats. Their sum is the member's whole log-likelihood ratio of the two
+    classes, exactly: positive tokens speak for ``labels[0]``."""
+
+    labels: tuple[str, str]  # the classifier's first and second choice for the whole text
+    tokens: list[str]
+    log_ratios: list[float]
+
+    def as_json(self) -> dict:
+        return {"labels": list(self.labels), "tokens": self.tokens, "log_ratios": self.log_ratios}
+
+
+@dataclass
 class Inspection:
     """One text read by a model.
 
@@ -32,6 +47,8 @@ class Inspection:
         end of a line).
     unknown_characters: characters of the text that training never showed a classifier, each read as
         ``<unk>`` (a language model refuses such a text instead).
+    evidence: for a classifier with a generative member, each character's evidence for its first choice
+        against its second (``Evidence``); else None.
     """
 
     task: str
@@ -40,6 +57,7 @@ class Inspection:
     probabilities: np.ndarray
     labels: list[str]
     unknown_characters: list[str] = field(default_factory=list)
+    evidence: Evidence | None = None
 
     def top(self, k: int = 5) -> list[list[tuple[str, float]]]:
         """The ``k`` most probable labels after each character, most probable first."""

@@ -1,14 +1,17 @@
 """Sequence classifier: an ensemble of character Elman RNNs (characters -> embedding -> ElmanRNN -> pooled
-states -> MLP -> class logits) and, optionally, a linear model over the text's bag of character n-grams.
+states -> MLP -> class logits) and, optionally, a linear model over the text's bag of character n-grams and
+a generative member, a character language model conditioned on the class and read by Bayes' rule.
 
 Each member is trained on its own loss (an Elman RNN's with an auxiliary one: from its bottom layer it also
-predicts each character's neighbours, see ``RecurrentMember``); the ensemble predicts a weighted geometric
-mean of the members' probabilities, normalised, with the weights fitted on the validation split. Members
-that see the text differently make different mistakes, so the pool beats each of them.
+predicts each character's neighbours, see ``RecurrentMember``; the generative member's is its language-model
+loss under the true class); the ensemble predicts a weighted geometric mean of the members' probabilities,
+normalised, with the weights fitted on the validation split. Members that see the text differently make
+different mistakes, so the pool beats each of them.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -19,7 +22,13 @@ from elman.data.batches import length_bucketed_batches, trim
 from elman.errors import UsageError
 from elman.layer import ACTIVATIONS, ElmanRNN
 from elman.layer.dropout import Dropout
-from elman.options import option, orders, positive_int
+from elman.models.language_model import (
+    LanguageModel,
+    LanguageModelConfig,
+    condition_log_likelihoods,
+    token_log_likelihoods,
+)
+from elman.options import non_negative_int, option, orders, positive_int
 
 POOLINGS = ("last", "max", "mean")
 
@@ -54,6 +63,10 @@ class ClassifierConfig:
     bag_ngrams: tuple[int, ...] = option((1, 2, 3, 4), "n-gram orders of the linear bag-of-n-grams member, "
                                          "e.g. 1,2,3,4, or none", type=orders)
     bag_buckets: int = 32768  # as good as 65536 (docs/measurements.md, "The n-gram member")
+    # (docs/measurements.md, "The generative member")
+    generative_hidden_size: int = option(0, "units of the generative member, a character language model "
+                                         "conditioned on the class and read by Bayes' rule; 0: no such member",
+                                         type=non_negative_int)
 
     def __post_init__(self):
         self.pooling = tuple(self.pooling)
@@ -230,11 +243,48 @@ class NgramBag(nn.Module):
         return self.weights(grams, per_sample_weights=scale.contiguous()) + self.bias
 
 
+class GenerativeMember(nn.Module):
+    """A character language model conditioned on the class, read as a classifier by Bayes' rule: ids (B, T)
+    (``<bos> chars <eos>``, 0 as padding), lengths (B,) -> logits (B, num_classes),
+
+        logits[b, c] = log p(text_b | c) + prior_weight * log p(c)
+
+    log p(text | c) sums, over the text's characters and its end, log p(token | the tokens before it, c); each
+    row is read once per class, all in one batch of B * num_classes rows. ``log_prior`` (C,) holds the training
+    split's class frequencies, ``prior_weight`` (1: Bayes' rule) how much of them the member keeps: training
+    fits it with the pool's weights (the other members have learnt the prior already). The language model is
+    a one-layer ``LanguageModel``: a text's state starts from its class's embedding, and the class's input
+    embedding is added at every step."""
+
+    def __init__(self, config: ClassifierConfig):
+        super().__init__()
+        self.language_model = LanguageModel(LanguageModelConfig(
+            config.vocab_size, embedding_dim=config.embedding_dim, hidden_size=config.generative_hidden_size,
+            num_layers=1, dropout=config.dropout, num_conditions=config.num_classes))
+        self.register_buffer("log_prior", torch.full((config.num_classes,), -math.log(config.num_classes)))
+        self.register_buffer("prior_weight", torch.ones(()))
+
+    def loss(self, ids: Tensor, lengths: Tensor, targets: Tensor) -> Tensor:
+        """A scalar: the sum over the rows of each one's mean next-token cross-entropy under its true class
+        (summed over rows, as the recurrent members' losses are)."""
+        log_likelihoods = token_log_likelihoods(self.language_model, ids, lengths, targets).sum(1)
+        return -(log_likelihoods / (lengths - 1).to(log_likelihoods.device)).sum()
+
+    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        return condition_log_likelihoods(self.language_model, ids, lengths) + self.prior_weight * self.log_prior
+
+
+# the buffers that training fits on the validation split, for the pool: a refit keeps them
+POOL_BUFFERS = ("member_weights", "generative.log_prior", "generative.prior_weight")
+
+
 class SequenceClassifier(nn.Module):
     """ids (B, T) int64 with 0 as padding, lengths (B,) -> class logits (B, num_classes) of the ensemble (see
-    ``ensemble``). ``per_member=True`` gives each member's logits (M, B, num_classes) instead, for training
-    each member on its own loss; ``lm_loss=True`` gives (those, the recurrent members' summed
-    ``language_model_loss``), what a training step needs. ``member_weights`` (M,), a buffer saved with the
+    ``ensemble``). ``per_member=True`` gives each member's logits (M, B, num_classes) instead: the recurrent
+    members', then the n-gram bag's, then the generative member's (each where configured). ``lm_loss=True``
+    gives what a training step needs: (the logits of every member but the generative one, whose Bayes scores
+    read each row once per class, (M', B, C); the recurrent members' summed ``language_model_loss`` plus the
+    generative member's ``loss`` under ``targets`` (B,)). ``member_weights`` (M,), a buffer saved with the
     weights, holds the pool's weights: 1/M until training fits them on the validation split."""
 
     def __init__(self, config: ClassifierConfig):
@@ -242,29 +292,41 @@ class SequenceClassifier(nn.Module):
         self.config = config
         self.recurrent = nn.ModuleList(RecurrentMember(config) for _ in range(config.members))
         self.bag = NgramBag(config) if config.bag_ngrams else None
+        self.generative = GenerativeMember(config) if config.generative_hidden_size else None
         members = len(self.members)
         self.register_buffer("member_weights", torch.full((members,), 1.0 / members))
 
     @property
     def members(self) -> list[nn.Module]:
-        return [*self.recurrent, *([self.bag] if self.bag is not None else [])]
+        return [*self.recurrent, *(member for member in (self.bag, self.generative) if member is not None)]
 
     def features(self, ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """-> (pooled features (B, M * F), top-layer states (T, B, M * D * H)) of the recurrent members."""
         pooled, states = zip(*(member.features(ids, lengths) for member in self.recurrent), strict=True)
         return torch.cat(pooled, dim=1), torch.cat(states, dim=2)
 
-    def forward(self, ids: Tensor, lengths: Tensor, per_member: bool = False,
-                lm_loss: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    def forward(self, ids: Tensor, lengths: Tensor, per_member: bool = False, lm_loss: bool = False,
+                targets: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
         recurrent = [member(ids, lengths, lm_loss) for member in self.recurrent]
         if lm_loss:
             recurrent, lm_losses = zip(*recurrent, strict=True)
-        bag = [] if self.bag is None else [self.bag(ids, lengths)]
-        members = [logits.float() for logits in [*recurrent, *bag]]
+        others = [] if self.bag is None else [self.bag(ids, lengths)]
+        if self.generative is not None and not lm_loss:
+            others.append(self.generative(ids, lengths))
+        members = [logits.float() for logits in [*recurrent, *others]]
         logits = members[0].unsqueeze(0) if len(members) == 1 else torch.stack(members)  # (M, B, C)
-        if lm_loss:
+        if not lm_loss:
+            return logits if per_member else ensemble(logits, self.member_weights)
+        if self.generative is None:
             return logits, sum(lm_losses)
-        return logits if per_member else ensemble(logits, self.member_weights)
+        if targets is None:
+            raise ValueError("lm_loss=True with a generative member needs the targets (its loss is under the true "
+                             "class)")
+        return logits, sum(lm_losses) + self.generative.loss(ids, lengths, targets)
+
+    def pool_state(self) -> dict[str, Tensor]:
+        """The buffers that training fits on the validation split for the pool (a refit keeps them)."""
+        return {name: tensor for name, tensor in self.state_dict().items() if name in POOL_BUFFERS}
 
 
 def ensemble(member_logits: Tensor, weights: Tensor) -> Tensor:

@@ -115,6 +115,28 @@ class LanguageModel(nn.Module):
         return logits.transpose(0, 1), state
 
 
+def token_log_likelihoods(model: LanguageModel, ids: Tensor, lengths: Tensor, conditions: Tensor | None) -> Tensor:
+    """Lines encoded ``<bos> chars <eos>`` (ids (B, T), 0 as padding; lengths (B,)) -> (B, T - 1): log p of
+    each token after <bos> given the tokens before it (and the row's condition, ``conditions`` (B,)); 0 at
+    padding."""
+    logits, _ = model(ids[:, :-1], lengths=lengths - 1, conditions=conditions)
+    targets = ids[:, 1:]
+    # gathered rather than cross_entropy(reduction="none"), which torch.onnx.export fails to decompose
+    log_likelihoods = logits.float().log_softmax(2).gather(2, targets.unsqueeze(2)).squeeze(2)
+    return log_likelihoods.masked_fill(targets == 0, 0.0)
+
+
+def condition_log_likelihoods(model: LanguageModel, ids: Tensor, lengths: Tensor) -> Tensor:
+    """Lines as for ``token_log_likelihoods`` -> (B, C): log p(line | c) of a conditioned model for each of its
+    C conditions, the likelihoods of Bayes' rule. Each line is read once per condition, all in one batch of
+    B * C rows."""
+    rows, conditions = ids.shape[0], model.config.num_conditions
+    every_condition = torch.arange(conditions, device=ids.device).repeat(rows)
+    log_likelihoods = token_log_likelihoods(model, ids.repeat_interleave(conditions, dim=0),
+                                            lengths.repeat_interleave(conditions), every_condition)
+    return log_likelihoods.sum(1).view(rows, conditions)
+
+
 @torch.no_grad()
 def scored_stream_logits(model: LanguageModel, ids: Tensor, segments: int = 1, burn_in: int = 0,
                          chunk_length: int = 4096) -> Iterator[tuple[Tensor, Tensor]]:

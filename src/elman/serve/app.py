@@ -298,7 +298,8 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
                 "top": [[{"label": label, "probability": p} for label, p in step] for step in inspection.top(5)],
                 "hidden": inspection.hidden.round(4).tolist(),
                 "most_active_units": inspection.most_active_units().tolist(),
-                "unknown_characters": inspection.unknown_characters}
+                "unknown_characters": inspection.unknown_characters,
+                "evidence": inspection.evidence and inspection.evidence.as_json()}
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

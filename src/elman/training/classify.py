@@ -87,6 +87,12 @@ def class_weights(targets: torch.Tensor, num_classes: int, scheme: str) -> torch
     return (weights / (weights * counts).sum() * counts.sum()).float()  # mean weight per example is 1
 
 
+def label_log_prior(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """log p(c) (C,) of the classes' frequencies in ``targets``; a class never seen counts as seen once."""
+    counts = torch.bincount(targets, minlength=num_classes).float().clamp(min=1)
+    return (counts / counts.sum()).log()
+
+
 def batch_loss(network: nn.Module, batch: Split, loss_function: nn.CrossEntropyLoss,
                ) -> tuple[torch.Tensor, float, tuple[torch.Tensor, torch.Tensor]]:
     """(summed loss, what its mean divides by: the summed class weights of the targets, times the number of
@@ -95,9 +101,10 @@ def batch_loss(network: nn.Module, batch: Split, loss_function: nn.CrossEntropyL
 
     Every recurrent member is trained on its own loss (the loss is their mean), not on the ensemble's:
     members fitted jointly would share their mistakes. A member's loss per row is its classification loss
-    plus its language-model loss (``lm_loss_weight``). The n-gram member, fitted before, takes no part."""
+    plus its language-model loss (``lm_loss_weight``). The generative member's loss is its language-model loss
+    under the true class; the n-gram member, fitted before, takes no part."""
     targets, lengths = batch.targets, batch.lengths
-    member_logits, lm_loss = network(trim(batch.ids, lengths), lengths, lm_loss=True)
+    member_logits, lm_loss = network(trim(batch.ids, lengths), lengths, lm_loss=True, targets=targets)
     recurrent = getattr(network, "module", network).config.members  # the first ones; the n-gram bag is last
     if recurrent == 1:
         loss = loss_function(member_logits[0], targets)
@@ -115,31 +122,44 @@ def selection_score(logits: torch.Tensor, targets: torch.Tensor, labels: list[st
     return -float(nn.functional.cross_entropy(logits, targets))
 
 
-def fit_member_weights(member_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def fit_member_weights(member_logits: torch.Tensor, targets: torch.Tensor, log_prior: torch.Tensor | None = None,
+                       ) -> tuple[torch.Tensor, float]:
     """The ensemble's pool weights (M,) that minimise its log-loss on held-out rows (see ``ensemble``):
-    member_logits (M, N, C), targets (N,). With one member this is temperature scaling.
+    member_logits (M, N, C), targets (N,). With one member this is temperature scaling. Given the class
+    prior's logarithm ``log_prior`` (C,), the last member is a generative one (``GenerativeMember``) and the
+    fit also moves how much of the prior it keeps: returns (the weights, the change of its ``prior_weight``),
+    the change 0.0 without ``log_prior``.
 
     The log-weights have a standard normal prior (the fit is its maximum a posteriori) and stay within
     [-4, 4]: early in training members can be right yet barely confident, so that the best weights lie far
     out, and rows that the members already separate perfectly would pull them to infinity; the line search
     must not follow them there (float32 overflows) nor let a member that has hardly learnt anything count
-    for much. On thousands of rows the prior hardly matters."""
-    log_probs = member_logits.double().log_softmax(dim=2)
+    for much. On thousands of rows the prior hardly matters. The change of the prior's weight has the same
+    prior and bounds."""
+    member_logits = member_logits.double()
     log_weights = torch.zeros(member_logits.shape[0], dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_weights], max_iter=100, line_search_fn="strong_wolfe")
+    prior_change = torch.zeros((), dtype=torch.float64, requires_grad=log_prior is not None)
+    optimizer = torch.optim.LBFGS([log_weights, *([prior_change] if log_prior is not None else [])], max_iter=100,
+                                  line_search_fn="strong_wolfe")
 
     def weights() -> torch.Tensor:
         return log_weights.clamp(-MAX_LOG_WEIGHT, MAX_LOG_WEIGHT).exp()
 
+    def moved(logits: torch.Tensor) -> torch.Tensor:
+        if log_prior is None:
+            return logits
+        change = prior_change.clamp(-MAX_LOG_WEIGHT, MAX_LOG_WEIGHT) * log_prior.double()
+        return torch.cat([logits[:-1], (logits[-1] + change).unsqueeze(0)])
+
     def objective() -> torch.Tensor:
         optimizer.zero_grad()
-        log_loss = nn.functional.cross_entropy(ensemble(log_probs, weights()), targets)
-        loss = log_loss + log_weights.square().sum() / (2 * targets.numel())
+        log_loss = nn.functional.cross_entropy(ensemble(moved(member_logits).log_softmax(dim=2), weights()), targets)
+        loss = log_loss + (log_weights.square().sum() + prior_change.square()) / (2 * targets.numel())
         loss.backward()
         return loss
 
     optimizer.step(objective)
-    return weights().detach().float()
+    return weights().detach().float(), float(prior_change.detach().clamp(-MAX_LOG_WEIGHT, MAX_LOG_WEIGHT))
 
 
 class ClassifierTask:
@@ -166,7 +186,8 @@ class ClassifierTask:
         mine = Split(*(processes.rows(t) for t in (batch.ids, batch.lengths, batch.targets)))
         _, divisor, (member_logits, classification_loss) = optimisation.step(learning_rate, batch_loss, mine,
                                                                              self.loss_function)
-        predicted = ensemble(member_logits, self.model.member_weights).argmax(1)
+        # the training accuracy pools the members a step scores: all but the generative one (see batch_loss)
+        predicted = ensemble(member_logits, self.model.member_weights[: member_logits.shape[0]]).argmax(1)
         correct, classification_loss = processes.total(
             torch.tensor([float((predicted == mine.targets).sum()), float(classification_loss)])).tolist()
         # the training loss shown and logged leaves out the LM loss
@@ -179,7 +200,13 @@ class ClassifierTask:
                     "texts_per_second": since.per_second, "seconds": seconds}, None
         val = self.validation
         member_logits = batched_logits(self.model, val.ids, val.lengths, per_member=True)
-        self.model.member_weights.copy_(fit_member_weights(member_logits, val.targets))
+        generative = self.model.generative
+        weights, prior_change = fit_member_weights(member_logits, val.targets,
+                                                   None if generative is None else generative.log_prior)
+        self.model.member_weights.copy_(weights)
+        if generative is not None:
+            generative.prior_weight += prior_change
+            member_logits[-1] += prior_change * generative.log_prior
         val_logits = ensemble(member_logits, self.model.member_weights)
         self.val_metrics = classification_metrics(val_logits.argmax(1), val.targets, self.prepared.labels)
         record = {"epoch": progress.epoch, "train_loss": since.mean_loss,
@@ -255,12 +282,12 @@ def select(run: Run, model: SequenceClassifier, prepared: PreparedData, config: 
 
 def begin_refit(run: Run, model: SequenceClassifier, model_config: ClassifierConfig, prepared: PreparedData,
                 config: TrainConfig, rows: Split) -> None:
-    """The final model starts anew, from its own seed, keeping the pool weights selection fitted."""
+    """The final model starts anew, from its own seed, keeping what selection fitted for the pool."""
     p, state = run.progress, run.state
     p.phase, p.epoch, p.batch, p.first_step, p.elapsed, p.stopped = "refit", 1, 0, p.step, 0.0, None
     state.best_weights = None
     torch.manual_seed(config.seed + 1)
-    model.load_state_dict({**SequenceClassifier(model_config).state_dict(), "member_weights": model.member_weights})
+    model.load_state_dict({**SequenceClassifier(model_config).state_dict(), **model.pool_state()})
     run.optimisation.restart()
     state.generator.manual_seed(config.seed + 1)
     state.epoch_start = state.generator.get_state()
@@ -339,6 +366,8 @@ def train_classifier(
         prepare_out_dir(out_dir, resume)
     if model.bag is not None:
         freeze(model.bag)  # fitted as a logistic regression when a phase starts
+    if model.generative is not None:
+        model.generative.log_prior.copy_(label_log_prior(prepared.splits["train"].targets, len(prepared.labels)))
     optimisation = Optimisation(model, config.learning_rate, config.weight_decay, config.clip_norm, config.precision,
                                 processes, config.threads)
     checkpoint_config = {"task": "classify", "model": asdict(model_config), "labels": prepared.labels,

@@ -230,6 +230,8 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
     checkpoint_config = {"task": "lm", "model": asdict(model_config), "kind": data.kind,
                          "conditions": data.conditions, "columns": data.columns, "max_length": config.max_length,
                          "training": asdict(config), "data": data.source}
+    if data.conditions:  # the prior of the model read as a classifier (TextGenerator.classify)
+        checkpoint_config["condition_counts"] = torch.bincount(data.train[2], minlength=len(data.conditions)).tolist()
     about_data = (f"{data.source}: {data.kind}, {data.train_characters} training characters, vocabulary "
                   f"{len(data.vocabulary)}" + (f", {len(data.conditions)} conditions" if data.conditions else ""))
     with open_run(out_dir, optimisation, model_config, config, resume, about_data, threads_note, progress) as run:

@@ -83,8 +83,34 @@ function showUnknown(characters) {
   $("unknown").textContent = `never seen in training, read as unknown: ${characters.join(" ")}`;
 }
 
+// Which characters make the text one class rather than the other (a classifier with a generative member).
+function drawEvidence(evidence) {
+  $("evidence-section").hidden = !evidence;
+  if (!evidence) {
+    $("evidence").replaceChildren();
+    return;
+  }
+  const [first, second] = evidence.labels;
+  const total = evidence.log_ratios.reduce((sum, r) => sum + r, 0);
+  $("evidence-title").textContent =
+    `Why ${first} rather than ${second}: ${total >= 0 ? "+" : ""}${total.toFixed(2)} nats in all`;
+  const extreme = Math.max(1e-9, ...evidence.log_ratios.map(Math.abs));
+  $("evidence").replaceChildren(...evidence.tokens.map((token, i) => {
+    const ratio = evidence.log_ratios[i], v = ratio / extreme;
+    const cell = document.createElement("span");
+    cell.className = "cell";
+    cell.style.background = v > 0 ? `rgba(214, 39, 40, ${(0.6 * v).toFixed(2)})`
+      : `rgba(31, 119, 180, ${(-0.6 * v).toFixed(2)})`;
+    const char = document.createElement("b");
+    char.textContent = token === "<eos>" ? "end" : VISIBLE[token] || token;
+    cell.append(char, `${ratio >= 0 ? "+" : ""}${ratio.toFixed(2)}`);
+    return cell;
+  }));
+}
+
 function clearInspection() {
   for (const id of ["bars", "prefixes", "next"]) $(id).replaceChildren();
+  drawEvidence(null);
   showUnknown([]);
   drawHeatmap([], [], []);
 }
@@ -107,6 +133,7 @@ async function inspectTyped() {
     if (classifier) {
       drawBars(result.labels, result.probabilities[result.probabilities.length - 1]);
       drawCells($("prefixes"), result.characters, result.top);
+      drawEvidence(result.evidence);
     } else {
       drawCells($("next"), result.characters, result.top);
     }
