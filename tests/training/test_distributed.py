@@ -18,6 +18,8 @@ def train(task, data, out, processes):
                "--checkpoint-every", "5"]
     if task == "lm":
         options += ["--chunk-length", "16"]
+    else:  # every kind of member, the generative one included
+        options += ["--generative-hidden-size", "16"]
     run = subprocess.run([*launcher, "-m", "elman", "train", *options], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     return json.loads((out / "metrics.json").read_text())

@@ -34,7 +34,9 @@ def training_command(task, data, out, resume=False):
     if task == "lm":
         common += ["--task", "lm", "--epochs", "6", "--num-layers", "2", "--chunk-length", "16"]
     else:
-        common += ["--task", "classify", "--epochs", "30", "--num-layers", "1", "--patience", "30"]
+        # with every kind of member: the generative one's prior weight is fitted state too
+        common += ["--task", "classify", "--epochs", "30", "--num-layers", "1", "--patience", "30",
+                   "--generative-hidden-size", "16"]
     target = ["--resume", str(out)] if resume else ["--out", str(out)]
     return [sys.executable, "-m", "elman", "train", *common, *target]
 
