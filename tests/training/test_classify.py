@@ -17,7 +17,7 @@ from elman.layer import ElmanRNN
 from elman.models import ClassifierConfig, SequenceClassifier
 from elman.models.classifier import ensemble
 from elman.models.language_model import condition_log_likelihoods
-from elman.training.classify import MAX_LOG_WEIGHT, TrainConfig, class_weights, fit_member_weights
+from elman.training.classify import MAX_LOG_WEIGHT, TrainConfig, class_weights, fit_member_weights, train_classifier
 
 
 def test_training_writes_every_output_and_learns(trained_model):
@@ -126,6 +126,8 @@ def test_a_generative_member_trains_beside_the_others_and_explains_a_prediction(
     model = classifier.model
     assert metrics["test"]["accuracy"] > 0.8 and metrics["refit"]["epochs"] == metrics["epochs_run"]
     assert model.member_weights.shape == (3,)  # recurrent, n-gram bag, generative
+    # epochs are chosen by the other members' pool; the generative member joins it once, after selection
+    assert "generative member joined the pool" in (out / "train.log").read_text()
     # the prior is the training split's, here balanced: a prior that moves every class alike has nothing for the
     # fit to move (its unit test is test_the_fit_takes_out_the_prior...); the pool's weights were fitted
     torch.testing.assert_close(model.generative.log_prior, torch.full((3,), 1 / 3).log())
@@ -144,6 +146,26 @@ def test_a_generative_member_trains_beside_the_others_and_explains_a_prediction(
     first, second = (classifier.labels.index(label) for label in evidence.labels)
     assert sum(evidence.log_ratios) == pytest.approx(float(log_likelihoods[first] - log_likelihoods[second]), abs=1e-4)
     assert sum(evidence.log_ratios) > 0  # the member agrees with the pool here
+
+
+def test_the_selected_pool_with_its_generative_member_is_the_one_saved_and_scored(names_csv, tmp_path):
+    """Without the refit the selected model is the final one: the pool saved is the one the generative member
+    joined (as logged), and the validation scores reported are its."""
+    data = read_labelled_csv(names_csv)
+    options = {"embedding_dim": 8, "hidden_size": 8, "num_layers": 1, "mlp_hidden": 8, "generative_hidden_size": 16}
+    metrics = train_classifier(data, tmp_path, options, TrainConfig(epochs=4, batch_size=16, refit=False),
+                               progress=False)
+    classifier = elman.load(tmp_path)
+    texts, labels = data.subset("val")
+    predicted = [prediction.labels[0][0] for prediction in classifier.predict(texts, top_k=1)]
+    accuracy = sum(p == label for p, label in zip(predicted, labels, strict=True)) / len(labels)
+    assert accuracy == pytest.approx(metrics["val"]["accuracy"])
+    joined = re.search(r"generative member joined the pool: weights \[(.*)\], prior weight (\S+);",
+                       (tmp_path / "train.log").read_text())
+    weights = [float(w) for w in joined.group(1).split(", ")]
+    model = classifier.model
+    assert model.member_weights.tolist() == pytest.approx(weights, abs=5e-4)
+    assert float(model.generative.prior_weight) == pytest.approx(float(joined.group(2)), abs=5e-4)
 
 
 def test_a_checkpoint_from_before_the_lm_loss_still_loads(trained_model, tmp_path):

@@ -281,7 +281,8 @@ POOL_BUFFERS = ("member_weights", "generative.log_prior", "generative.prior_weig
 class SequenceClassifier(nn.Module):
     """ids (B, T) int64 with 0 as padding, lengths (B,) -> class logits (B, num_classes) of the ensemble (see
     ``ensemble``). ``per_member=True`` gives each member's logits (M, B, num_classes) instead: the recurrent
-    members', then the n-gram bag's, then the generative member's (each where configured). ``lm_loss=True``
+    members', then the n-gram bag's, then the generative member's (each where configured; ``generative=False``
+    leaves out the last, whose Bayes scores read each row once per class). ``lm_loss=True``
     gives what a training step needs: (the logits of every member but the generative one, whose Bayes scores
     read each row once per class, (M', B, C); the recurrent members' summed ``language_model_loss`` plus the
     generative member's ``loss`` under ``targets`` (B,)). ``member_weights`` (M,), a buffer saved with the
@@ -306,12 +307,12 @@ class SequenceClassifier(nn.Module):
         return torch.cat(pooled, dim=1), torch.cat(states, dim=2)
 
     def forward(self, ids: Tensor, lengths: Tensor, per_member: bool = False, lm_loss: bool = False,
-                targets: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
+                targets: Tensor | None = None, generative: bool = True) -> Tensor | tuple[Tensor, Tensor]:
         recurrent = [member(ids, lengths, lm_loss) for member in self.recurrent]
         if lm_loss:
             recurrent, lm_losses = zip(*recurrent, strict=True)
         others = [] if self.bag is None else [self.bag(ids, lengths)]
-        if self.generative is not None and not lm_loss:
+        if self.generative is not None and generative and not lm_loss:
             others.append(self.generative(ids, lengths))
         members = [logits.float() for logits in [*recurrent, *others]]
         logits = members[0].unsqueeze(0) if len(members) == 1 else torch.stack(members)  # (M, B, C)
@@ -350,11 +351,13 @@ def ensemble(member_logits: Tensor, weights: Tensor) -> Tensor:
 
 @torch.no_grad()
 def batched_logits(model: SequenceClassifier, ids: Tensor, lengths: Tensor, batch_size: int = 512,
-                   per_member: bool = False) -> Tensor:
+                   per_member: bool = False, generative: bool = True) -> Tensor:
     """Logits (N, C) for all rows of ``ids`` (N, T) in evaluation mode, in length-bucketed batches; each
-    member's (M, N, C) with ``per_member``."""
+    member's (M, N, C) with ``per_member`` (without the generative member's, ``generative=False``)."""
     model.eval()
-    logits = torch.empty(len(model.members), ids.shape[0], model.config.num_classes)
+    members = len(model.members) - (model.generative is not None and not generative)
+    logits = torch.empty(members, ids.shape[0], model.config.num_classes)
     for batch in length_bucketed_batches(lengths, batch_size):
-        logits[:, batch] = model(trim(ids[batch], lengths[batch]), lengths[batch], per_member=True)
+        logits[:, batch] = model(trim(ids[batch], lengths[batch]), lengths[batch], per_member=True,
+                                 generative=generative)
     return logits if per_member else ensemble(logits, model.member_weights)
