@@ -281,12 +281,12 @@ POOL_BUFFERS = ("member_weights", "generative.log_prior", "generative.prior_weig
 class SequenceClassifier(nn.Module):
     """ids (B, T) int64 with 0 as padding, lengths (B,) -> class logits (B, num_classes) of the ensemble (see
     ``ensemble``). ``per_member=True`` gives each member's logits (M, B, num_classes) instead: the recurrent
-    members', then the n-gram bag's, then the generative member's (each where configured; ``generative=False``
-    leaves out the last, whose Bayes scores read each row once per class). ``lm_loss=True``
-    gives what a training step needs: (the logits of every member but the generative one, whose Bayes scores
-    read each row once per class, (M', B, C); the recurrent members' summed ``language_model_loss`` plus the
-    generative member's ``loss`` under ``targets`` (B,)). ``member_weights`` (M,), a buffer saved with the
-    weights, holds the pool's weights: 1/M until training fits them on the validation split."""
+    members', then the n-gram bag's, then the generative member's (each where configured). The generative
+    member's Bayes scores read each row once per class: ``generative=False`` leaves them out, and so does
+    ``lm_loss=True``, which gives what a training step needs: (the other members' logits (M', B, C), the
+    recurrent members' summed ``language_model_loss`` plus the generative member's ``loss`` under ``targets``
+    (B,)). ``member_weights`` (M,), a buffer saved with the weights, holds the pool's weights: 1/M until
+    training fits them on the validation split."""
 
     def __init__(self, config: ClassifierConfig):
         super().__init__()

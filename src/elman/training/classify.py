@@ -275,7 +275,9 @@ def select(run: Run, model: SequenceClassifier, prepared: PreparedData, config: 
                             "epochs_run": len(p.history), **records.pop("selected")}
     model.load_state_dict(run.state.best_weights)  # with the pool weights fitted for it
     if model.generative is not None:
+        started = time.monotonic()
         join_generative(run, model, prepared, checkpoint_config)
+        records["selection"]["seconds"] += run.processes.agreed(time.monotonic() - started)  # out of the budget
 
 
 def join_generative(run: Run, model: SequenceClassifier, prepared: PreparedData, checkpoint_config: dict) -> None:
