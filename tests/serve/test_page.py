@@ -117,9 +117,11 @@ def test_a_classifier_with_a_generative_member_shows_each_characters_evidence(pa
     assert page.page.locator("#evidence-section").is_hidden()  # the first classifier has no generative member
     page.choose("explained")
     page.page.fill("#text", "Yamamoto")
-    page.page.wait_for_selector("#evidence .cell")
+    page.wait_for("document.querySelector('#evidence .cell b')?.textContent === 'Y'")  # not the example's
     cells = page.page.locator("#evidence .cell").all_inner_texts()
     assert len(cells) == 9 and cells[-1].startswith("end")  # eight characters and the name's end
+    rows = {round(page.page.locator("#evidence .cell").nth(i).bounding_box()["y"]) for i in range(9)}
+    assert len(rows) == 1  # side by side, as the prefixes' cells
     ratios = [float(cell.split()[-1]) for cell in cells]
     title = page.page.inner_text("#evidence-title")
     total = float(title.split(": ")[1].split()[0])
