@@ -1,6 +1,6 @@
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from elman.data.batches import length_bucketed_batches, trim
@@ -63,6 +63,19 @@ def test_bucketed_batches_cover_every_row_once_and_group_similar_lengths():
     assert all(torch.equal(a, b) for a, b in zip(batches, again, strict=True))
     ids = torch.zeros(3, 10, dtype=torch.long)
     assert trim(ids, torch.tensor([2, 4, 3])).shape == (3, 4)
+
+
+@given(st.lists(st.integers(1, 5_000), min_size=1, max_size=200), st.integers(1, 64), st.integers(1, 20_000))
+@settings(max_examples=200, deadline=None)
+def test_evaluation_batches_hold_at_most_max_tokens_unless_one_row_is_longer(lengths, batch_size, max_tokens):
+    lengths = torch.tensor(lengths)
+    batches = length_bucketed_batches(lengths, batch_size, max_tokens=max_tokens)
+    assert sorted(torch.cat(batches).tolist()) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) <= batch_size and lengths[batch].tolist() == sorted(lengths[batch].tolist(), reverse=True)
+        assert len(batch) == 1 or len(batch) * int(lengths[batch].max()) <= max_tokens
+    assert [b.tolist() for b in length_bucketed_batches(lengths, batch_size, max_tokens=10**9)] == \
+        [b.tolist() for b in length_bucketed_batches(lengths, batch_size)]  # short rows: batches as before
 
 
 def test_stratified_split_keeps_each_label_in_proportion():

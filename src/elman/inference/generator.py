@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from elman.checkpoint import CheckpointError, fitting_configuration, model_config
-from elman.data.batches import length_bucketed_batches, trim
+from elman.data.batches import MAX_EVALUATION_TOKENS, length_bucketed_batches, trim
 from elman.data.reader import LabelledTexts, normalise_text
 from elman.data.vocabulary import BOS, EOS, SPECIALS, Vocabulary, vectorize
 from elman.errors import UsageError, UsageTypeError
@@ -250,7 +250,7 @@ class TextGenerator:
         ids, lengths = vectorize(texts, self.vocabulary, None)
         log_posterior = torch.empty(len(texts), len(self.conditions))
         self.model.eval()
-        for rows in length_bucketed_batches(lengths, CLASSIFY_BATCH):
+        for rows in length_bucketed_batches(lengths, CLASSIFY_BATCH, max_tokens=MAX_EVALUATION_TOKENS):
             log_posterior[rows] = condition_log_likelihoods(self.model, trim(ids[rows], lengths[rows]), lengths[rows])
         probabilities = (log_posterior + log_prior).softmax(1)
         values, indices = probabilities.topk(min(top_k, len(self.conditions)), dim=1)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from elman.data.batches import length_bucketed_batches, trim
+from elman.data.batches import MAX_EVALUATION_TOKENS, length_bucketed_batches, trim
 from elman.errors import UsageError
 from elman.layer import ACTIVATIONS, ElmanRNN
 from elman.layer.dropout import Dropout
@@ -357,7 +357,7 @@ def batched_logits(model: SequenceClassifier, ids: Tensor, lengths: Tensor, batc
     model.eval()
     members = len(model.members) - (model.generative is not None and not generative)
     logits = torch.empty(members, ids.shape[0], model.config.num_classes)
-    for batch in length_bucketed_batches(lengths, batch_size):
+    for batch in length_bucketed_batches(lengths, batch_size, max_tokens=MAX_EVALUATION_TOKENS):
         logits[:, batch] = model(trim(ids[batch], lengths[batch]), lengths[batch], per_member=True,
                                  generative=generative)
     return logits if per_member else ensemble(logits, model.member_weights)
