@@ -241,6 +241,7 @@ def run_logistic_regression(data) -> dict:
     return {"accuracy": accuracy_score(test_n, predicted), "macro_f1": f1_score(test_n, predicted, average="macro"),
             "train_seconds": seconds, "surnames_per_second": None, "C": c}
 
+
 # --- 5. each member of elman's classifier alone, and their pool ---------------------------------------
 
 
@@ -291,7 +292,6 @@ def print_members(runs: dict[int, dict]) -> None:
                   + " ".join(f"{r['smallest_f1'][label]:>10.2f}" for label in smallest))
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/surnames.csv"))
@@ -315,7 +315,8 @@ def main() -> None:
         for seed in args.seeds:
             print(f"elman, generative member {args.generative_hidden_size or 'none'}, seed {seed}, --time-budget "
                   f"{args.budget:.0f} ...", flush=True)
-            runs[seed] = run_members(data, args.out / f"surnames-members-seed{seed}", options,
+            out = args.out / f"surnames-members-generative{args.generative_hidden_size}-seed{seed}"
+            runs[seed] = run_members(data, out, options,
                                      TrainConfig(time_budget=args.budget, seed=seed))
         print_members(runs)
         path = args.out / f"surnames-members-generative{args.generative_hidden_size}.json"
