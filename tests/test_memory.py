@@ -38,4 +38,7 @@ def faults_per_round(mode: str) -> float:
 def test_freed_buffers_are_reused_instead_of_faulted_in_again():
     pages = 12 * 10 * 2**20 // 4096
     assert faults_per_round("default") > pages / 2  # each buffer mapped afresh: faulted in again
-    assert faults_per_round("keep") < pages / 20  # the first round's pages serve the others
+    # the first round's pages serve the others. The median of three: once, in a whole suite on the shared
+    # machine, a run measured 1,536 faults a round where it measures 256; not reproduced in seven runs since
+    kept = sorted(faults_per_round("keep") for _ in range(3))
+    assert kept[1] < pages / 20, kept
