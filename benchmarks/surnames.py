@@ -266,7 +266,8 @@ def run_members(data, out: Path, model_options: dict, config: TrainConfig) -> di
     member_logits = batched_logits(model, ids, lengths, per_member=True)
     if model.generative is not None:  # alone, the member reads with its training prior (Bayes' rule proper)
         member_logits[-1] += (1 - model.generative.prior_weight) * model.generative.log_prior
-    counts = {label: data.subset("train")[1].count(label) for label in classifier.labels}
+    train_labels = data.subset("train")[1]
+    counts = {label: train_labels.count(label) for label in classifier.labels}
     smallest = sorted(classifier.labels, key=counts.get)[:5]
     scored = {**dict(zip(member_names(model), member_logits, strict=True)),
               "pool": batched_logits(model, ids, lengths)}

@@ -21,6 +21,7 @@ from elman.models.language_model import (
     LanguageModelConfig,
     condition_log_likelihoods,
     line_loss,
+    log_frequencies,
     stream_loss,
 )
 
@@ -267,8 +268,7 @@ class TextGenerator:
         if counts is None:
             raise UsageError("this model was saved without its conditions' frequencies in training (before elman "
                              "kept them); classify it with a uniform prior (--uniform-prior, prior='uniform')")
-        counts = torch.tensor(counts, dtype=torch.float64).clamp(min=1)
-        return (counts / counts.sum()).log().float()
+        return log_frequencies(torch.tensor(counts))
 
     @torch.no_grad()
     def inspect(self, text: str, condition: str | None = None) -> Inspection:

@@ -126,6 +126,13 @@ def token_log_likelihoods(model: LanguageModel, ids: Tensor, lengths: Tensor, co
     return log_likelihoods.masked_fill(targets == 0, 0.0)
 
 
+def log_frequencies(counts: Tensor) -> Tensor:
+    """Counts (C,) of the conditions (or classes) in training -> log p(c) (C,), the prior of Bayes' rule; one
+    never seen counts as seen once."""
+    counts = counts.double().clamp(min=1)
+    return (counts / counts.sum()).log().float()
+
+
 def condition_log_likelihoods(model: LanguageModel, ids: Tensor, lengths: Tensor) -> Tensor:
     """Lines as for ``token_log_likelihoods`` -> (B, C): log p(line | c) of a conditioned model for each of its
     C conditions, the likelihoods of Bayes' rule. Each line is read once per condition, all in one batch of

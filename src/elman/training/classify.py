@@ -23,6 +23,7 @@ from elman.errors import UsageError, refused_as_usage
 from elman.files import atomic_write_text
 from elman.metrics import classification_metrics
 from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits, ensemble
+from elman.models.language_model import log_frequencies
 from elman.options import common, option
 from elman.threads import set_training_threads
 from elman.training.loop import Phase, Progress, Run, Tally, open_run
@@ -85,12 +86,6 @@ def class_weights(targets: torch.Tensor, num_classes: int, scheme: str) -> torch
     counts = torch.bincount(targets, minlength=num_classes).double().clamp(min=1)
     weights = counts.rsqrt() if scheme == "sqrt" else counts.reciprocal()
     return (weights / (weights * counts).sum() * counts.sum()).float()  # mean weight per example is 1
-
-
-def label_log_prior(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """log p(c) (C,) of the classes' frequencies in ``targets``; a class never seen counts as seen once."""
-    counts = torch.bincount(targets, minlength=num_classes).float().clamp(min=1)
-    return (counts / counts.sum()).log()
 
 
 def batch_loss(network: nn.Module, batch: Split, loss_function: nn.CrossEntropyLoss,
@@ -388,7 +383,8 @@ def train_classifier(
     if model.bag is not None:
         freeze(model.bag)  # fitted as a logistic regression when a phase starts
     if model.generative is not None:
-        model.generative.log_prior.copy_(label_log_prior(prepared.splits["train"].targets, len(prepared.labels)))
+        counts = torch.bincount(prepared.splits["train"].targets, minlength=len(prepared.labels))
+        model.generative.log_prior.copy_(log_frequencies(counts))
     optimisation = Optimisation(model, config.learning_rate, config.weight_decay, config.clip_norm, config.precision,
                                 processes, config.threads)
     checkpoint_config = {"task": "classify", "model": asdict(model_config), "labels": prepared.labels,
