@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from elman import threads
-from elman.training.loop import ThroughputWatch
+from elman.training.run_log import ThroughputWatch
 
 
 @pytest.fixture

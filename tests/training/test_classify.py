@@ -17,7 +17,8 @@ from elman.layer import ElmanRNN
 from elman.models import ClassifierConfig, SequenceClassifier
 from elman.models.classifier import ensemble
 from elman.models.language_model import condition_log_likelihoods
-from elman.training.classify import MAX_LOG_WEIGHT, TrainConfig, class_weights, fit_member_weights, train_classifier
+from elman.training.classify import TrainConfig, class_weights, train_classifier
+from elman.training.pool_fit import MAX_LOG_WEIGHT, fit_member_weights
 
 
 def test_training_writes_every_output_and_learns(trained_model):

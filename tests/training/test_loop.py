@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from elman.training.loop import Progress, RunState
 from elman.training.optimisation import Optimisation
 from elman.training.processes import Processes
+from elman.training.progress import Progress, RunState
 
 
 def fresh_state() -> RunState:

@@ -337,7 +337,7 @@ def ensemble(member_logits: Tensor, weights: Tensor) -> Tensor:
         log p(c | x) = sum_m w_m log p_m(c | x) - log sum_c' exp(sum_m w_m log p_m(c' | x))
 
     A class wins only where no member rules it out, and a weight is also its member's inverse temperature,
-    so an overconfident member can count for less (``fit_member_weights`` in training). On surnames.csv the
+    so an overconfident member can count for less (``elman.training.pool_fit``). On surnames.csv the
     equal-weight geometric pool beat the arithmetic mean of the probabilities on validation in each of
     three trained ensembles; fitted weights (then about 0.25 for the RNN, 1.0 for an n-gram bag trained by
     AdamW; with the bag fitted as a logistic regression about 0.2 and 0.6) gave higher accuracy than equal

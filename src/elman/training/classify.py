@@ -30,12 +30,12 @@ from elman.training.loop import Phase, Progress, Run, Tally, open_run
 from elman.training.ngram_fit import L2_PATH, fit_ngram_bag, freeze
 from elman.training.optimisation import Optimisation
 from elman.training.plots import plot_confusion, plot_curves
+from elman.training.pool_fit import fit_member_weights
 from elman.training.processes import join_processes
 from elman.training.resume import prepare_out_dir
 from elman.training.schedule import warmup_cosine
 
 CLASS_WEIGHTINGS = ("none", "sqrt", "balanced")
-MAX_LOG_WEIGHT = 4.0  # bound of the ensemble pool's fitted log-weights (see fit_member_weights)
 FIT_SHARE = 0.25  # of a time budget, the most the n-gram member's fit may take (docs/measurements.md)
 
 
@@ -115,46 +115,6 @@ def selection_score(logits: torch.Tensor, targets: torch.Tensor, labels: list[st
     if config.select_by == "macro_f1":
         return classification_metrics(logits.argmax(1), targets, labels)["macro_f1"]
     return -float(nn.functional.cross_entropy(logits, targets))
-
-
-def fit_member_weights(member_logits: torch.Tensor, targets: torch.Tensor, log_prior: torch.Tensor | None = None,
-                       ) -> tuple[torch.Tensor, float]:
-    """The ensemble's pool weights (M,) that minimise its log-loss on held-out rows (see ``ensemble``):
-    member_logits (M, N, C), targets (N,). With one member this is temperature scaling. Given the class
-    prior's logarithm ``log_prior`` (C,), the last member is a generative one (``GenerativeMember``) and the
-    fit also moves how much of the prior it keeps: returns (the weights, the change of its ``prior_weight``),
-    the change 0.0 without ``log_prior``.
-
-    The log-weights have a standard normal prior (the fit is its maximum a posteriori) and stay within
-    [-4, 4]: early in training members can be right yet barely confident, so that the best weights lie far
-    out, and rows that the members already separate perfectly would pull them to infinity; the line search
-    must not follow them there (float32 overflows) nor let a member that has hardly learnt anything count
-    for much. On thousands of rows the prior hardly matters. The change of the prior's weight has the same
-    prior and bounds."""
-    member_logits = member_logits.double()
-    log_weights = torch.zeros(member_logits.shape[0], dtype=torch.float64, requires_grad=True)
-    prior_change = torch.zeros((), dtype=torch.float64, requires_grad=log_prior is not None)
-    optimizer = torch.optim.LBFGS([log_weights, *([prior_change] if log_prior is not None else [])], max_iter=100,
-                                  line_search_fn="strong_wolfe")
-
-    def weights() -> torch.Tensor:
-        return log_weights.clamp(-MAX_LOG_WEIGHT, MAX_LOG_WEIGHT).exp()
-
-    def moved(logits: torch.Tensor) -> torch.Tensor:
-        if log_prior is None:
-            return logits
-        change = prior_change.clamp(-MAX_LOG_WEIGHT, MAX_LOG_WEIGHT) * log_prior.double()
-        return torch.cat([logits[:-1], (logits[-1] + change).unsqueeze(0)])
-
-    def objective() -> torch.Tensor:
-        optimizer.zero_grad()
-        log_loss = nn.functional.cross_entropy(ensemble(moved(member_logits).log_softmax(dim=2), weights()), targets)
-        loss = log_loss + (log_weights.square().sum() + prior_change.square()) / (2 * targets.numel())
-        loss.backward()
-        return loss
-
-    optimizer.step(objective)
-    return weights().detach().float(), float(prior_change.detach().clamp(-MAX_LOG_WEIGHT, MAX_LOG_WEIGHT))
 
 
 class ClassifierTask:
