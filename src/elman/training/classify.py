@@ -25,14 +25,12 @@ from elman.metrics import classification_metrics
 from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits, ensemble
 from elman.models.language_model import log_frequencies
 from elman.options import common, option
-from elman.threads import set_training_threads
 from elman.training.loop import Phase, Progress, Run, Tally, open_run
 from elman.training.ngram_fit import L2_PATH, fit_ngram_bag, freeze
 from elman.training.optimisation import Optimisation
 from elman.training.plots import plot_confusion, plot_curves
 from elman.training.pool_fit import fit_member_weights
 from elman.training.processes import join_processes
-from elman.training.resume import prepare_out_dir
 from elman.training.schedule import warmup_cosine
 
 CLASS_WEIGHTINGS = ("none", "sqrt", "balanced")
@@ -329,30 +327,23 @@ def train_classifier(
     for name in ("class_weighting", "bag_class_weighting"):
         if getattr(config, name) not in CLASS_WEIGHTINGS:
             raise UsageError(f"{name} must be one of {CLASS_WEIGHTINGS}, got {getattr(config, name)!r}")
-    threads_note = set_training_threads(config.threads)
     prepared = prepare(data, config.max_length, config.seed)  # refuses unusable data before anything is written
     torch.manual_seed(config.seed)
     with refused_as_usage("model options"):  # before anything is written
         model_config = ClassifierConfig(vocab_size=len(prepared.vocabulary), num_classes=len(prepared.labels),
                                         **(model_options or {}))
         model = SequenceClassifier(model_config)
-    processes = join_processes()
-    out_dir = Path(out_dir)
-    if processes.main:
-        prepare_out_dir(out_dir, resume)
     if model.bag is not None:
         freeze(model.bag)  # fitted as a logistic regression when a phase starts
     if model.generative is not None:
         counts = torch.bincount(prepared.splits["train"].targets, minlength=len(prepared.labels))
         model.generative.log_prior.copy_(log_frequencies(counts))
-    optimisation = Optimisation(model, config.learning_rate, config.weight_decay, config.clip_norm, config.precision,
-                                processes, config.threads)
     checkpoint_config = {"task": "classify", "model": asdict(model_config), "labels": prepared.labels,
                          "max_length": config.max_length, "training": asdict(config), "data": data.path}
     about_data = (f"{data.path}: {len(data)} rows ({data.skipped_empty} empty skipped); "
                   + ", ".join(f"{name} {len(split)}" for name, split in prepared.splits.items())
                   + f"; {len(prepared.labels)} labels; vocabulary {len(prepared.vocabulary)}")
-    with open_run(out_dir, optimisation, model_config, config, resume, about_data, threads_note, progress,
+    with open_run(Path(out_dir), model, model_config, config, join_processes(), resume, about_data, progress,
                   phase="select") as run:
         p = run.progress
         train_and_val = prepared.splits["train"].joined(prepared.splits["val"])  # what the final model trains on

@@ -26,14 +26,12 @@ from elman.files import atomic_write_text
 from elman.metrics import loss_report
 from elman.models.language_model import LanguageModel, LanguageModelConfig, line_loss, stream_loss
 from elman.options import common, option, positive_int
-from elman.threads import set_training_threads
 from elman.training.calibration import calibrate
 from elman.training.loop import Phase, Progress, Run, Tally, open_run
 from elman.training.optimisation import Optimisation
 from elman.training.plots import plot_language_curves
 from elman.training.precision import autocast, resolve
 from elman.training.processes import Processes, join_processes, training_device
-from elman.training.resume import prepare_out_dir
 from elman.training.schedule import warmup_stable_decay
 
 # the estimate during training: fuller GEMMs, the same figure (docs/measurements.md, "The validation estimate")
@@ -210,7 +208,6 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
         raise UsageError(f"decay_fraction must be above 0 and at most 1, got {config.decay_fraction}")
     if config.weight_decay is None:
         config = replace(config, weight_decay=PRESETS[preset_for(data.kind, config.time_budget)]["weight_decay"])
-    threads_note = set_training_threads(config.threads)
     processes = join_processes()
     device = training_device(config.device, processes)
     resolve(config.precision, device)  # refuses a precision the device has not, before anything is written
@@ -222,11 +219,6 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
         model_config = LanguageModelConfig(vocab_size=len(data.vocabulary), num_conditions=len(data.conditions or []),
                                            **model_options_for(data.kind, config.time_budget, model_options))
         model = LanguageModel(model_config).to(device)
-    out_dir = Path(out_dir)
-    if processes.main:
-        prepare_out_dir(out_dir, resume)
-    optimisation = Optimisation(model, config.learning_rate, config.weight_decay, config.clip_norm, config.precision,
-                                processes, config.threads, decay_all=False, spared_from_decay=(model.output.weight,))
     checkpoint_config = {"task": "lm", "model": asdict(model_config), "kind": data.kind,
                          "conditions": data.conditions, "columns": data.columns, "max_length": config.max_length,
                          "training": asdict(config), "data": data.source}
@@ -234,7 +226,8 @@ def train_language_model(data: LanguageData, out_dir: str | Path, model_options:
         checkpoint_config["condition_counts"] = torch.bincount(data.train[2], minlength=len(data.conditions)).tolist()
     about_data = (f"{data.source}: {data.kind}, {data.train_characters} training characters, vocabulary "
                   f"{len(data.vocabulary)}" + (f", {len(data.conditions)} conditions" if data.conditions else ""))
-    with open_run(out_dir, optimisation, model_config, config, resume, about_data, threads_note, progress) as run:
+    with open_run(Path(out_dir), model, model_config, config, processes, resume, about_data, progress,
+                  decay_all=False, spared_from_decay=(model.output.weight,)) as run:
         task = LanguageTask(model, data, config, run, checkpoint_config)
         steps_per_epoch = len(epoch_batches(data, config, torch.Generator().manual_seed(config.seed)))
         run.train(task, Phase("train", config.epochs, steps_per_epoch, config.time_budget,

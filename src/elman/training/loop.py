@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
+from elman.threads import set_training_threads
 from elman.training.optimisation import Optimisation
 from elman.training.processes import Processes
 from elman.training.progress import Progress, RunState, Tally
+from elman.training.resume import prepare_out_dir
 from elman.training.run_log import RunLog, ThroughputWatch
 
 
@@ -138,14 +140,21 @@ class Run:
 
 
 @contextlib.contextmanager
-def open_run(out_dir: Path, optimisation: Optimisation, model_config, config, resume: bool, about_data: str,
-             threads_note: str, progress_bar: bool, phase: str = "train") -> Iterator[Run]:
-    """A run beginning in ``phase``, or taken up from its newest training state (``resume``), with its log
-    open. ``config`` is the training configuration (its ``seed`` draws the batch orders)."""
+def open_run(out_dir: Path, model: nn.Module, model_config, config, processes: Processes, resume: bool,
+             about_data: str, progress_bar: bool, phase: str = "train", **optimisation_options) -> Iterator[Run]:
+    """A run of ``model`` beginning in ``phase``, or taken up from its newest training state (``resume``), with
+    its threads set, ``out_dir`` prepared and its log open. ``config`` is the training configuration: its seed
+    draws the batch orders, its threads, learning rate, weight decay, clip norm and precision make the
+    optimisation, with a task's own ``optimisation_options`` (see ``Optimisation``)."""
+    threads_note = set_training_threads(config.threads)
+    if processes.main:
+        prepare_out_dir(out_dir, resume)
+    optimisation = Optimisation(model, config.learning_rate, config.weight_decay, config.clip_norm,
+                                config.precision, processes, config.threads, **optimisation_options)
     state = RunState(Progress(phase=phase), torch.Generator().manual_seed(config.seed))
     settings = {"training": asdict(config), "model": asdict(model_config)}
     notes = state.resume(out_dir, optimisation, settings) if resume else []
-    with RunLog(out_dir / "train.log", optimisation.processes, append=resume) as log:
-        log.begin(notes, about_data, optimisation.module, model_config, config)
+    with RunLog(out_dir / "train.log", processes, append=resume) as log:
+        log.begin(notes, about_data, model, model_config, config)
         log(threads_note)
         yield Run(optimisation, state, log, out_dir, settings, config.checkpoint_every, progress_bar)
