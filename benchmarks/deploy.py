@@ -10,8 +10,9 @@ per call), and two streaming cases (batch 1, one step per call with the state ca
 milliseconds per call (median over rounds of the per-round medians) and the speed-up over nn.RNN; writes JSON.
 
 With ``--model DIR`` (a trained language model, e.g. the README's tiny-shakespeare one), generation instead:
-characters per second of ``TextGenerator.generate`` (what ``elman generate`` runs) against the same model
-exported by ``elman export`` and sampled from Python in ONNX Runtime, one character per call, batch 1.
+characters per second of ``TextGenerator.generate`` (what ``elman generate`` runs: its compiled sampling
+loop, and the Python loop that runs where the loops are not compiled) against the same model exported by
+``elman export`` and sampled from Python in ONNX Runtime, one character per call, batch 1.
 
     pip install -e '.[bench]'
     python benchmarks/deploy.py [--rounds 3] [--repeats 15] [--threads 2] [--model runs/shakespeare]
@@ -154,7 +155,7 @@ def measure(contender: str, threads: int, repeats: int) -> dict:
     return results
 
 
-GENERATORS = ["elman generate", "ORT sampling loop"]
+GENERATORS = ["elman generate", "elman, Python loop", "ORT sampling loop"]
 GENERATED = 400  # characters per sample, after the prime "ROMEO:"
 
 
@@ -168,7 +169,10 @@ def generation_rate(contender: str, model: str, threads: int, repeats: int) -> d
 
     torch.set_num_threads(threads)
     generator = elman.load(model)
-    if contender == "elman generate":
+    if contender.startswith("elman"):
+        if contender == "elman, Python loop":
+            generator._samples_compiled = lambda state: False
+
         def sample(seed: int) -> str:
             return generator.generate("ROMEO:", GENERATED, 0.8, seed=seed)[0]
     else:

@@ -15,6 +15,8 @@ from elman.data.vocabulary import BOS, EOS, SPECIALS, Vocabulary, vectorize
 from elman.errors import UsageError, UsageTypeError
 from elman.inference.classifier import Classifier, Prediction
 from elman.inference.inspection import Inspection
+from elman.layer import ACTIVATIONS
+from elman.layer.fused import compiled_generate
 from elman.metrics import loss_report
 from elman.models.language_model import (
     LanguageModel,
@@ -213,9 +215,22 @@ class TextGenerator:
                                    conditions=conditions)
         if guide is not None:
             guide.read_context(logits, ids)
-        logits = logits[:, -1]
-        sampled = torch.zeros(num_samples, length, dtype=torch.int64)
-        finished = torch.zeros(num_samples, dtype=torch.bool)
+        if guide is None and self._samples_compiled(state):
+            sampled = self._sample_compiled(logits[:, -1], state, conditions, length, temperature, top_k, top_p,
+                                            generator)
+        else:
+            sampled = self._sample(logits[:, -1], state, conditions, guide, length, temperature, top_k, top_p,
+                                   generator)
+        return [prime + self._decode_until_end(row) for row in sampled.tolist()]
+
+    def _sample(self, logits: Tensor, state: Tensor, conditions: Tensor | None, guide: ConditionGuidance | None,
+                length: int, temperature: float, top_k: int | None, top_p: float | None,
+                generator: torch.Generator) -> Tensor:
+        """The sampling loop, from the logits (B, V) and state (L, B, H) after the prime: the drawn ids
+        (B, length), <eos> after a row's end. A guided run's rows are C per sample (``ConditionGuidance``)."""
+        samples = logits.shape[0] if guide is None else guide.num_samples
+        sampled = torch.zeros(samples, length, dtype=torch.int64)
+        finished = torch.zeros(samples, dtype=torch.bool)
         eos = self.vocabulary.index(EOS)
         for position in range(length):
             if guide is not None:
@@ -230,7 +245,28 @@ class TextGenerator:
             inputs = chosen if guide is None else guide.observe(chosen)
             logits, state = self.model(inputs[:, None], state, conditions=conditions)
             logits = logits[:, -1]
-        return [prime + self._decode_until_end(row) for row in sampled.tolist()]
+        return sampled
+
+    def _samples_compiled(self, state: Tensor) -> bool:
+        """Whether the sampling loop can run compiled (``_sample_compiled``): where each of its steps would."""
+        rows, width = state.shape[1], self.model.config.embedding_dim
+        return (compiled_generate is not None and not self.model.training
+                and self.model.rnn.step_is_compiled(self.model.embedding.weight.new_empty(rows, width), state))
+
+    def _sample_compiled(self, logits: Tensor, state: Tensor, conditions: Tensor | None, length: int,
+                         temperature: float, top_k: int | None, top_p: float | None,
+                         generator: torch.Generator) -> Tensor:
+        """``_sample`` without guidance in one compiled call (``generate`` in _loops.cpp): the same operations,
+        so the same characters for a seed, without the Python between them."""
+        model, rnn = self.model, self.model.rnn
+        by_kind = list(zip(*rnn.all_weights, strict=True))
+        w_ih, w_hh, b_ih, b_hh = by_kind if rnn.bias else (*by_kind, (), ())
+        condition_input = logits.new_empty(0) if conditions is None else model.condition_inputs(conditions)
+        return compiled_generate(logits, state.contiguous(), model.embedding.weight, condition_input, w_ih, w_hh,
+                                 b_ih, b_hh, ACTIVATIONS.index(rnn.nonlinearity), model.output.weight,
+                                 model.output.bias, self._never, float(temperature), top_k or 0,
+                                 1.0 if top_p is None else float(top_p), length, self.vocabulary.index(EOS),
+                                 self.kind == "lines", generator)
 
     @torch.no_grad()
     def classify(self, texts: str | list[str], top_k: int = 3, prior: str = "training") -> list[Prediction]:

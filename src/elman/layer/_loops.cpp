@@ -24,6 +24,7 @@
 #include <ATen/Parallel.h>
 
 #include <climits>
+#include <limits>
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
@@ -352,6 +353,65 @@ void step(const at::Tensor& x, const at::Tensor& h, at::Tensor out, const std::v
   });
 }
 
+// What sample_next (elman/inference/generator.py) draws from logits (B, V); top_k 0 and top_p 1 cut nothing.
+at::Tensor sample_next(at::Tensor logits, double temperature, int64_t top_k, double top_p,
+                       const at::Generator& generator) {
+  if (temperature == 0) {
+    return logits.argmax(1);
+  }
+  logits = logits / temperature;
+  if (top_k > 0 && top_k < logits.size(1)) {
+    const at::Tensor kth = std::get<0>(logits.topk(top_k, 1)).narrow(1, top_k - 1, 1);
+    logits = logits.masked_fill(logits < kth, -std::numeric_limits<double>::infinity());
+  }
+  if (top_p < 1) {
+    auto [sorted_logits, order] = logits.sort(1, true);
+    const at::Tensor probabilities = sorted_logits.softmax(1);
+    const at::Tensor before = probabilities.cumsum(1) - probabilities;
+    sorted_logits = sorted_logits.masked_fill(before >= top_p, -std::numeric_limits<double>::infinity());
+    logits = at::full_like(logits, -std::numeric_limits<double>::infinity()).scatter(1, order, sorted_logits);
+  }
+  return at::multinomial(logits.softmax(1), 1, false, generator).squeeze(1);
+}
+
+// TextGenerator.generate's sampling loop, without guidance (see generator.py): from the logits (B, V) and
+// state (L, B, H) after the prime, `length` times: mask the `never` ids, draw (sample_next), write `eos`
+// for rows already ended, then read the drawn characters (the embedding's rows, plus `condition_input`
+// (B, E) unless empty, through `step`, the output layer on the top layer's state). The same ATen operations
+// in the same order as the Python loop, so that a seed draws the same characters; only the Python between
+// them is gone. Returns the drawn ids (B, length), `eos` after a row's end; with `stop_at_end` (lines) the
+// loop ends once every row has ended.
+at::Tensor generate(at::Tensor logits, at::Tensor state, const at::Tensor& embedding,
+                    const at::Tensor& condition_input, const std::vector<at::Tensor>& w_ih,
+                    const std::vector<at::Tensor>& w_hh, const std::vector<at::Tensor>& b_ih,
+                    const std::vector<at::Tensor>& b_hh, int64_t activation, const at::Tensor& out_weight,
+                    const at::Tensor& out_bias, const at::Tensor& never, double temperature, int64_t top_k,
+                    double top_p, int64_t length, int64_t eos, bool stop_at_end, const at::Generator& generator) {
+  const int64_t rows = logits.size(0), layers = state.size(0);
+  TORCH_CHECK(logits.dim() == 2 && state.dim() == 3 && state.size(1) == rows && state.is_contiguous(),
+              "generate: logits (B, V), state (L, B, H)");
+  at::Tensor sampled = at::zeros({rows, length}, logits.options().dtype(at::kLong));
+  at::Tensor finished = at::zeros({rows}, logits.options().dtype(at::kBool));
+  at::Tensor spare = at::empty_like(state);
+  for (int64_t position = 0; position < length; ++position) {
+    logits.index_put_({at::indexing::Slice(), never}, -std::numeric_limits<double>::infinity());
+    const at::Tensor chosen = sample_next(logits, temperature, top_k, top_p, generator).masked_fill(finished, eos);
+    sampled.select(1, position).copy_(chosen);
+    finished.bitwise_or_(chosen == eos);
+    if (stop_at_end && finished.all().item<bool>()) {
+      break;
+    }
+    at::Tensor inputs = embedding.index_select(0, chosen);
+    if (condition_input.numel() > 0) {
+      inputs = inputs + condition_input;
+    }
+    step(inputs, state, spare, w_ih, w_hh, b_ih, b_hh, activation);
+    std::swap(state, spare);
+    logits = at::linear(state.narrow(0, layers - 1, 1), out_weight, out_bias).select(0, 0);
+  }
+  return sampled;
+}
+
 // Wellons' lowbias32: a 32-bit integer hash in which every input bit moves every output bit.
 inline uint32_t mix32(uint32_t x) {
   x ^= x >> 16;
@@ -405,5 +465,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward_loop_bf16", &forward_loop_bf16, "Elman recurrence, forward, bfloat16 GEMMs (CPU)");
   m.def("backward_loop_bf16", &backward_loop_bf16, "Elman recurrence, BPTT, bfloat16 GEMMs (CPU)");
   m.def("step", &step, "one step of a unidirectional Elman stack at inference, all layers in one call (CPU)");
+  m.def("generate", &generate, "TextGenerator.generate's sampling loop, without guidance (CPU)");
   m.def("dropout_apply", &dropout_apply, "dropout with a hashed mask, float32, y = x * mask (CPU)");
 }

@@ -79,6 +79,7 @@ def _compiled_module():
 
 compiled_loops = _compiled_module()
 compiled_step = getattr(compiled_loops, "step", None)  # ElmanRNN.step's one call (a build older than it has none)
+compiled_generate = getattr(compiled_loops, "generate", None)  # TextGenerator.generate's loop (the same)
 
 # Below this many multiply-adds per step, a second thread costs more in synchronisation than it saves.
 SINGLE_THREAD_STEP_MACS = 1 << 19

@@ -261,7 +261,7 @@ class ElmanRNN(nn.Module):
         float32/float64 stack on the CPU, with no gradient asked for, runs every layer in one compiled call
         into ``out`` (a preallocated ``(L, B, H)`` buffer, not ``hx``; reusing two buffers in turn saves an
         allocation per step). Anything else runs ``forward``."""
-        if not self._steps_compiled(input, hx, out):
+        if not self.step_is_compiled(input, hx, out):
             state = self.forward(input.unsqueeze(1 if self.batch_first else 0), hx)[1]
             return state if out is None else out.copy_(state)
         if hx is None:
@@ -275,8 +275,9 @@ class ElmanRNN(nn.Module):
         fused.compiled_step(input, hx, out, w_ih, w_hh, b_ih, b_hh, ACTIVATIONS.index(self.nonlinearity))
         return out
 
-    def _steps_compiled(self, input: Tensor, hx: Tensor | None, out: Tensor | None) -> bool:
-        """Whether ``step`` can take its compiled call: what that call computes is this module's forward.
+    def step_is_compiled(self, input: Tensor, hx: Tensor | None, out: Tensor | None = None) -> bool:
+        """Whether ``step(input, hx, out=out)`` takes its compiled call: what that call computes is this
+        module's forward.
         (Checked at every step, cheapest first: at batch 1 these checks are a third of a step's cost.)"""
         if (fused.compiled_step is None or self.bidirectional or self.backend == "reference"
                 or (self.training and (self.dropout > 0 or self.weight_dropout > 0))):
