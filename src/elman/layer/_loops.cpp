@@ -377,10 +377,11 @@ at::Tensor sample_next(at::Tensor logits, double temperature, int64_t top_k, dou
 // TextGenerator.generate's sampling loop, without guidance (see generator.py): from the logits (B, V) and
 // state (L, B, H) after the prime, `length` times: mask the `never` ids, draw (sample_next), write `eos`
 // for rows already ended, then read the drawn characters (the embedding's rows, plus `condition_input`
-// (B, E) unless empty, through `step`, the output layer on the top layer's state). The same ATen operations
-// in the same order as the Python loop, so that a seed draws the same characters; only the Python between
-// them is gone. Returns the drawn ids (B, length), `eos` after a row's end; with `stop_at_end` (lines) the
-// loop ends once every row has ended.
+// (B, E) unless empty, through `step`, the output layer on the top layer's state). The same arithmetic as
+// the Python loop, so that a seed draws the same characters; only the Python between the operations is
+// gone, and two of them: the output layer's bias is -inf at the `never` ids (what the mask writes), and a
+// long text (`stop_at_end` false) never draws `eos` (it is among `never`), so no row ends. Returns the drawn
+// ids (B, length), `eos` after a row's end; with `stop_at_end` (lines) the loop ends once every row has.
 at::Tensor generate(at::Tensor logits, at::Tensor state, const at::Tensor& embedding,
                     const at::Tensor& condition_input, const std::vector<at::Tensor>& w_ih,
                     const std::vector<at::Tensor>& w_hh, const std::vector<at::Tensor>& b_ih,
@@ -390,14 +391,24 @@ at::Tensor generate(at::Tensor logits, at::Tensor state, const at::Tensor& embed
   const int64_t rows = logits.size(0), layers = state.size(0);
   TORCH_CHECK(logits.dim() == 2 && state.dim() == 3 && state.size(1) == rows && state.is_contiguous(),
               "generate: logits (B, V), state (L, B, H)");
+  constexpr double kNever = -std::numeric_limits<double>::infinity();
   at::Tensor sampled = at::zeros({rows, length}, logits.options().dtype(at::kLong));
+  auto drawn = sampled.accessor<int64_t, 2>();
   at::Tensor finished = at::zeros({rows}, logits.options().dtype(at::kBool));
   at::Tensor spare = at::empty_like(state);
+  const at::Tensor masked_bias = out_bias.index_put({never}, at::scalar_tensor(kNever, out_bias.options()));
+  const at::Tensor out_weight_t = out_weight.t();
+  logits.index_put_({at::indexing::Slice(), never}, kNever);
   for (int64_t position = 0; position < length; ++position) {
-    logits.index_put_({at::indexing::Slice(), never}, -std::numeric_limits<double>::infinity());
-    const at::Tensor chosen = sample_next(logits, temperature, top_k, top_p, generator).masked_fill(finished, eos);
-    sampled.select(1, position).copy_(chosen);
-    finished.bitwise_or_(chosen == eos);
+    at::Tensor chosen = sample_next(logits, temperature, top_k, top_p, generator);
+    if (stop_at_end) {
+      chosen = chosen.masked_fill(finished, eos);
+      finished.bitwise_or_(chosen == eos);
+    }
+    const int64_t* ids = chosen.data_ptr<int64_t>();
+    for (int64_t r = 0; r < rows; ++r) {
+      drawn[r][position] = ids[r];
+    }
     if (stop_at_end && finished.all().item<bool>()) {
       break;
     }
@@ -407,7 +418,7 @@ at::Tensor generate(at::Tensor logits, at::Tensor state, const at::Tensor& embed
     }
     step(inputs, state, spare, w_ih, w_hh, b_ih, b_hh, activation);
     std::swap(state, spare);
-    logits = at::linear(state.narrow(0, layers - 1, 1), out_weight, out_bias).select(0, 0);
+    logits = at::addmm(masked_bias, state.select(0, layers - 1), out_weight_t);
   }
   return sampled;
 }
