@@ -79,3 +79,30 @@ def test_a_model_in_training_mode_samples_in_python():
         assert not generator._samples_compiled(state)
         generator.model.eval()
         assert generator._samples_compiled(state)
+
+
+def test_other_threads_run_while_a_text_is_drawn():
+    """The compiled loop lets go of the GIL (a server answers other requests meanwhile)."""
+    import threading
+    import time
+
+    generator = generator_of("text")
+    ticks = []
+    drawing = threading.Event()
+
+    def tick():
+        drawing.wait()
+        while drawing.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    drawing.set()
+    began = time.perf_counter()
+    generator.generate("a", length=20_000, seed=0)
+    ended = time.perf_counter()
+    drawing.clear()
+    ticker.join()
+    during = [t for t in ticks if began < t < ended]
+    assert len(during) > 10, f"{len(during)} ticks in {ended - began:.2f} s of drawing"

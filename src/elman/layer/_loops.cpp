@@ -476,6 +476,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward_loop_bf16", &forward_loop_bf16, "Elman recurrence, forward, bfloat16 GEMMs (CPU)");
   m.def("backward_loop_bf16", &backward_loop_bf16, "Elman recurrence, BPTT, bfloat16 GEMMs (CPU)");
   m.def("step", &step, "one step of a unidirectional Elman stack at inference, all layers in one call (CPU)");
-  m.def("generate", &generate, "TextGenerator.generate's sampling loop, without guidance (CPU)");
+  // without the GIL: a server's other threads go on while a text is drawn
+  m.def("generate", &generate, "TextGenerator.generate's sampling loop, without guidance (CPU)",
+        py::call_guard<py::gil_scoped_release>());
   m.def("dropout_apply", &dropout_apply, "dropout with a hashed mask, float32, y = x * mask (CPU)");
 }
