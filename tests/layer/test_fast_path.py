@@ -6,6 +6,7 @@ import torch
 from elman import ElmanRNN
 from elman.layer import fused, ops
 from elman.layer.reference import reference_direction
+from elman.layer.rnn import bfloat16_pays
 
 LENGTHS = torch.tensor([6, 2, 5, 1, 6])
 
@@ -329,25 +330,49 @@ def test_mixed_precision_loops_stay_close_to_float32(monkeypatch, compiled, acti
     torch.testing.assert_close(mixed_dz, exact_dz, atol=3e-2, rtol=0)
 
 
+def forward_and_gradients(layer: ElmanRNN, x: torch.Tensor, ids: torch.Tensor, h0: torch.Tensor,
+                          lengths: list[int] | None, table_rows: bool, autocast: bool) -> list[torch.Tensor]:
+    """Outputs, final states and every gradient of one forward and backward pass, with or without autocast."""
+    layer.zero_grad()
+    x.grad = h0.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out, h_n = (layer.forward_from_table(x, ids, h0, lengths=lengths) if table_rows
+                    else layer(x, h0, lengths=lengths))
+    assert out.dtype == h_n.dtype == torch.float32
+    (out.square().sum() + h_n.sum()).backward()
+    return [out, h_n, x.grad, h0.grad, *[p.grad for p in layer.parameters()]]
+
+
 @pytest.mark.parametrize("lengths", [None, LENGTHS])
 @pytest.mark.parametrize("table_rows", [False, True])  # the input itself, or rows of a table
 def test_autocast_bfloat16_gives_float32_results_close_to_full_precision(lengths, table_rows):
     torch.manual_seed(0)
-    layer = ElmanRNN(3, 16, num_layers=2, bidirectional=True)
+    layer = ElmanRNN(3, 512, num_layers=2, bidirectional=True)  # 5 rows of 512 units: where bfloat16 pays
     x = torch.randn(4 if table_rows else 6, *((3,) if table_rows else (5, 3)), requires_grad=True)
     ids = torch.randint(0, 4, (6, 5))
-    h0 = torch.randn(4, 5, 16, requires_grad=True)
-    results = []
-    for enabled in (False, True):
-        layer.zero_grad()
-        x.grad = h0.grad = None
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
-            out, h_n = (layer.forward_from_table(x, ids, h0, lengths=lengths) if table_rows
-                        else layer(x, h0, lengths=lengths))
-        assert out.dtype == h_n.dtype == torch.float32
-        (out.square().sum() + h_n.sum()).backward()
-        results.append([out, h_n, x.grad, h0.grad, *[p.grad for p in layer.parameters()]])
-    for exact, mixed in zip(*results, strict=True):
-        assert mixed.dtype == torch.float32
-        scale = exact.abs().max().item()
-        torch.testing.assert_close(mixed, exact, atol=0.03 * scale, rtol=0)
+    h0 = torch.randn(4, 5, 512, requires_grad=True)
+    exact, mixed = (forward_and_gradients(layer, x, ids, h0, lengths, table_rows, autocast)
+                    for autocast in (False, True))
+    assert not torch.equal(mixed[0], exact[0])  # bfloat16 products really were used
+    for exact_tensor, mixed_tensor in zip(exact, mixed, strict=True):
+        assert mixed_tensor.dtype == torch.float32
+        scale = exact_tensor.abs().max().item()
+        torch.testing.assert_close(mixed_tensor, exact_tensor, atol=0.03 * scale, rtol=0)
+
+
+@pytest.mark.parametrize("batch,hidden", [(1, 512), (5, 16), (16, 256)])
+def test_autocast_runs_float32_where_bfloat16_would_be_slower(batch, hidden):
+    torch.manual_seed(0)
+    layer = ElmanRNN(3, hidden)
+    x, ids = torch.randn(6, batch, 3, requires_grad=True), torch.randint(0, 4, (6, batch))
+    h0 = torch.randn(1, batch, hidden, requires_grad=True)
+    exact, autocast = (forward_and_gradients(layer, x, ids, h0, None, False, enabled) for enabled in (False, True))
+    for exact_tensor, autocast_tensor in zip(exact, autocast, strict=True):
+        assert torch.equal(autocast_tensor, exact_tensor)
+
+
+def test_bfloat16_pays_for_a_wide_state_of_more_than_one_row():
+    assert not bfloat16_pays(1, 1024)
+    assert bfloat16_pays(2, 512) and bfloat16_pays(64, 640)
+    assert not bfloat16_pays(16, 256) and bfloat16_pays(32, 256)
+    assert not bfloat16_pays(4096, 128)

@@ -83,10 +83,25 @@ def test_a_step_refuses_a_state_of_another_batch():
 
 
 def test_under_autocast_a_step_is_forwards_mixed_precision_step():
-    _, ours = pair(2, "tanh", True, torch.float32)
-    x, hx = torch.randn(3, 5), torch.randn(2, 3, 7)
+    torch.manual_seed(0)
+    ours = ElmanRNN(5, 512, num_layers=2)  # 2 rows of 512 units: where bfloat16 pays
+    x, hx = torch.randn(2, 5), torch.randn(2, 2, 512)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        assert torch.equal(ours.step(x, hx), ours(x[None], hx)[1])
+        stepped_state = ours.step(x, hx)
+        assert torch.equal(stepped_state, ours(x[None], hx)[1])
+    with torch.no_grad():
+        assert not torch.equal(stepped_state, ours.step(x, hx))  # bfloat16 products really were used
+
+
+@pytest.mark.skipif(fused.compiled_loops is None, reason="the compiled loops are not built")
+def test_under_autocast_a_narrow_step_stays_compiled_in_float32(monkeypatch):
+    _, ours = pair(2, "tanh", True, torch.float32)
+    x, hx = torch.randn(1, 5), torch.randn(2, 1, 7)
+    with torch.no_grad():
+        expected = ours.step(x, hx)
+    monkeypatch.setattr(ours, "forward", lambda *args, **kwargs: pytest.fail("the step ran forward"))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(ours.step(x, hx), expected)
 
 
 def test_a_traced_step_records_the_recurrence():

@@ -34,11 +34,22 @@ def _reference_direction(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, rows, nonlinear
 STEP_DTYPES = (torch.float32, torch.float64)  # what the compiled step reads
 
 
-def _mixed_precision(x: Tensor) -> bool:
-    """Whether autocast asks for bfloat16 GEMMs on this float32 input."""
+def _mixed_precision(x: Tensor, batch: int, hidden: int) -> bool:
+    """Whether the recurrence runs bfloat16 GEMMs on this float32 input: where autocast asks for them and, on
+    the CPU, they are faster than float32 ones for this batch and width (``bfloat16_pays``); elsewhere
+    autocast gets float32, never slower."""
     device = x.device.type
-    return (device in ("cpu", "cuda") and x.dtype == torch.float32 and torch.is_autocast_enabled(device)
-            and torch.get_autocast_dtype(device) == torch.bfloat16)
+    asked = (device in ("cpu", "cuda") and x.dtype == torch.float32 and torch.is_autocast_enabled(device)
+             and torch.get_autocast_dtype(device) == torch.bfloat16)
+    return asked and (device != "cpu" or bfloat16_pays(batch, hidden))
+
+
+def bfloat16_pays(batch: int, hidden: int) -> bool:
+    """Whether a CPU step's GEMMs run faster in bfloat16 than in float32 for ``batch`` rows of ``hidden``
+    units. Reading W_hh in half the bytes pays where it is wide: from 2 rows at 512 units, from 32 at 256;
+    at one row and below 256 units the conversions and the bfloat16 GEMM's fixed cost lose (measured in
+    docs/measurements.md, "bfloat16 by shape")."""
+    return batch >= 2 and (hidden >= 512 or (hidden >= 256 and batch >= 32))
 
 
 class ElmanRNN(nn.Module):
@@ -292,7 +303,7 @@ class ElmanRNN(nn.Module):
         if torch.is_grad_enabled() and (weight.requires_grad or input.requires_grad
                                         or (hx is not None and hx.requires_grad)):
             return False
-        if torch.is_autocast_enabled("cpu"):  # forward's GEMMs then read bfloat16; the step's would not
+        if _mixed_precision(input, input.shape[0], self.hidden_size):  # forward's GEMMs read bfloat16, the step's not
             return False
         shape = (self.num_layers, input.shape[0], self.hidden_size)
         for state in (hx, out):
@@ -408,7 +419,7 @@ class ElmanRNN(nn.Module):
                 lengths = check_lengths(lengths, ids.shape[0] if ids is not None else x.shape[0], hx.shape[1])
             if ids is not None:
                 check_rows(ids, x.shape[0])
-        mixed = _mixed_precision(x)
+        mixed = _mixed_precision(x, hx.shape[1], self.hidden_size)
         final_states = []
         layer_input = x
         for layer in range(self.num_layers):
