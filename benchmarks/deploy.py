@@ -76,12 +76,15 @@ def runner(contender: str, point, directory: str, streaming: bool):
     reference, ours, x, h0 = networks(point)
     if contender == "nn.RNN":
         return lambda x, h: reference(x, h)
-    if contender == "ElmanRNN":  # one step per call: ElmanRNN.step, the streaming API
-        return lambda x, h: (None, ours.step(x[0], h)) if x.shape[0] == 1 else ours(x, h)
+    def run(x, h):  # one step per call: ElmanRNN.step, the streaming API
+        return (None, ours.step(x[0], h)) if x.shape[0] == 1 else ours(x, h)
+
+    if contender == "ElmanRNN":
+        return run
     if contender == "ElmanRNN bf16":
         def autocast_run(x, h):
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                return ours(x, h)
+                return run(x, h)
         return autocast_run
     source = ours if contender != "ORT (nn.RNN export)" else reference
     name = "".join(c for c in contender if c.isalnum())
