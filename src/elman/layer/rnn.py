@@ -303,7 +303,8 @@ class ElmanRNN(nn.Module):
         if torch.is_grad_enabled() and (weight.requires_grad or input.requires_grad
                                         or (hx is not None and hx.requires_grad)):
             return False
-        if _mixed_precision(input, input.shape[0], self.hidden_size):  # forward's GEMMs read bfloat16, the step's not
+        # under autocast forward's GEMMs may read bfloat16, the step's never do
+        if torch.is_autocast_enabled("cpu") and _mixed_precision(input, input.shape[0], self.hidden_size):
             return False
         shape = (self.num_layers, input.shape[0], self.hidden_size)
         for state in (hx, out):
