@@ -15,7 +15,6 @@ from elman.data.vocabulary import BOS, EOS, SPECIALS, Vocabulary, vectorize
 from elman.errors import UsageError, UsageTypeError
 from elman.inference.classifier import Classifier, Prediction
 from elman.inference.inspection import Inspection
-from elman.layer import ACTIVATIONS
 from elman.layer.fused import compiled_generate
 from elman.metrics import loss_report
 from elman.models.language_model import (
@@ -258,15 +257,12 @@ class TextGenerator:
                          generator: torch.Generator) -> Tensor:
         """``_sample`` without guidance in one compiled call (``generate`` in _loops.cpp): the same operations,
         so the same characters for a seed, without the Python between them."""
-        model, rnn = self.model, self.model.rnn
-        by_kind = list(zip(*rnn.all_weights, strict=True))
-        w_ih, w_hh, b_ih, b_hh = by_kind if rnn.bias else (*by_kind, (), ())
+        model = self.model
         condition_input = logits.new_empty(0) if conditions is None else model.condition_inputs(conditions)
-        return compiled_generate(logits, state.contiguous(), model.embedding.weight, condition_input, w_ih, w_hh,
-                                 b_ih, b_hh, ACTIVATIONS.index(rnn.nonlinearity), model.output.weight,
-                                 model.output.bias, self._never, float(temperature), top_k or 0,
-                                 1.0 if top_p is None else float(top_p), length, self.vocabulary.index(EOS),
-                                 self.kind == "lines", generator)
+        return compiled_generate(logits, state.contiguous(), model.embedding.weight, condition_input,
+                                 *model.rnn.step_operands(), model.output.weight, model.output.bias, self._never,
+                                 float(temperature), top_k or 0, 1.0 if top_p is None else float(top_p), length,
+                                 self.vocabulary.index(EOS), self.kind == "lines", generator)
 
     @torch.no_grad()
     def classify(self, texts: str | list[str], top_k: int = 3, prior: str = "training") -> list[Prediction]:

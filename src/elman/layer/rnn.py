@@ -279,12 +279,16 @@ class ElmanRNN(nn.Module):
             hx = input.new_zeros(self.num_layers, input.shape[0], self.hidden_size)
         if out is None:
             out = torch.empty_like(hx)
-        # per layer (W_ih, W_hh[, b_ih, b_hh]), read from the parameter table (attribute lookup costs ~1 us each)
+        fused.compiled_step(input, hx, out, *self.step_operands())
+        return out
+
+    def step_operands(self) -> tuple:
+        """What the compiled step reads besides input and states: the layers' W_ih, W_hh, b_ih and b_hh, each
+        kind as a tuple over the layers (the biases empty without them), and the activation's code."""
+        # read from the parameter table (attribute lookup costs ~1 us each)
         by_kind = list(zip(*([self._parameters[name] for name in names] for names in self._all_weights),
                            strict=True))
-        w_ih, w_hh, b_ih, b_hh = by_kind if self.bias else (*by_kind, (), ())
-        fused.compiled_step(input, hx, out, w_ih, w_hh, b_ih, b_hh, ACTIVATIONS.index(self.nonlinearity))
-        return out
+        return (*(by_kind if self.bias else (*by_kind, (), ())), ACTIVATIONS.index(self.nonlinearity))
 
     def step_is_compiled(self, input: Tensor, hx: Tensor | None, out: Tensor | None = None) -> bool:
         """Whether ``step(input, hx, out=out)`` takes its compiled call: what that call computes is this
