@@ -29,7 +29,7 @@ from elman.training.loop import Phase, Progress, Run, Tally, open_run
 from elman.training.ngram_fit import L2_PATH, fit_ngram_bag, freeze
 from elman.training.optimisation import Optimisation
 from elman.training.plots import plot_confusion, plot_curves
-from elman.training.pool_fit import fit_member_weights
+from elman.training.pool_fit import fit_pool
 from elman.training.processes import join_processes
 from elman.training.schedule import warmup_cosine
 
@@ -152,11 +152,7 @@ class ClassifierTask:
             return {"refit_epoch": progress.epoch, "train_loss": since.mean_loss,
                     "texts_per_second": since.per_second, "seconds": seconds}, None
         val = self.validation
-        # the generative member joins the pool after selection (join_generative)
-        member_logits = batched_logits(self.model, val.ids, val.lengths, per_member=True, generative=False)
-        weights, _ = fit_member_weights(member_logits, val.targets)
-        self.model.member_weights[: len(weights)] = weights
-        val_logits = ensemble(member_logits, weights)
+        val_logits = fit_pool(self.model, val, generative=False)  # the generative member joins after selection
         self.val_metrics = classification_metrics(val_logits.argmax(1), val.targets, self.prepared.labels)
         record = {"epoch": progress.epoch, "train_loss": since.mean_loss,
                   "train_accuracy": since.correct / max(since.items, 1),
@@ -238,17 +234,12 @@ def join_generative(run: Run, model: SequenceClassifier, prepared: PreparedData,
     fitted on the validation split, once. Scoring it reads every row once per class, 0.6 of a training epoch's
     time on surnames.csv, so the epochs are chosen by the other members' pool (docs/measurements.md, "The
     generative member"). The selected checkpoint and its validation metrics are then the whole pool's."""
-    records, val, generative = run.progress.records, prepared.splits["val"], model.generative
-    member_logits = batched_logits(model, val.ids, val.lengths, per_member=True)
-    weights, prior_change = fit_member_weights(member_logits, val.targets, generative.log_prior)
-    model.member_weights.copy_(weights)
-    generative.prior_weight += prior_change
-    member_logits[-1] += prior_change * generative.log_prior
-    metrics = classification_metrics(ensemble(member_logits, weights).argmax(1), val.targets, prepared.labels)
+    records, val = run.progress.records, prepared.splits["val"]
+    metrics = classification_metrics(fit_pool(model, val, generative=True).argmax(1), val.targets, prepared.labels)
     records["selection"]["val"] = metrics
-    run.log(f"generative member joined the pool: weights {[round(w, 3) for w in weights.tolist()]}, prior weight "
-            f"{float(generative.prior_weight):.3f}; validation accuracy {metrics['accuracy']:.4f} macro-F1 "
-            f"{metrics['macro_f1']:.4f}")
+    run.log(f"generative member joined the pool: weights {[round(w, 3) for w in model.member_weights.tolist()]}, "
+            f"prior weight {float(model.generative.prior_weight):.3f}; validation accuracy {metrics['accuracy']:.4f} "
+            f"macro-F1 {metrics['macro_f1']:.4f}")
     if run.processes.main:
         save_checkpoint(run.out_dir, model, prepared.vocabulary,
                         {**checkpoint_config, "epoch": records["selection"]["epoch"]})

@@ -1,15 +1,31 @@
 """The classifier's pool, fitted on held-out rows: each member's weight in the weighted geometric mean
 (``elman.models.classifier.ensemble``) and, for a generative member, how much of the class prior it keeps.
-Fitted during selection after every validation, and once more when a generative member joins the pool."""
+Fitted during selection after every validation (``fit_pool``), and once more when a generative member joins
+the pool."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from elman.models.classifier import ensemble
+from elman.data.classification import Split
+from elman.models.classifier import SequenceClassifier, batched_logits, ensemble
 
 MAX_LOG_WEIGHT = 4.0  # bound of the fitted log-weights (see fit_member_weights)
+
+
+def fit_pool(model: SequenceClassifier, rows: Split, generative: bool) -> torch.Tensor:
+    """Fit ``model``'s pool on the held-out ``rows``: the weights of the members it scores (all of them, or
+    all but the generative member with ``generative=False``) and, with the generative member, its prior
+    weight. Returns the pool's logits (N, C) on ``rows``."""
+    member_logits = batched_logits(model, rows.ids, rows.lengths, per_member=True, generative=generative)
+    log_prior = model.generative.log_prior if generative and model.generative is not None else None
+    weights, prior_change = fit_member_weights(member_logits, rows.targets, log_prior)
+    model.member_weights[: len(weights)] = weights
+    if log_prior is not None:
+        model.generative.prior_weight += prior_change
+        member_logits[-1] += prior_change * log_prior
+    return ensemble(member_logits, weights)
 
 
 def fit_member_weights(member_logits: torch.Tensor, targets: torch.Tensor, log_prior: torch.Tensor | None = None,
