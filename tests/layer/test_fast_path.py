@@ -189,6 +189,8 @@ def test_compiled_loop_is_built_when_required():
     if os.environ.get("ELMAN_REQUIRE_COMPILED") != "1":
         pytest.skip("ELMAN_REQUIRE_COMPILED is not set")
     assert fused.compiled_loops is not None
+    # the step and generation tests skip without these: a build older than the source must fail here
+    assert fused.compiled_step is not None and fused.compiled_generate is not None
 
 
 def test_a_compiled_module_older_than_the_code_is_set_aside_with_a_warning(monkeypatch):
