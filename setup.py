@@ -4,7 +4,13 @@ Everything else lives in pyproject.toml. The extension is optional: without torc
 environment, or without a compiler, the package installs and runs on its pure-Python loop.
 """
 
+import sys
+
 from setuptools import setup
+
+# OpenMP makes at::parallel_for run on torch's threads (without it the loops' parallel_for runs serially);
+# the extension then shares torch's libgomp, already loaded under the same name.
+OPENMP = ["-fopenmp"] if sys.platform == "linux" else []
 
 ext_modules, cmdclass = [], {}
 try:
@@ -16,7 +22,8 @@ else:
         CppExtension(
             "elman.layer._loops",
             ["src/elman/layer/_loops.cpp"],
-            extra_compile_args=["-O3"],
+            extra_compile_args=["-O3", *OPENMP],
+            extra_link_args=OPENMP,
             optional=True,
         )
     ]

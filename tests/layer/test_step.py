@@ -6,6 +6,7 @@ from torch import nn
 
 from elman import ElmanRNN
 from elman.layer import fused
+from elman.threads import torch_threads
 
 
 def pair(layers: int, nonlinearity: str, bias: bool, dtype: torch.dtype, batch_first: bool = False):
@@ -74,6 +75,34 @@ def test_a_step_with_gradients_or_a_bidirectional_stack_runs_forward():
     both = ElmanRNN(5, 7, bidirectional=True).double()
     with torch.no_grad():
         assert both.step(x).shape == (2, 3, 7)
+
+
+@pytest.mark.skipif(fused.compiled_loops is None, reason="the compiled loops are not built")
+@pytest.mark.parametrize("hidden", [130, 258])  # a last block of four units not full; 258: split among threads
+def test_a_row_steps_as_nn_rnn_and_to_the_bit_on_any_number_of_threads(hidden):
+    torch.manual_seed(hidden)
+    theirs = nn.RNN(5, hidden, num_layers=2)
+    ours = ElmanRNN(5, hidden, num_layers=2)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(6, 1, 5)
+    with torch.no_grad():
+        expected = theirs(x)[1]
+        by_threads = []
+        for threads in (1, 2):
+            with torch_threads(threads):
+                by_threads.append(stepped(ours, x, None, buffers=False))
+    torch.testing.assert_close(by_threads[0], expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(by_threads[0], by_threads[1])
+
+
+def test_a_step_into_a_buffer_that_holds_its_input_reads_the_input_first():
+    _, ours = pair(2, "tanh", True, torch.float32)
+    hx, out = torch.randn(2, 1, 7), torch.zeros(2, 1, 7)
+    out[1, :, :5] = torch.randn(1, 5)
+    x = out[1, :, :5]  # the input lies in the buffer the step writes
+    with torch.no_grad():
+        expected = ours(x[None].clone(), hx)[1]
+        assert torch.equal(ours.step(x, hx, out=out), expected)
 
 
 def test_a_step_refuses_a_state_of_another_batch():

@@ -23,11 +23,13 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <climits>
 #include <limits>
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -40,6 +42,7 @@ void dgemm_(const char*, const char*, const int*, const int*, const int*, const 
             const int*, const double*, const int*, const double*, double*, const int*) __attribute__((weak));
 void vsTanh(int, const float*, float*) __attribute__((weak));
 void vdTanh(int, const double*, double*) __attribute__((weak));
+int MKL_Set_Num_Threads_Local(int) __attribute__((weak));  // the C one: mkl_set_num_threads_local is Fortran's
 }
 
 namespace {
@@ -137,6 +140,19 @@ class MixedProduct {
 
 void tanh_inplace(float* x, int64_t n) { vsTanh(static_cast<int>(n), x, x); }
 void tanh_inplace(double* x, int64_t n) { vdTanh(static_cast<int>(n), x, x); }
+
+// tanh_inplace on one thread: MKL splits even a few hundred values among its threads, which cost a step of
+// one row ~2.5 us at two threads, as much as the rest of a step of 128 units (docs/measurements.md).
+template <typename scalar_t>
+void tanh_one_thread(scalar_t* x, int64_t n) {
+  if (MKL_Set_Num_Threads_Local == nullptr) {
+    tanh_inplace(x, n);
+    return;
+  }
+  const int threads = MKL_Set_Num_Threads_Local(1);
+  tanh_inplace(x, n);
+  MKL_Set_Num_Threads_Local(threads);  // 0, what it returns where none was set locally, unsets
+}
 
 // The activation in place on n values; tanh_in_place(x, n) computes tanh, and sigmoid through it. The float32
 // and float64 loops pass MKL's (tanh_inplace), the mixed-precision loops tanh_approximate.
@@ -309,48 +325,144 @@ void gemm_nt(int rows, int n, int k, const double* w, const double* a, double* c
   dgemm_(&transa, &transb, &n, &rows, &k, &one, w, &k, a, &k, &one, c, &n);
 }
 
+// c[j] += w[j, :] . x for the rows j of w (n x k, row-major) in the blocks of four [first, last): one row x
+// of the product x w^T. A row's sum is taken by the same code whichever thread takes its block (a full
+// block's four rows together, the rows of a last, partial block one by one), so threads change no bit.
+ELMAN_VECTOR_CLONES
+void dot_blocks(const float* w, int n, int k, const float* x, float* c, int64_t first, int64_t last) {
+  for (int64_t block = first; block < last; ++block) {
+    const int64_t j = 4 * block;
+    if (j + 4 <= n) {
+      const float *w0 = w + j * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
+      float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+      for (int i = 0; i < k; ++i) {
+        s0 += w0[i] * x[i];
+        s1 += w1[i] * x[i];
+        s2 += w2[i] * x[i];
+        s3 += w3[i] * x[i];
+      }
+      c[j] += s0;
+      c[j + 1] += s1;
+      c[j + 2] += s2;
+      c[j + 3] += s3;
+      continue;
+    }
+    for (int64_t row = j; row < n; ++row) {
+      const float* wr = w + row * k;
+      float s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int i = 0; i < k; ++i) s += wr[i] * x[i];
+      c[row] += s;
+    }
+  }
+}
+
+// One layer's pre-activation for one row, c (H) += x (I) W_ih^T + h (H) W_hh^T, float32: a matrix-vector
+// product, memory-bound, where BLAS sgemm took 1.5x the time of dot_blocks on one thread. With kSplitWork
+// multiply-adds or more for each thread, the units are split among the threads in blocks of four (W_hh at
+// 512 units is 1 MB, a core's L2 cache: halves fit), which leaves each unit's sum as one thread takes it.
+constexpr int64_t kSplitWork = 24576;  // a split costs what ~24k multiply-adds do (docs/measurements.md)
+
+void one_row_step(const float* w_ih, const float* x, int I, const float* w_hh, const float* h, int H, float* c) {
+  const int64_t blocks = (H + 3) / 4;
+  const int64_t work = static_cast<int64_t>(H) * (I + H);
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), work / kSplitWork);
+  const int64_t grain = threads > 1 ? (blocks + threads - 1) / threads : blocks;  // blocks: one thread
+  at::parallel_for(0, blocks, grain, [&](int64_t first, int64_t last) {
+    dot_blocks(w_ih, H, I, x, c, first, last);
+    dot_blocks(w_hh, H, H, h, c, first, last);
+  });
+}
+
+void one_row_step(const double*, const double*, int, const double*, const double*, int, double*) {
+  TORCH_CHECK(false, "one_row_step is float32 only");
+}
+
+// Whether `step` can run on these operands: x (B, I); h and out (L, B, H), distinct and apart from x;
+// weights the stack's W_ih, W_hh (and with `bias` b_ih, b_hh) of each layer in turn, nn.RNN's order; all
+// contiguous CPU tensors of x's dtype, float32 or float64; no gradient asked for. Where not, ElmanRNN.step
+// runs forward instead (which names what is wrong, if anything is).
+bool step_fits(const at::Tensor& x, const at::Tensor& h, const at::Tensor& out, const std::vector<at::Tensor>& weights,
+               bool bias) {
+  const at::ScalarType type = x.scalar_type();
+  const auto plain = [type](const at::Tensor& t) {
+    return t.layout() == at::kStrided && t.device().is_cpu() && t.scalar_type() == type && t.is_contiguous() &&
+           t.numel() < INT_MAX;
+  };
+  const auto apart = [](const at::Tensor& a, const at::Tensor& b) {
+    const char *a0 = static_cast<const char*>(a.data_ptr()), *b0 = static_cast<const char*>(b.data_ptr());
+    return a0 + a.nbytes() <= b0 || b0 + b.nbytes() <= a0;
+  };
+  const size_t per_layer = bias ? 4 : 2;
+  if ((type != at::kFloat && type != at::kDouble) || weights.empty() || weights.size() % per_layer != 0 ||
+      !plain(x) || !plain(h) || !plain(out) || x.dim() != 2 || h.dim() != 3 ||
+      h.size(0) != static_cast<int64_t>(weights.size() / per_layer) || h.size(1) != x.size(0) ||
+      out.sizes() != h.sizes() || !apart(out, h) || !apart(out, x)) {
+    return false;
+  }
+  const bool grad = at::GradMode::is_enabled();
+  if (grad && (x.requires_grad() || h.requires_grad())) return false;
+  const int64_t H = h.size(2);
+  int64_t I = x.size(1);
+  for (size_t first = 0; first < weights.size(); first += per_layer) {
+    for (size_t k = first; k < first + per_layer; ++k) {
+      if (!plain(weights[k]) || (grad && weights[k].requires_grad())) return false;
+    }
+    const at::Tensor &w_ih = weights[first], &w_hh = weights[first + 1];
+    if (w_ih.dim() != 2 || w_ih.size(0) != H || w_ih.size(1) != I || w_hh.dim() != 2 || w_hh.size(0) != H ||
+        w_hh.size(1) != H || (bias && (weights[first + 2].numel() != H || weights[first + 3].numel() != H))) {
+      return false;
+    }
+    I = H;
+  }
+  return true;
+}
+
 // One time step of a unidirectional stack, for streaming inference: for each layer l,
-//   out[l] = act(x_l W_ih[l]^T + b_ih[l] + h[l] W_hh[l]^T + b_hh[l]),   x_0 = x, x_{l+1} = out[l].
-// x: (B, I); h, out: (L, B, H), distinct; weights contiguous, of x's dtype; biases empty when the stack has
-// none. One call, no autograd: the fixed cost of a step is this function's, not a dispatcher's per operation.
-void step(const at::Tensor& x, const at::Tensor& h, at::Tensor out, const std::vector<at::Tensor>& w_ih,
-          const std::vector<at::Tensor>& w_hh, const std::vector<at::Tensor>& b_ih,
-          const std::vector<at::Tensor>& b_hh, int64_t activation) {
-  check(x, "x", x);
-  check(h, "h", x);
-  check(out, "out", x);
-  const int64_t layers = static_cast<int64_t>(w_ih.size());
-  TORCH_CHECK(x.dim() == 2 && h.dim() == 3 && h.size(0) == layers && h.size(1) == x.size(0) &&
-              out.sizes() == h.sizes() && out.data_ptr() != h.data_ptr(), "step: shapes x (B, I), h = out (L, B, H)");
-  TORCH_CHECK(static_cast<int64_t>(w_hh.size()) == layers && b_ih.size() == b_hh.size() &&
-              (b_ih.empty() || static_cast<int64_t>(b_ih.size()) == layers), "step: one weight per layer");
+//   out[l] = act(x_l W_ih[l]^T + b_ih[l] + h[l] W_hh[l]^T + b_hh[l]),   x_0 = x, x_{l+1} = out[l],
+// on operands that step_fits. One call, no autograd: the fixed cost of a step is this function's, not a
+// dispatcher's per operation. One float32 row (streaming, generation) takes one_row_step, anything else BLAS.
+void run_step(const at::Tensor& x, const at::Tensor& h, at::Tensor& out, const std::vector<at::Tensor>& weights,
+              bool bias, int64_t activation) {
+  const size_t per_layer = bias ? 4 : 2;
   const int B = static_cast<int>(x.size(0)), H = static_cast<int>(h.size(2));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "elman_step", [&] {
     const scalar_t* input = x.data_ptr<scalar_t>();
     int I = static_cast<int>(x.size(1));
-    for (int64_t l = 0; l < layers; ++l) {
-      check(w_ih[l], "w_ih", x);
-      check(w_hh[l], "w_hh", x);
-      TORCH_CHECK(w_ih[l].size(0) == H && w_ih[l].size(1) == I && w_hh[l].size(0) == H && w_hh[l].size(1) == H,
-                  "step: weights of layer ", l, " do not fit");
-      if (!b_ih.empty()) {
-        check(b_ih[l], "b_ih", x);
-        check(b_hh[l], "b_hh", x);
-        TORCH_CHECK(b_ih[l].numel() == H && b_hh[l].numel() == H, "step: biases of layer ", l, " do not fit");
-      }
+    for (size_t first = 0, l = 0; first < weights.size(); first += per_layer, ++l) {
       scalar_t* c = out.data_ptr<scalar_t>() + l * B * H;
-      for (int r = 0; r < B; ++r) {
-        for (int j = 0; j < H; ++j) {
-          c[r * H + j] = b_ih.empty() ? scalar_t(0) : b_ih[l].data_ptr<scalar_t>()[j] + b_hh[l].data_ptr<scalar_t>()[j];
+      if (bias) {
+        const scalar_t* bias_ih = weights[first + 2].data_ptr<scalar_t>();
+        const scalar_t* bias_hh = weights[first + 3].data_ptr<scalar_t>();
+        for (int r = 0; r < B; ++r) {
+          for (int j = 0; j < H; ++j) c[r * H + j] = bias_ih[j] + bias_hh[j];
         }
+      } else {
+        std::fill(c, c + B * H, scalar_t(0));
       }
-      gemm_nt(B, H, I, w_ih[l].data_ptr<scalar_t>(), input, c);
-      gemm_nt(B, H, H, w_hh[l].data_ptr<scalar_t>(), h.data_ptr<scalar_t>() + l * B * H, c);
-      activate_(c, B * H, activation, [](scalar_t* v, int64_t m) { tanh_inplace(v, m); });
+      const scalar_t* w_ih = weights[first].data_ptr<scalar_t>();
+      const scalar_t* w_hh = weights[first + 1].data_ptr<scalar_t>();
+      const scalar_t* previous = h.data_ptr<scalar_t>() + l * B * H;
+      if (B == 1 && std::is_same_v<scalar_t, float>) {
+        one_row_step(w_ih, input, I, w_hh, previous, H, c);
+      } else {
+        gemm_nt(B, H, I, w_ih, input, c);
+        gemm_nt(B, H, H, w_hh, previous, c);
+      }
+      activate_(c, B * H, activation, [](scalar_t* v, int64_t m) { tanh_one_thread(v, m); });
       input = c;
       I = H;
     }
   });
+}
+
+// ElmanRNN.step's call: run_step where step_fits, and whether it did.
+bool step(const at::Tensor& x, const at::Tensor& h, at::Tensor out, const std::vector<at::Tensor>& weights, bool bias,
+          int64_t activation) {
+  if (!step_fits(x, h, out, weights, bias)) return false;
+  run_step(x, h, out, weights, bias, activation);
+  return true;
 }
 
 // What sample_next (elman/inference/generator.py) draws from logits (B, V); top_k 0 and top_p 1 cut nothing.
@@ -383,9 +495,8 @@ at::Tensor sample_next(at::Tensor logits, double temperature, int64_t top_k, dou
 // long text (`stop_at_end` false) never draws `eos` (it is among `never`), so no row ends. Returns the drawn
 // ids (B, length), `eos` after a row's end; with `stop_at_end` (lines) the loop ends once every row has.
 at::Tensor generate(at::Tensor logits, at::Tensor state, const at::Tensor& embedding,
-                    const at::Tensor& condition_input, const std::vector<at::Tensor>& w_ih,
-                    const std::vector<at::Tensor>& w_hh, const std::vector<at::Tensor>& b_ih,
-                    const std::vector<at::Tensor>& b_hh, int64_t activation, const at::Tensor& out_weight,
+                    const at::Tensor& condition_input, const std::vector<at::Tensor>& weights, bool bias,
+                    int64_t activation, const at::Tensor& out_weight,
                     const at::Tensor& out_bias, const at::Tensor& never, double temperature, int64_t top_k,
                     double top_p, int64_t length, int64_t eos, bool stop_at_end, const at::Generator& generator) {
   const int64_t rows = logits.size(0), layers = state.size(0);
@@ -416,7 +527,8 @@ at::Tensor generate(at::Tensor logits, at::Tensor state, const at::Tensor& embed
     if (condition_input.numel() > 0) {
       inputs = inputs + condition_input;
     }
-    step(inputs, state, spare, w_ih, w_hh, b_ih, b_hh, activation);
+    TORCH_CHECK(step_fits(inputs, state, spare, weights, bias), "generate: the stack's weights do not fit");
+    run_step(inputs, state, spare, weights, bias, activation);
     std::swap(state, spare);
     logits = at::addmm(masked_bias, state.select(0, layers - 1), out_weight_t);
   }
@@ -475,6 +587,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward_loop", &backward_loop, "Elman recurrence, BPTT, in place (CPU)");
   m.def("forward_loop_bf16", &forward_loop_bf16, "Elman recurrence, forward, bfloat16 GEMMs (CPU)");
   m.def("backward_loop_bf16", &backward_loop_bf16, "Elman recurrence, BPTT, bfloat16 GEMMs (CPU)");
+  m.def("step_fits", &step_fits, "whether step runs on these operands");
   m.def("step", &step, "one step of a unidirectional Elman stack at inference, all layers in one call (CPU)");
   // without the GIL: a server's other threads go on while a text is drawn
   m.def("generate", &generate, "TextGenerator.generate's sampling loop, without guidance (CPU)",

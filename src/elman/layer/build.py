@@ -23,6 +23,7 @@ from types import ModuleType
 import torch
 
 SOURCE = Path(__file__).with_name("_loops.cpp")
+OPENMP = ["-fopenmp"] if sys.platform == "linux" else []  # as setup.py: parallel_for on torch's threads
 
 
 def cache_directory() -> Path:
@@ -57,8 +58,8 @@ def _build_on_first_use() -> ModuleType | None:
               "(once, about a minute)", file=sys.stderr, flush=True)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3"],
-                                  build_directory=str(directory), verbose=False)
+        return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3", *OPENMP],
+                                  extra_ldflags=OPENMP, build_directory=str(directory), verbose=False)
     except Exception as error:  # no compiler, no ninja, a read-only cache, a torch without MKL's symbols...
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         warnings.warn(

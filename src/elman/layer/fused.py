@@ -78,8 +78,12 @@ def _compiled_module():
 
 
 compiled_loops = _compiled_module()
-compiled_step = getattr(compiled_loops, "step", None)  # ElmanRNN.step's one call (a build older than it has none)
-compiled_generate = getattr(compiled_loops, "generate", None)  # TextGenerator.generate's loop (the same)
+# ElmanRNN.step's one call, whether it runs on given operands, and TextGenerator.generate's loop: from a build
+# that has step_fits (older builds have none of them, or take other arguments)
+_streams = hasattr(compiled_loops, "step_fits")
+compiled_step = compiled_loops.step if _streams else None
+compiled_step_fits = compiled_loops.step_fits if _streams else None
+compiled_generate = compiled_loops.generate if _streams else None
 
 # Below this many multiply-adds per step, a second thread costs more in synchronisation than it saves.
 SINGLE_THREAD_STEP_MACS = 1 << 19

@@ -164,7 +164,7 @@ def intercepted(x: Tensor) -> bool:
     """Whether anything traces or intercepts calls on ``x`` (torch.compile, torch.export, torch.jit.trace, a
     dispatch mode, fake or meta tensors): then only what goes through the dispatcher is seen."""
     return (torch.compiler.is_compiling() or torch.jit.is_tracing() or bool(torch._C._len_torch_dispatch_stack())
-            or type(x) is not Tensor or x.device.type == "meta")
+            or type(x) is not Tensor or x.is_meta)
 
 
 def rnn_direction(*arguments) -> tuple[Tensor, Tensor]:

@@ -31,9 +31,6 @@ def _reference_direction(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, rows, nonlinear
     return reference_direction(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, lengths, rows)
 
 
-STEP_DTYPES = (torch.float32, torch.float64)  # what the compiled step reads
-
-
 def _mixed_precision(x: Tensor, batch: int, hidden: int) -> bool:
     """Whether the recurrence runs bfloat16 GEMMs on this float32 input: where autocast asks for them and, on
     the CPU, they are faster than float32 ones for this batch and width (``bfloat16_pays``); elsewhere
@@ -270,52 +267,43 @@ class ElmanRNN(nn.Module):
         zeros) -> the new state ``(L, B, H)``, whose last layer is the step's output. The same as
         ``forward(input[None], hx)[1]`` (batch-first or not), with less fixed cost per call: a unidirectional
         float32/float64 stack on the CPU, with no gradient asked for, runs every layer in one compiled call
-        into ``out`` (a preallocated ``(L, B, H)`` buffer, not ``hx``; reusing two buffers in turn saves an
-        allocation per step). Anything else runs ``forward``."""
-        if not self.step_is_compiled(input, hx, out):
-            state = self.forward(input.unsqueeze(1 if self.batch_first else 0), hx)[1]
-            return state if out is None else out.copy_(state)
-        if hx is None:
-            hx = input.new_zeros(self.num_layers, input.shape[0], self.hidden_size)
-        if out is None:
-            out = torch.empty_like(hx)
-        fused.compiled_step(input, hx, out, *self.step_operands())
-        return out
+        into ``out`` (a preallocated ``(L, B, H)`` buffer, apart from ``hx``; reusing two buffers in turn saves
+        an allocation per step). Anything else runs ``forward``."""
+        if self._step_may_compile(input):
+            state = input.new_zeros(self.num_layers, input.shape[0], self.hidden_size) if hx is None else hx
+            into = torch.empty_like(state) if out is None else out
+            if fused.compiled_step(input, state, into, *self.step_operands()):
+                return into
+        state = self.forward(input.unsqueeze(1 if self.batch_first else 0), hx)[1]
+        return state if out is None else out.copy_(state)
 
-    def step_operands(self) -> tuple:
-        """What the compiled step reads besides input and states: the layers' W_ih, W_hh, b_ih and b_hh, each
-        kind as a tuple over the layers (the biases empty without them), and the activation's code."""
-        # read from the parameter table (attribute lookup costs ~1 us each)
-        by_kind = list(zip(*([self._parameters[name] for name in names] for names in self._all_weights),
-                           strict=True))
-        return (*(by_kind if self.bias else (*by_kind, (), ())), ACTIVATIONS.index(self.nonlinearity))
+    def step_operands(self) -> tuple[list[Tensor], bool, int]:
+        """What the compiled step reads besides input and states: the parameters in nn.RNN's order (each
+        layer's W_ih, W_hh, and with ``bias`` b_ih, b_hh), ``bias``, and the activation's code."""
+        weights = [self._parameters[name] for name in self._flat_weights_names]  # getattr costs ~1 us each
+        return weights, self.bias, ACTIVATIONS.index(self.nonlinearity)
 
     def step_is_compiled(self, input: Tensor, hx: Tensor | None, out: Tensor | None = None) -> bool:
         """Whether ``step(input, hx, out=out)`` takes its compiled call: what that call computes is this
-        module's forward.
-        (Checked at every step, cheapest first: at batch 1 these checks are a third of a step's cost.)"""
+        module's forward."""
+        if not self._step_may_compile(input):
+            return False
+        state = input.new_zeros(self.num_layers, input.shape[0], self.hidden_size) if hx is None else hx
+        return fused.compiled_step_fits(input, state, torch.empty_like(state) if out is None else out,
+                                        *self.step_operands()[:2])
+
+    def _step_may_compile(self, input: Tensor) -> bool:
+        """What the compiled step cannot see for itself (it checks its tensors, ``compiled_step_fits``): this
+        module's settings and the modes around the call. (Every step asks, cheapest first: at batch 1 a
+        step's checks once cost as much as its arithmetic.)"""
         if (fused.compiled_step is None or self.bidirectional or self.backend == "reference"
-                or (self.training and (self.dropout > 0 or self.weight_dropout > 0))):
+                or (self.training and (self.dropout > 0 or self.weight_dropout > 0)) or input.dim() != 2):
             return False
         # a compiled call is invisible to tracing, dispatch modes and torch.func's transforms
         if ops.intercepted(input) or torch._C._are_functorch_transforms_active():
             return False
-        weight = self._parameters["weight_ih_l0"]
-        if (input.dim() != 2 or input.dtype is not weight.dtype or input.dtype not in STEP_DTYPES
-                or input.device.type != "cpu" or not input.is_contiguous()):
-            return False
-        if torch.is_grad_enabled() and (weight.requires_grad or input.requires_grad
-                                        or (hx is not None and hx.requires_grad)):
-            return False
         # under autocast forward's GEMMs may read bfloat16, the step's never do
-        if torch.is_autocast_enabled("cpu") and _mixed_precision(input, input.shape[0], self.hidden_size):
-            return False
-        shape = (self.num_layers, input.shape[0], self.hidden_size)
-        for state in (hx, out):
-            if state is not None and (state.shape != shape or state.dtype is not input.dtype
-                                      or state.device.type != "cpu" or not state.is_contiguous()):
-                return False
-        return hx is None or out is None or out.data_ptr() != hx.data_ptr()
+        return not (torch.is_autocast_enabled("cpu") and _mixed_precision(input, input.shape[0], self.hidden_size))
 
     def forward_from_table(
         self,
