@@ -4,9 +4,8 @@
 // They compute what `forward_loop` and `backward_loop` in fused.py compute (see there for the equations
 // and shapes). On small problems the per-step cost of a tensor operation, not the arithmetic, is most of
 // the run time, so here each step calls BLAS gemm on raw pointers (the sgemm_/dgemm_ that the torch
-// library carries) and applies the activation on the same pointers (MKL's vectorised vsTanh/vdTanh;
-// sigmoid(x) = (1 + tanh(x / 2)) / 2), with no tensor created inside the float32 and float64 loops.
-// The mixed-precision loops use a cheaper tanh instead (tanh_approximate), exact to 2e-7.
+// library carries) and applies the activation on the same pointers (float32: our vectorised tanh_float,
+// float64: MKL's vdTanh), with no tensor created inside the float32 and float64 loops.
 //
 // Mixed precision (under torch.autocast with bfloat16): the state and every sum stay float32; only the
 // per-step GEMM reads its operands as bfloat16, through ATen's bfloat16 matmul (oneDNN: AVX512-BF16 or
@@ -25,6 +24,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <limits>
 #include <cstdint>
 #include <cstring>
@@ -40,9 +40,7 @@ void sgemm_(const char*, const char*, const int*, const int*, const int*, const 
             const int*, const float*, const int*, const float*, float*, const int*) __attribute__((weak));
 void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
             const int*, const double*, const int*, const double*, double*, const int*) __attribute__((weak));
-void vsTanh(int, const float*, float*) __attribute__((weak));
 void vdTanh(int, const double*, double*) __attribute__((weak));
-int MKL_Set_Num_Threads_Local(int) __attribute__((weak));  // the C one: mkl_set_num_threads_local is Fortran's
 }
 
 namespace {
@@ -91,27 +89,29 @@ void add_bf16(const uint16_t* p, float* c, int64_t n) {
   }
 }
 
-// tanh in place for the mixed-precision loops: sign(x) (1 - t) / (1 + t) with t = exp(-2|x|), the
-// exponential as 2^k exp(r), |r| <= ln(2) / 2, by a degree-6 Taylor polynomial (x - x^3 / 3 below
-// |x| = 0.004, where 1 - t cancels). Absolute error under 2e-7, relative under 4e-5: far below the
-// bfloat16 rounding of these loops' products (4e-3 relative). MKL's vsTanh, exact to an ulp, took ~2.4 of
-// the 8.4 ms of a forward loop over 64 steps of a 64 x 640 batch. NaN stays NaN.
+// tanh in place, float32, for every float32 loop: for |x| < 0.625 the odd polynomial x + x^3 P(x^2) of
+// Cephes' tanhf, else 1 - 2 / (exp(2|x|) + 1), the exponential as 2^k exp(r), |r| <= ln(2) / 2, by a
+// degree-7 Taylor polynomial; the sign copied from x. Within 1.4 ulp of tanh (MKL's vsTanh: 0.5), and 5x
+// faster than vsTanh on one thread, which took ~2.4 of the 8.4 ms of a forward loop over 64 steps of a 64 x
+// 640 batch (docs/measurements.md). NaN stays NaN.
 ELMAN_VECTOR_CLONES
-void tanh_approximate(float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
+void tanh_float(float* x, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) {
     float a = x[i] < 0 ? -x[i] : x[i];
-    a = a > 9.0f ? 9.0f : a;  // tanh(9) is 1 in float32; and exp(-18) keeps k in range
-    const float y = -2.0f * a;
+    a = a > 10.0f ? 10.0f : a;  // tanh(10) is 1 in float32; and exp(20) keeps k in range
+    const float z = a * a;
+    const float p = (((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z;
+    const float near_zero = a + a * z * (p - 3.33332819422e-1f);
+    const float y = 2.0f * a;
     const float k = (y * 1.44269504f + 12582912.0f) - 12582912.0f;  // round to nearest integer
     const float r = (y - k * 0.693145751953125f) - k * 1.428606765330187e-06f;  // ln 2 in two parts
-    const float e = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
+    const float e = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 +
+                                                                      r * (1.0f / 720 + r * (1.0f / 5040)))))));
     const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(k) + 127) << 23;
     float scale;
     std::memcpy(&scale, &bits, sizeof scale);
-    const float t = e * scale;
-    const float cancelled = (1.0f - t) / (1.0f + t);
-    const float magnitude = a < 4e-3f ? a - a * a * a / 3 : cancelled;  // 1 - t cancels for small |x|
-    x[i] = x[i] < 0 ? -magnitude : magnitude;
+    const float away = 1.0f - 2.0f / (e * scale + 1.0f);
+    x[i] = std::copysign(a < 0.625f ? near_zero : away, x[i]);
   }
 }
 
@@ -138,36 +138,28 @@ class MixedProduct {
   at::Tensor w_op_, operand_, product_;
 };
 
-void tanh_inplace(float* x, int64_t n) { vsTanh(static_cast<int>(n), x, x); }
-void tanh_inplace(double* x, int64_t n) { vdTanh(static_cast<int>(n), x, x); }
+// tanh in place: float32 by tanh_float, on several threads from kTanhSplit values; float64 by MKL's vdTanh.
+constexpr int64_t kTanhSplit = 8192;  // ~4 us on one thread, where a split saves more than it costs
 
-// tanh_inplace on one thread: MKL splits even a few hundred values among its threads, which cost a step of
-// one row ~2.5 us at two threads, as much as the rest of a step of 128 units (docs/measurements.md).
-template <typename scalar_t>
-void tanh_one_thread(scalar_t* x, int64_t n) {
-  if (MKL_Set_Num_Threads_Local == nullptr) {
-    tanh_inplace(x, n);
-    return;
-  }
-  const int threads = MKL_Set_Num_Threads_Local(1);
-  tanh_inplace(x, n);
-  MKL_Set_Num_Threads_Local(threads);  // 0, what it returns where none was set locally, unsets
+void tanh_inplace(float* x, int64_t n) {
+  at::parallel_for(0, n, kTanhSplit, [x](int64_t begin, int64_t end) { tanh_float(x, begin, end); });
 }
 
-// The activation in place on n values; tanh_in_place(x, n) computes tanh, and sigmoid through it. The float32
-// and float64 loops pass MKL's (tanh_inplace), the mixed-precision loops tanh_approximate.
-template <typename scalar_t, typename Tanh>
-void activate_(scalar_t* x, int n, int64_t activation, Tanh tanh_in_place) {
+void tanh_inplace(double* x, int64_t n) { vdTanh(static_cast<int>(n), x, x); }
+
+// The activation in place on n values (sigmoid through tanh: sigmoid(x) = (1 + tanh(x / 2)) / 2).
+template <typename scalar_t>
+void activate_(scalar_t* x, int n, int64_t activation) {
   switch (activation) {
     case kTanh:
-      tanh_in_place(x, n);
+      tanh_inplace(x, n);
       break;
     case kRelu:
       for (int i = 0; i < n; ++i) x[i] = x[i] > 0 ? x[i] : scalar_t(0);
       break;
     case kSigmoid:
       for (int i = 0; i < n; ++i) x[i] *= scalar_t(0.5);
-      tanh_in_place(x, n);
+      tanh_inplace(x, n);
       for (int i = 0; i < n; ++i) x[i] = scalar_t(0.5) * x[i] + scalar_t(0.5);
       break;
     default:
@@ -210,26 +202,86 @@ void multiply_by_slope(scalar_t* g, const scalar_t* h, int64_t n, int64_t activa
   }
 }
 
+// c[j] += w[j, :] . x for the rows j of w (n x k, row-major) in the blocks of four [first, last): one row x
+// of the product x w^T. A row's sum is taken by the same code whichever thread takes its block (a full
+// block's four rows together, the rows of a last, partial block one by one), so threads change no bit.
+ELMAN_VECTOR_CLONES
+void dot_blocks(const float* w, int n, int k, const float* x, float* c, int64_t first, int64_t last) {
+  for (int64_t block = first; block < last; ++block) {
+    const int64_t j = 4 * block;
+    if (j + 4 <= n) {
+      const float *w0 = w + j * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
+      float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+      for (int i = 0; i < k; ++i) {
+        s0 += w0[i] * x[i];
+        s1 += w1[i] * x[i];
+        s2 += w2[i] * x[i];
+        s3 += w3[i] * x[i];
+      }
+      c[j] += s0;
+      c[j + 1] += s1;
+      c[j + 2] += s2;
+      c[j + 3] += s3;
+      continue;
+    }
+    for (int64_t row = j; row < n; ++row) {
+      const float* wr = w + row * k;
+      float s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int i = 0; i < k; ++i) s += wr[i] * x[i];
+      c[row] += s;
+    }
+  }
+}
+
+// One layer's products for one row, c (H) += x (I) W_ih^T + h (H) W_hh^T (no x where I is 0), float32: a
+// matrix-vector product, memory-bound, where BLAS sgemm took 1.5x the time of dot_blocks on one thread. With kSplitWork
+// multiply-adds or more for each thread, the units are split among the threads in blocks of four (W_hh at
+// 512 units is 1 MB, a core's L2 cache: halves fit), which leaves each unit's sum as one thread takes it.
+constexpr int64_t kSplitWork = 24576;  // a split costs what ~24k multiply-adds do (docs/measurements.md)
+
+void one_row_product(const float* w_ih, const float* x, int I, const float* w_hh, const float* h, int H, float* c) {
+  const int64_t blocks = (H + 3) / 4;
+  const int64_t work = static_cast<int64_t>(H) * (I + H);
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), work / kSplitWork);
+  const int64_t grain = threads > 1 ? (blocks + threads - 1) / threads : blocks;  // blocks: one thread
+  at::parallel_for(0, blocks, grain, [&](int64_t first, int64_t last) {
+    if (I > 0) dot_blocks(w_ih, H, I, x, c, first, last);
+    dot_blocks(w_hh, H, H, h, c, first, last);
+  });
+}
+
+void one_row_product(const double*, const double*, int, const double*, const double*, int, double*) {
+  TORCH_CHECK(false, "one_row_product is float32 only");
+}
+
 // The recurrent product of a float32 or float64 loop, c += a W_hh^T (forward) or c += a W_hh (backward), by
-// BLAS, and MKL's tanh. The mixed-precision loops use MixedProduct and tanh_approximate instead.
+// BLAS, or one_row_product for a forward step of one float32 row. The mixed-precision loops use MixedProduct.
 template <typename scalar_t>
 struct ExactProduct {
   const scalar_t* w;
   int H;
   bool transpose;
-  void accumulate(const scalar_t* a, int rows, scalar_t* c) { gemm_accumulate(transpose, rows, H, w, a, c); }
+  void accumulate(const scalar_t* a, int rows, scalar_t* c) {
+    if (rows == 1 && transpose && std::is_same_v<scalar_t, float>) {
+      one_row_product(w, a, 0, w, a, H, c);
+    } else {
+      gemm_accumulate(transpose, rows, H, w, a, c);
+    }
+  }
 };
 
 // The two loops, for any product: T steps over states (T, B, H) in place, the leading batch_sizes[t] rows
 // at step t. Forward: states hold x_t W_ih^T + b on entry and h_t on return; previous is h0 (B, H).
-template <typename scalar_t, typename Product, typename Tanh>
+template <typename scalar_t, typename Product>
 void run_forward(scalar_t* states, const scalar_t* previous, Product& recurrent,
-                 const std::vector<int64_t>& batch_sizes, int H, int64_t stride, int64_t activation, Tanh tanh) {
+                 const std::vector<int64_t>& batch_sizes, int H, int64_t stride, int64_t activation) {
   for (size_t t = 0; t < batch_sizes.size(); ++t) {
     const int rows = static_cast<int>(batch_sizes[t]);
     scalar_t* step = states + static_cast<int64_t>(t) * stride;
     recurrent.accumulate(previous, rows, step);
-    activate_(step, rows * H, activation, tanh);
+    activate_(step, rows * H, activation);
     previous = step;
   }
 }
@@ -260,7 +312,7 @@ void forward_loop(at::Tensor out, const at::Tensor& h0, const at::Tensor& w_hh,
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "elman_forward_loop", [&] {
     ExactProduct<scalar_t> recurrent{w.data_ptr<scalar_t>(), H, true};
     run_forward(out.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), recurrent, batch_sizes, H, out.size(1) * H,
-                activation, [](scalar_t* v, int64_t m) { tanh_inplace(v, m); });
+                activation);
   });
 }
 
@@ -296,8 +348,7 @@ void forward_loop_bf16(at::Tensor out, const at::Tensor& h0, const at::Tensor& w
   check_mixed(w_hh, "w_hh", at::kBFloat16);
   const int H = static_cast<int>(out.size(2));
   MixedProduct recurrent(w_hh.t(), out.size(1));
-  run_forward(out.data_ptr<float>(), h0.data_ptr<float>(), recurrent, batch_sizes, H, out.size(1) * H, activation,
-              [](float* v, int64_t m) { tanh_approximate(v, m); });
+  run_forward(out.data_ptr<float>(), h0.data_ptr<float>(), recurrent, batch_sizes, H, out.size(1) * H, activation);
 }
 
 // As backward_loop, for float32 dz/out and a bfloat16 w_hh.
@@ -323,60 +374,6 @@ void gemm_nt(int rows, int n, int k, const double* w, const double* a, double* c
   const char transa = 'T', transb = 'N';
   const double one = 1.0;
   dgemm_(&transa, &transb, &n, &rows, &k, &one, w, &k, a, &k, &one, c, &n);
-}
-
-// c[j] += w[j, :] . x for the rows j of w (n x k, row-major) in the blocks of four [first, last): one row x
-// of the product x w^T. A row's sum is taken by the same code whichever thread takes its block (a full
-// block's four rows together, the rows of a last, partial block one by one), so threads change no bit.
-ELMAN_VECTOR_CLONES
-void dot_blocks(const float* w, int n, int k, const float* x, float* c, int64_t first, int64_t last) {
-  for (int64_t block = first; block < last; ++block) {
-    const int64_t j = 4 * block;
-    if (j + 4 <= n) {
-      const float *w0 = w + j * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
-      float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
-      for (int i = 0; i < k; ++i) {
-        s0 += w0[i] * x[i];
-        s1 += w1[i] * x[i];
-        s2 += w2[i] * x[i];
-        s3 += w3[i] * x[i];
-      }
-      c[j] += s0;
-      c[j + 1] += s1;
-      c[j + 2] += s2;
-      c[j + 3] += s3;
-      continue;
-    }
-    for (int64_t row = j; row < n; ++row) {
-      const float* wr = w + row * k;
-      float s = 0;
-#pragma omp simd reduction(+ : s)
-      for (int i = 0; i < k; ++i) s += wr[i] * x[i];
-      c[row] += s;
-    }
-  }
-}
-
-// One layer's pre-activation for one row, c (H) += x (I) W_ih^T + h (H) W_hh^T, float32: a matrix-vector
-// product, memory-bound, where BLAS sgemm took 1.5x the time of dot_blocks on one thread. With kSplitWork
-// multiply-adds or more for each thread, the units are split among the threads in blocks of four (W_hh at
-// 512 units is 1 MB, a core's L2 cache: halves fit), which leaves each unit's sum as one thread takes it.
-constexpr int64_t kSplitWork = 24576;  // a split costs what ~24k multiply-adds do (docs/measurements.md)
-
-void one_row_step(const float* w_ih, const float* x, int I, const float* w_hh, const float* h, int H, float* c) {
-  const int64_t blocks = (H + 3) / 4;
-  const int64_t work = static_cast<int64_t>(H) * (I + H);
-  const int64_t threads = std::min<int64_t>(at::get_num_threads(), work / kSplitWork);
-  const int64_t grain = threads > 1 ? (blocks + threads - 1) / threads : blocks;  // blocks: one thread
-  at::parallel_for(0, blocks, grain, [&](int64_t first, int64_t last) {
-    dot_blocks(w_ih, H, I, x, c, first, last);
-    dot_blocks(w_hh, H, H, h, c, first, last);
-  });
-}
-
-void one_row_step(const double*, const double*, int, const double*, const double*, int, double*) {
-  TORCH_CHECK(false, "one_row_step is float32 only");
 }
 
 // Whether `step` can run on these operands: x (B, I); h and out (L, B, H), distinct and apart from x;
@@ -422,7 +419,7 @@ bool step_fits(const at::Tensor& x, const at::Tensor& h, const at::Tensor& out, 
 // One time step of a unidirectional stack, for streaming inference: for each layer l,
 //   out[l] = act(x_l W_ih[l]^T + b_ih[l] + h[l] W_hh[l]^T + b_hh[l]),   x_0 = x, x_{l+1} = out[l],
 // on operands that step_fits. One call, no autograd: the fixed cost of a step is this function's, not a
-// dispatcher's per operation. One float32 row (streaming, generation) takes one_row_step, anything else BLAS.
+// dispatcher's per operation. One float32 row (streaming, generation) takes one_row_product, anything else BLAS.
 void run_step(const at::Tensor& x, const at::Tensor& h, at::Tensor& out, const std::vector<at::Tensor>& weights,
               bool bias, int64_t activation) {
   const size_t per_layer = bias ? 4 : 2;
@@ -445,12 +442,12 @@ void run_step(const at::Tensor& x, const at::Tensor& h, at::Tensor& out, const s
       const scalar_t* w_hh = weights[first + 1].data_ptr<scalar_t>();
       const scalar_t* previous = h.data_ptr<scalar_t>() + l * B * H;
       if (B == 1 && std::is_same_v<scalar_t, float>) {
-        one_row_step(w_ih, input, I, w_hh, previous, H, c);
+        one_row_product(w_ih, input, I, w_hh, previous, H, c);
       } else {
         gemm_nt(B, H, I, w_ih, input, c);
         gemm_nt(B, H, H, w_hh, previous, c);
       }
-      activate_(c, B * H, activation, [](scalar_t* v, int64_t m) { tanh_one_thread(v, m); });
+      activate_(c, B * H, activation);
       input = c;
       I = H;
     }
@@ -580,8 +577,8 @@ void dropout_apply(const at::Tensor& x, at::Tensor y, int64_t dropped_levels, do
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  if (sgemm_ == nullptr || dgemm_ == nullptr || vsTanh == nullptr || vdTanh == nullptr) {
-    throw std::runtime_error("this torch build exports no MKL sgemm_/dgemm_/vsTanh/vdTanh; the Python loop is used");
+  if (sgemm_ == nullptr || dgemm_ == nullptr || vdTanh == nullptr) {
+    throw std::runtime_error("this torch build exports no MKL sgemm_/dgemm_/vdTanh; the Python loop is used");
   }
   m.def("forward_loop", &forward_loop, "Elman recurrence, forward, in place (CPU)");
   m.def("backward_loop", &backward_loop, "Elman recurrence, BPTT, in place (CPU)");
