@@ -259,6 +259,22 @@ def test_float32_fast_path_matches_nn_rnn():
     torch.testing.assert_close(ours(x)[0], theirs(x)[0], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("batch", [1, 3])  # one row: its own product; 512 units: the units split among threads
+def test_a_wide_layer_matches_nn_rnn_forward_and_backward(batch):
+    torch.manual_seed(batch)
+    theirs = torch.nn.RNN(5, 512, num_layers=2)
+    ours = ElmanRNN(5, 512, num_layers=2)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(4, batch, 5)
+    outputs = [rnn(x)[0] for rnn in (ours, theirs)]
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-4, atol=1e-5)
+    for output in outputs:
+        (output * torch.linspace(-1, 1, 512)).sum().backward()
+    for name in ("weight_hh_l0", "weight_ih_l1", "bias_hh_l0"):
+        torch.testing.assert_close(ours.get_parameter(name).grad, theirs.get_parameter(name).grad, rtol=1e-4,
+                                   atol=1e-5)
+
+
 def test_half_precision_runs_the_python_loop_and_matches_float32():
     torch.manual_seed(0)
     layer = ElmanRNN(4, 8)

@@ -47,17 +47,23 @@ namespace {
 
 enum Activation : int64_t { kTanh = 0, kRelu = 1, kSigmoid = 2 };
 
-// c (rows x H) += a (rows x H) . op(w), op(w) = w^T when transpose_w, else w (H x H). All row-major.
-void gemm_accumulate(bool transpose_w, int rows, int H, const float* w, const float* a, float* c) {
+// Columns [first, last) of c (rows x H) += a (rows x H) . op(w), op(w) = w^T when transpose_w, else w (H x H).
+// All row-major: those columns of op(w) are rows first..last of w (w^T), or its columns (w).
+void gemm_columns(bool transpose_w, int rows, int H, const float* w, const float* a, float* c, int first, int last) {
   const char transa = transpose_w ? 'T' : 'N', transb = 'N';
   const float one = 1.0f;
-  sgemm_(&transa, &transb, &H, &rows, &H, &one, w, &H, a, &H, &one, c, &H);
+  const int n = last - first;
+  sgemm_(&transa, &transb, &n, &rows, &H, &one, w + (transpose_w ? static_cast<int64_t>(first) * H : first), &H, a,
+         &H, &one, c + first, &H);
 }
 
-void gemm_accumulate(bool transpose_w, int rows, int H, const double* w, const double* a, double* c) {
+void gemm_columns(bool transpose_w, int rows, int H, const double* w, const double* a, double* c, int first,
+                  int last) {
   const char transa = transpose_w ? 'T' : 'N', transb = 'N';
   const double one = 1.0;
-  dgemm_(&transa, &transb, &H, &rows, &H, &one, w, &H, a, &H, &one, c, &H);
+  const int n = last - first;
+  dgemm_(&transa, &transb, &n, &rows, &H, &one, w + (transpose_w ? static_cast<int64_t>(first) * H : first), &H, a,
+         &H, &one, c + first, &H);
 }
 
 // GCC compiles the element loops below for AVX-512, AVX2 and the baseline, and picks one when the module
@@ -257,7 +263,12 @@ void one_row_product(const double*, const double*, int, const double*, const dou
 }
 
 // The recurrent product of a float32 or float64 loop, c += a W_hh^T (forward) or c += a W_hh (backward), by
-// BLAS, or one_row_product for a forward step of one float32 row. The mixed-precision loops use MixedProduct.
+// BLAS, or one_row_product for a forward step of one float32 row. From kSplitUnits units the threads split
+// the units (c's columns) among them, each one BLAS call on its share: W_hh is then 1 MB or more, a core's
+// L2 cache, and each thread keeps its share of W_hh in its own cache from step to step, where BLAS's own
+// threads split otherwise (docs/measurements.md). The mixed-precision loops use MixedProduct.
+constexpr int kSplitUnits = 512;
+
 template <typename scalar_t>
 struct ExactProduct {
   const scalar_t* w;
@@ -266,8 +277,14 @@ struct ExactProduct {
   void accumulate(const scalar_t* a, int rows, scalar_t* c) {
     if (rows == 1 && transpose && std::is_same_v<scalar_t, float>) {
       one_row_product(w, a, 0, w, a, H, c);
+    } else if (H >= kSplitUnits) {
+      const int64_t blocks = H / 16;  // shares of whole 64-byte lines
+      at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
+        gemm_columns(transpose, rows, H, w, a, c, static_cast<int>(16 * first),
+                     last == blocks ? H : static_cast<int>(16 * last));
+      });
     } else {
-      gemm_accumulate(transpose, rows, H, w, a, c);
+      gemm_columns(transpose, rows, H, w, a, c, 0, H);
     }
   }
 };

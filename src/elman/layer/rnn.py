@@ -302,8 +302,9 @@ class ElmanRNN(nn.Module):
         # a compiled call is invisible to tracing, dispatch modes and torch.func's transforms
         if ops.intercepted(input) or torch._C._are_functorch_transforms_active():
             return False
-        # under autocast forward's GEMMs may read bfloat16, the step's never do
-        return not (torch.is_autocast_enabled("cpu") and _mixed_precision(input, input.shape[0], self.hidden_size))
+        # under autocast forward's GEMMs may read bfloat16, the step's never do (the shape asked first: cheaper)
+        batch = input.shape[0]
+        return not (bfloat16_pays(batch, self.hidden_size) and _mixed_precision(input, batch, self.hidden_size))
 
     def forward_from_table(
         self,
