@@ -370,10 +370,10 @@ def forward_and_gradients(layer: ElmanRNN, x: torch.Tensor, ids: torch.Tensor, h
 @pytest.mark.parametrize("table_rows", [False, True])  # the input itself, or rows of a table
 def test_autocast_bfloat16_gives_float32_results_close_to_full_precision(lengths, table_rows):
     torch.manual_seed(0)
-    layer = ElmanRNN(3, 512, num_layers=2, bidirectional=True)  # 5 rows of 512 units: where bfloat16 pays
+    layer = ElmanRNN(3, 1024, num_layers=2, bidirectional=True)  # 5 rows of 1024 units: where bfloat16 pays
     x = torch.randn(4 if table_rows else 6, *((3,) if table_rows else (5, 3)), requires_grad=True)
     ids = torch.randint(0, 4, (6, 5))
-    h0 = torch.randn(4, 5, 512, requires_grad=True)
+    h0 = torch.randn(4, 5, 1024, requires_grad=True)
     exact, mixed = (forward_and_gradients(layer, x, ids, h0, lengths, table_rows, autocast)
                     for autocast in (False, True))
     assert not torch.equal(mixed[0], exact[0])  # bfloat16 products really were used
@@ -383,7 +383,7 @@ def test_autocast_bfloat16_gives_float32_results_close_to_full_precision(lengths
         torch.testing.assert_close(mixed_tensor, exact_tensor, atol=0.03 * scale, rtol=0)
 
 
-@pytest.mark.parametrize("batch,hidden", [(1, 512), (5, 16), (16, 256)])
+@pytest.mark.parametrize("batch,hidden", [(1, 512), (5, 16), (16, 512), (64, 256)])
 def test_autocast_runs_float32_where_bfloat16_would_be_slower(batch, hidden):
     torch.manual_seed(0)
     layer = ElmanRNN(3, hidden)
@@ -395,7 +395,7 @@ def test_autocast_runs_float32_where_bfloat16_would_be_slower(batch, hidden):
 
 
 def test_bfloat16_pays_for_a_wide_state_of_more_than_one_row():
-    assert not bfloat16_pays(1, 1024)
-    assert bfloat16_pays(2, 512) and bfloat16_pays(64, 640)
-    assert not bfloat16_pays(16, 256) and bfloat16_pays(32, 256)
+    assert not bfloat16_pays(1, 1024) and not bfloat16_pays(2, 1024) and bfloat16_pays(4, 1024)
+    assert not bfloat16_pays(16, 512) and bfloat16_pays(32, 512) and bfloat16_pays(64, 640)
+    assert not bfloat16_pays(128, 256)
     assert not bfloat16_pays(4096, 128)

@@ -113,8 +113,8 @@ def test_a_step_refuses_a_state_of_another_batch():
 
 def test_under_autocast_a_step_is_forwards_mixed_precision_step():
     torch.manual_seed(0)
-    ours = ElmanRNN(5, 512, num_layers=2)  # 2 rows of 512 units: where bfloat16 pays
-    x, hx = torch.randn(2, 5), torch.randn(2, 2, 512)
+    ours = ElmanRNN(5, 1024, num_layers=2)  # 4 rows of 1024 units: where bfloat16 pays
+    x, hx = torch.randn(4, 5), torch.randn(2, 4, 1024)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         stepped_state = ours.step(x, hx)
         assert torch.equal(stepped_state, ours(x[None], hx)[1])

@@ -43,10 +43,10 @@ def _mixed_precision(x: Tensor, batch: int, hidden: int) -> bool:
 
 def bfloat16_pays(batch: int, hidden: int) -> bool:
     """Whether a CPU step's GEMMs run faster in bfloat16 than in float32 for ``batch`` rows of ``hidden``
-    units. Reading W_hh in half the bytes pays where it is wide: from 2 rows at 512 units, from 32 at 256;
-    at one row and below 256 units the conversions and the bfloat16 GEMM's fixed cost lose (measured in
-    docs/measurements.md, "bfloat16 by shape")."""
-    return batch >= 2 and (hidden >= 512 or (hidden >= 256 and batch >= 32))
+    units. Reading W_hh in half the bytes pays where it is wide and the GEMM has rows enough: from 32 rows at
+    512 units, from 4 at 1024; below that the conversions and the bfloat16 GEMM's fixed cost lose against
+    the float32 loops (measured in docs/measurements.md, "bfloat16 by shape")."""
+    return (hidden >= 512 and batch >= 32) or (hidden >= 1024 and batch >= 4)
 
 
 class ElmanRNN(nn.Module):
