@@ -113,17 +113,24 @@ def as_tensor(value):
     return value.detach() if isinstance(value, torch.Tensor) else torch.from_numpy(value)
 
 
+WARM_UP_SECONDS = 0.5  # a fresh process's first ~40 calls of a shape ran up to 1.2x slower (allocator, threads)
+
+
 def timed(run, steps: list, h0, repeats: int) -> tuple[float, object]:
-    """Median seconds of running ``steps`` in turn from ``h0``, each call taking the state the last gave;
-    and the final state."""
-    times = []
-    for repeat in range(repeats + 3):  # three warm-up passes
+    """Median seconds of running ``steps`` in turn from ``h0``, each call taking the state the last gave,
+    after passes that warm up for WARM_UP_SECONDS (at least three); and the final state."""
+    def one_pass():
         began, h = time.perf_counter(), h0
         for step in steps:
             _, h = run(step, h)
-        if repeat >= 3:
-            times.append(time.perf_counter() - began)
-    return statistics.median(times), h
+        return time.perf_counter() - began, h
+
+    warm_up_began, passes = time.perf_counter(), 0
+    while passes < 3 or time.perf_counter() - warm_up_began < WARM_UP_SECONDS:
+        one_pass()
+        passes += 1
+    times, h = zip(*(one_pass() for _ in range(repeats)), strict=True)
+    return statistics.median(times), h[-1]
 
 
 def measure(contender: str, threads: int, repeats: int) -> dict:

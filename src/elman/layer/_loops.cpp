@@ -416,7 +416,7 @@ bool step_fits(const at::Tensor& x, const at::Tensor& h, const at::Tensor& out, 
     return false;
   }
   const bool grad = at::GradMode::is_enabled();
-  if (grad && (x.requires_grad() || h.requires_grad())) return false;
+  if (grad && (x.requires_grad() || h.requires_grad() || out.requires_grad())) return false;
   const int64_t H = h.size(2);
   int64_t I = x.size(1);
   for (size_t first = 0; first < weights.size(); first += per_layer) {
