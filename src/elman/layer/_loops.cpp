@@ -106,8 +106,8 @@ void tanh_float(float* x, int64_t begin, int64_t end) {
     float a = x[i] < 0 ? -x[i] : x[i];
     a = a > 10.0f ? 10.0f : a;  // tanh(10) is 1 in float32; and exp(20) keeps k in range
     const float z = a * a;
-    const float p = (((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z;
-    const float near_zero = a + a * z * (p - 3.33332819422e-1f);
+    const float p = ((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z + 1.33314422036e-1f;
+    const float near_zero = a + a * z * (p * z - 3.33332819422e-1f);
     const float y = 2.0f * a;
     const float k = (y * 1.44269504f + 12582912.0f) - 12582912.0f;  // round to nearest integer
     const float r = (y - k * 0.693145751953125f) - k * 1.428606765330187e-06f;  // ln 2 in two parts
@@ -242,9 +242,10 @@ void dot_blocks(const float* w, int n, int k, const float* x, float* c, int64_t 
 }
 
 // One layer's products for one row, c (H) += x (I) W_ih^T + h (H) W_hh^T (no x where I is 0), float32: a
-// matrix-vector product, memory-bound, where BLAS sgemm took 1.5x the time of dot_blocks on one thread. With kSplitWork
-// multiply-adds or more for each thread, the units are split among the threads in blocks of four (W_hh at
-// 512 units is 1 MB, a core's L2 cache: halves fit), which leaves each unit's sum as one thread takes it.
+// matrix-vector product, memory-bound, where BLAS sgemm took 1.5x the time of dot_blocks on one thread.
+// With kSplitWork multiply-adds or more for each thread, the units are split among the threads in blocks of
+// four (W_hh at 512 units is 1 MB, a core's L2 cache: halves fit), which leaves each unit's sum as one
+// thread takes it.
 constexpr int64_t kSplitWork = 24576;  // a split costs what ~24k multiply-adds do (docs/measurements.md)
 
 void one_row_product(const float* w_ih, const float* x, int I, const float* w_hh, const float* h, int H, float* c) {
@@ -276,7 +277,7 @@ struct ExactProduct {
   bool transpose;
   void accumulate(const scalar_t* a, int rows, scalar_t* c) {
     if (rows == 1 && transpose && std::is_same_v<scalar_t, float>) {
-      one_row_product(w, a, 0, w, a, H, c);
+      one_row_product(nullptr, nullptr, 0, w, a, H, c);
     } else if (H >= kSplitUnits) {
       const int64_t blocks = H / 16;  // shares of whole 64-byte lines
       at::parallel_for(0, blocks, 1, [&](int64_t first, int64_t last) {
@@ -541,7 +542,7 @@ at::Tensor generate(at::Tensor logits, at::Tensor state, const at::Tensor& embed
     if (condition_input.numel() > 0) {
       inputs = inputs + condition_input;
     }
-    TORCH_CHECK(step_fits(inputs, state, spare, weights, bias), "generate: the stack's weights do not fit");
+    TORCH_CHECK(step_fits(inputs, state, spare, weights, bias), "generate: the step's operands do not fit");
     run_step(inputs, state, spare, weights, bias, activation);
     std::swap(state, spare);
     logits = at::addmm(masked_bias, state.select(0, layers - 1), out_weight_t);
