@@ -135,8 +135,9 @@ class MixedProduct {
     const int64_t n = static_cast<int64_t>(rows) * product_.size(1);
     auto* operand = reinterpret_cast<uint16_t*>(operand_.data_ptr<at::BFloat16>());
     to_bf16(a, operand, n);
-    at::Tensor product = product_.narrow(0, 0, rows);
-    at::mm_out(product, operand_.narrow(0, 0, rows), w_op_);
+    const bool all_rows = rows == operand_.size(0);
+    at::Tensor product = all_rows ? product_ : product_.narrow(0, 0, rows);
+    at::mm_out(product, all_rows ? operand_ : operand_.narrow(0, 0, rows), w_op_);
     add_bf16(reinterpret_cast<const uint16_t*>(product.data_ptr<at::BFloat16>()), c, n);
   }
 
