@@ -270,8 +270,7 @@ class ElmanRNN(nn.Module):
         into ``out`` (a preallocated ``(L, B, H)`` buffer, apart from ``hx``; reusing two buffers in turn saves
         an allocation per step). Anything else runs ``forward``."""
         if self._step_may_compile(input):
-            state = input.new_zeros(self.num_layers, input.shape[0], self.hidden_size) if hx is None else hx
-            into = torch.empty_like(state) if out is None else out
+            state, into = self._step_states(input, hx, out)
             if fused.compiled_step(input, state, into, *self.step_operands()):
                 return into
         state = self.forward(input.unsqueeze(1 if self.batch_first else 0), hx)[1]
@@ -288,9 +287,12 @@ class ElmanRNN(nn.Module):
         module's forward."""
         if not self._step_may_compile(input):
             return False
+        return fused.compiled_step_fits(input, *self._step_states(input, hx, out), *self.step_operands()[:2])
+
+    def _step_states(self, input: Tensor, hx: Tensor | None, out: Tensor | None) -> tuple[Tensor, Tensor]:
+        """What the compiled step reads and writes: ``hx`` (None: zeros) and ``out`` (None: a new buffer)."""
         state = input.new_zeros(self.num_layers, input.shape[0], self.hidden_size) if hx is None else hx
-        return fused.compiled_step_fits(input, state, torch.empty_like(state) if out is None else out,
-                                        *self.step_operands()[:2])
+        return state, torch.empty_like(state) if out is None else out
 
     def _step_may_compile(self, input: Tensor) -> bool:
         """What the compiled step cannot see for itself (it checks its tensors, ``compiled_step_fits``): this
