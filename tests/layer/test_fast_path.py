@@ -162,6 +162,53 @@ def test_compiled_loops_equal_python_loops(dtype, activation):
 
 
 @pytest.mark.skipif(fused.compiled_loops is None, reason="compiled loop not built")
+@pytest.mark.parametrize("hidden", [33, 77, 128])  # one panel and a column; partial last panel; whole panels
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_compiled_float32_loops_over_many_rows_match_float64(hidden, activation):
+    # enough rows for the AVX-512 panels where the CPU has them; 13, 11 and 9 rows are not whole tiles of 8, one
+    # row takes the one-row product, and the last two steps have no rows left
+    batch_sizes = [13] * 5 + [11, 9, 8, 1, 0, 0]
+    torch.manual_seed(hidden)
+    pre = torch.randn(len(batch_sizes), 13, hidden, dtype=torch.float64)
+    h0 = torch.randn(13, hidden, dtype=torch.float64)
+    w_hh = torch.randn(hidden, hidden, dtype=torch.float64) / hidden**0.5
+    code = fused.ACTIVATIONS.index(activation)
+    out64, out32 = pre.clone(), pre.float()
+    fused.forward_loop(out64, h0, w_hh, batch_sizes, activation)
+    fused.compiled_loops.forward_loop(out32, h0.float(), w_hh.float(), batch_sizes, code)
+    torch.testing.assert_close(out32.double(), out64, rtol=1e-5, atol=1e-5)
+    for t, rows in enumerate(batch_sizes):  # the rows of ended sequences are left alone
+        assert torch.equal(out32[t, rows:], pre[t, rows:].float())
+
+    dz64 = torch.randn_like(pre)
+    dz32 = dz64.float()
+    fused.backward_loop(dz64, fused.activation_slope(out64, activation), w_hh, batch_sizes)
+    fused.compiled_loops.backward_loop(dz32, out64.float(), w_hh.float(), batch_sizes, code)
+    torch.testing.assert_close(dz32.double(), dz64, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(fused.compiled_loops is None or not fused.compiled_loops.has_panels(),
+                    reason="the float32 loops multiply by BLAS here (no compiled loops, or no AVX-512)")
+def test_panel_loops_give_the_same_bits_on_one_thread_and_on_two():
+    torch.manual_seed(0)
+    batch_sizes = [16] * 6 + [5, 3]
+    pre, h0 = torch.randn(8, 16, 300), torch.randn(16, 300)
+    w_hh = torch.randn(300, 300) / 300**0.5
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):  # 10 panels of 16 x 300 x 32 multiply-adds: split at two threads
+            torch.set_num_threads(threads)
+            out, dz = pre.clone(), pre.clone()
+            fused.compiled_loops.forward_loop(out, h0, w_hh, batch_sizes, 0)
+            fused.compiled_loops.backward_loop(dz, out, w_hh, batch_sizes, 0)
+            results.append((out, dz))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+@pytest.mark.skipif(fused.compiled_loops is None, reason="compiled loop not built")
 @pytest.mark.parametrize("batch_sizes", [[5, 6], [5, -1], [5]])
 def test_compiled_loops_refuse_row_counts_outside_the_batch(batch_sizes):
     out, h0, w_hh = torch.zeros(2, 5, 3), torch.zeros(5, 3), torch.zeros(3, 3)
