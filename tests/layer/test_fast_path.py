@@ -164,7 +164,7 @@ def test_compiled_loops_equal_python_loops(dtype, activation):
 @pytest.mark.skipif(fused.compiled_loops is None, reason="compiled loop not built")
 @pytest.mark.parametrize("hidden", [33, 77, 128])  # one panel and a column; partial last panel; whole panels
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
-def test_compiled_float32_loops_over_many_rows_match_float64(hidden, activation):
+def test_compiled_loops_over_many_rows_match_the_python_loops(hidden, activation):
     # enough rows for the AVX-512 panels where the CPU has them; 13, 11 and 9 rows are not whole tiles of 8, one
     # row takes the one-row product, and the last two steps have no rows left
     batch_sizes = [13] * 5 + [11, 9, 8, 1, 0, 0]
@@ -185,6 +185,18 @@ def test_compiled_float32_loops_over_many_rows_match_float64(hidden, activation)
     fused.backward_loop(dz64, fused.activation_slope(out64, activation), w_hh, batch_sizes)
     fused.compiled_loops.backward_loop(dz32, out64.float(), w_hh.float(), batch_sizes, code)
     torch.testing.assert_close(dz32.double(), dz64, rtol=1e-5, atol=1e-5)
+
+    # mixed precision: the same bfloat16 products as the Python loop's, up to the order of each sum (which can
+    # move a product's rounding to bfloat16 by one step, 2^-8 of it)
+    w_bf16 = w_hh.to(torch.bfloat16)
+    out_py, out_c = pre.float(), pre.float()
+    fused.forward_loop(out_py, h0.float(), w_bf16, batch_sizes, activation)
+    fused.compiled_loops.forward_loop_bf16(out_c, h0.float(), w_bf16, batch_sizes, code)
+    torch.testing.assert_close(out_c, out_py, rtol=2e-2, atol=2e-2)
+    dz_py, dz_c = dz64.float(), dz64.float()
+    fused.backward_loop(dz_py, fused.activation_slope(out_py, activation), w_bf16, batch_sizes)
+    fused.compiled_loops.backward_loop_bf16(dz_c, out_py, w_bf16, batch_sizes, code)
+    torch.testing.assert_close(dz_c, dz_py, rtol=2e-2, atol=2e-2)
 
 
 @pytest.mark.skipif(fused.compiled_loops is None or not fused.compiled_loops.has_panels(),

@@ -391,8 +391,99 @@ struct PanelProduct {
     });
   }
 };
+
+// The mixed-precision product on AVX512-BF16, as panel_product: c (rows x N, float32) += round_bf16(a . b),
+// a (rows x K) and b (K x N) bfloat16, summed in float32 by vdpbf16ps, which multiplies pairs of
+// consecutive k: a row of a holds pairs (a[r, 2q], a[r, 2q + 1]) (zero past K), and panel p of b holds, for
+// each pair q, each of its 32 columns' (b[2q, j], b[2q + 1, j]) side by side. The product is rounded to
+// bfloat16 before it is added to c, as ATen's bfloat16 matmul returns it (the Python loop's arithmetic).
+// x rounded to bfloat16 (nearest even) and back.
+__attribute__((target("avx512f,avx512bf16"))) inline __m512 bf16_rounded(__m512 x) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(x)), 16));
+}
+
+template <int R>
+__attribute__((target("avx512f,avx512bf16"))) void bf16_panel_tile(const uint16_t* a, int pairs, const uint16_t* panel,
+                                                                 float* c, int N, __mmask16 low, __mmask16 high) {
+  __m512 sum_low[R], sum_high[R];
+  for (int r = 0; r < R; ++r) sum_low[r] = sum_high[r] = _mm512_setzero_ps();
+  for (int q = 0; q < pairs; ++q) {
+    const __m512bh b_low = (__m512bh)_mm512_loadu_si512(panel + 64 * q);
+    const __m512bh b_high = (__m512bh)_mm512_loadu_si512(panel + 64 * q + 32);
+    for (int r = 0; r < R; ++r) {
+      int32_t pair;
+      std::memcpy(&pair, a + 2 * (static_cast<int64_t>(r) * pairs + q), sizeof pair);
+      const __m512bh a_rq = (__m512bh)_mm512_set1_epi32(pair);
+      sum_low[r] = _mm512_dpbf16_ps(sum_low[r], a_rq, b_low);
+      sum_high[r] = _mm512_dpbf16_ps(sum_high[r], a_rq, b_high);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float* row = c + static_cast<int64_t>(r) * N;
+    _mm512_mask_storeu_ps(row, low, _mm512_add_ps(_mm512_maskz_loadu_ps(low, row), bf16_rounded(sum_low[r])));
+    _mm512_mask_storeu_ps(row + 16, high,
+                          _mm512_add_ps(_mm512_maskz_loadu_ps(high, row + 16), bf16_rounded(sum_high[r])));
+  }
+}
+
+__attribute__((target("avx512f,avx512bf16"))) void bf16_panel_product(const uint16_t* a, int64_t rows, int pairs,
+                                                                     const uint16_t* panels, float* c, int N,
+                                                                     int64_t first, int64_t last) {
+  using Tile = void (*)(const uint16_t*, int, const uint16_t*, float*, int, __mmask16, __mmask16);
+  static constexpr Tile kTiles[] = {nullptr,            bf16_panel_tile<1>, bf16_panel_tile<2>,
+                                    bf16_panel_tile<3>, bf16_panel_tile<4>, bf16_panel_tile<5>,
+                                    bf16_panel_tile<6>, bf16_panel_tile<7>, bf16_panel_tile<8>};
+  const auto mask = [](int n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << std::max(n, 0)) - 1); };
+  for (int64_t p = first; p < last; ++p) {
+    const int columns = std::min<int>(32, N - 32 * static_cast<int>(p));
+    for (int64_t r = 0; r < rows; r += 8) {
+      kTiles[std::min<int64_t>(8, rows - r)](a + r * 2 * pairs, pairs, panels + p * pairs * 64, c + r * N + 32 * p, N,
+                                              mask(columns), mask(columns - 16));
+    }
+  }
+}
+
+bool has_bf16_panels() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+  return yes;
+}
+
+// The recurrent product of a mixed-precision loop on AVX512-BF16: c += round_bf16(bf16(a) . w_op), w_op
+// (H x H, bfloat16, any strides: W_hh^T forward, W_hh backward) packed once per loop. The rows of a are
+// converted into a (B, H rounded up to even) bfloat16 buffer made once per loop. The threads split the
+// panels as PanelProduct's do.
+struct Bf16PanelProduct {
+  int H, pairs;
+  at::Tensor panels, operand;
+
+  Bf16PanelProduct(const at::Tensor& w_op, int64_t batch)
+      : H(static_cast<int>(w_op.size(0))),
+        pairs((H + 1) / 2),
+        panels(at::zeros({(H + 31) / 32, pairs, 64}, at::kBFloat16)),
+        operand(at::zeros({batch, 2 * pairs}, at::kBFloat16)) {
+    const auto w = w_op.accessor<at::BFloat16, 2>();
+    auto* packed = reinterpret_cast<uint16_t*>(panels.data_ptr<at::BFloat16>());
+    for (int64_t column = 0; column < H; ++column) {
+      for (int64_t k = 0; k < H; ++k) {
+        std::memcpy(packed + ((column / 32 * pairs + k / 2) * 64 + 2 * (column % 32) + k % 2), &w[k][column], 2);
+      }
+    }
+  }
+
+  void accumulate(const float* a, int rows, float* c) {
+    if (rows == 0) return;  // every sequence has ended (lengths shorter than T)
+    auto* converted = reinterpret_cast<uint16_t*>(operand.data_ptr<at::BFloat16>());
+    for (int r = 0; r < rows; ++r) to_bf16(a + static_cast<int64_t>(r) * H, converted + 2 * pairs * r, H);
+    const int64_t grain = (kPanelSplitWork + rows * H * 32 - 1) / (rows * H * 32);
+    const auto* packed = reinterpret_cast<const uint16_t*>(panels.data_ptr<at::BFloat16>());
+    at::parallel_for(0, panels.size(0), grain, [&](int64_t first, int64_t last) {
+      bf16_panel_product(converted, rows, pairs, packed, c, H, first, last);
+    });
+  }
+};
 #else
 bool has_panels() { return false; }
+bool has_bf16_panels() { return false; }
 #endif
 
 // Whether a float32 loop over these steps takes PanelProduct.
@@ -491,6 +582,13 @@ void forward_loop_bf16(at::Tensor out, const at::Tensor& h0, const at::Tensor& w
   check_batch_sizes(batch_sizes, out);
   check_mixed(w_hh, "w_hh", at::kBFloat16);
   const int H = static_cast<int>(out.size(2));
+#ifdef ELMAN_PANELS
+  if (has_bf16_panels()) {
+    Bf16PanelProduct recurrent(w_hh.t(), out.size(1));
+    run_forward(out.data_ptr<float>(), h0.data_ptr<float>(), recurrent, batch_sizes, H, out.size(1) * H, activation);
+    return;
+  }
+#endif
   MixedProduct recurrent(w_hh.t(), out.size(1));
   run_forward(out.data_ptr<float>(), h0.data_ptr<float>(), recurrent, batch_sizes, H, out.size(1) * H, activation);
 }
@@ -503,6 +601,13 @@ void backward_loop_bf16(at::Tensor dz, const at::Tensor& out, const at::Tensor& 
   check_batch_sizes(batch_sizes, dz);
   check_mixed(w_hh, "w_hh", at::kBFloat16);
   const int H = static_cast<int>(dz.size(2));
+#ifdef ELMAN_PANELS
+  if (has_bf16_panels()) {
+    Bf16PanelProduct recurrent(w_hh, dz.size(1));
+    run_backward(dz.data_ptr<float>(), out.data_ptr<float>(), recurrent, batch_sizes, H, dz.size(1) * H, activation);
+    return;
+  }
+#endif
   MixedProduct recurrent(w_hh, dz.size(1));
   run_backward(dz.data_ptr<float>(), out.data_ptr<float>(), recurrent, batch_sizes, H, dz.size(1) * H, activation);
 }
