@@ -346,10 +346,26 @@ bool has_panels() {
   return yes;
 }
 
+// Scratch memory that a thread keeps from one loop to the next, zeroed, one slot per use. Made and freed per
+// call, the packed panels (a copy of W_hh: 1 MB at 512 units) went back to glibc after each call, which then
+// returned memory to the system, and the next call's output faulted its pages in again: ~300 faults (0.15
+// ms) per call at 64 x 20 x 256 (docs/measurements.md).
+enum Slot { kFloatPanels = 0, kBf16Panels = 1, kBf16Operand = 2 };
+
+at::Tensor kept_zeros(at::IntArrayRef sizes, at::ScalarType type, Slot slot) {
+  thread_local at::Tensor kept[3];
+  const int64_t n = c10::multiply_integers(sizes);
+  at::Tensor& buffer = kept[slot];
+  if (!buffer.defined() || buffer.numel() < n) buffer = at::empty({n}, type);
+  at::Tensor zeros = buffer.narrow(0, 0, n).view(sizes);
+  zeros.zero_();
+  return zeros;
+}
+
 // op(w) (K x N) as panel_product reads it: (ceil(N / 32), K, 32). op(w) = w^T for w (N x K) when transpose_w,
 // else w (K x N); all row-major.
 at::Tensor pack_panels(const float* w, int K, int N, bool transpose_w) {
-  at::Tensor panels = at::zeros({(N + 31) / 32, K, 32}, at::kFloat);
+  at::Tensor panels = kept_zeros({(N + 31) / 32, K, 32}, at::kFloat, kFloatPanels);
   float* packed = panels.data_ptr<float>();
   at::parallel_for(0, panels.size(0), 1, [&](int64_t first, int64_t last) {
     for (int64_t p = first; p < last; ++p) {
@@ -459,8 +475,8 @@ struct Bf16PanelProduct {
   Bf16PanelProduct(const at::Tensor& w_op, int64_t batch)
       : H(static_cast<int>(w_op.size(0))),
         pairs((H + 1) / 2),
-        panels(at::zeros({(H + 31) / 32, pairs, 64}, at::kBFloat16)),
-        operand(at::zeros({batch, 2 * pairs}, at::kBFloat16)) {
+        panels(kept_zeros({(H + 31) / 32, pairs, 64}, at::kBFloat16, kBf16Panels)),
+        operand(kept_zeros({batch, 2 * pairs}, at::kBFloat16, kBf16Operand)) {
     const auto w = w_op.accessor<at::BFloat16, 2>();
     auto* packed = reinterpret_cast<uint16_t*>(panels.data_ptr<at::BFloat16>());
     for (int64_t column = 0; column < H; ++column) {
