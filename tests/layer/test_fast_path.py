@@ -165,8 +165,8 @@ def test_compiled_loops_equal_python_loops(dtype, activation):
 @pytest.mark.parametrize("hidden", [33, 77, 128])  # one panel and a column; partial last panel; whole panels
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_compiled_loops_over_many_rows_match_the_python_loops(hidden, activation):
-    # enough rows for the AVX-512 panels where the CPU has them; 13, 11 and 9 rows are not whole tiles of 8, one
-    # row takes the one-row product, and the last two steps have no rows left
+    # steps enough for the AVX-512 panels where the CPU has them (8 of more than one row); 13, 11 and 9 rows are
+    # not whole tiles of 8, one row takes the one-row product, and the last two steps have no rows left
     batch_sizes = [13] * 5 + [11, 9, 8, 1, 0, 0]
     torch.manual_seed(hidden)
     pre = torch.randn(len(batch_sizes), 13, hidden, dtype=torch.float64)
@@ -209,7 +209,7 @@ def test_panel_loops_give_the_same_bits_on_one_thread_and_on_two():
     results = []
     before = torch.get_num_threads()
     try:
-        for threads in (1, 2):  # 10 panels of 16 x 300 x 32 multiply-adds: split at two threads
+        for threads in (1, 2):  # 8 steps; 10 panels of 16 x 300 x 32 multiply-adds: split at two threads
             torch.set_num_threads(threads)
             out, dz = pre.clone(), pre.clone()
             fused.compiled_loops.forward_loop(out, h0, w_hh, batch_sizes, 0)

@@ -379,8 +379,9 @@ at::Tensor pack_panels(const float* w, int K, int N, bool transpose_w) {
   return panels;
 }
 
-// Below this many rows over all steps, packing W_hh's panels (a copy of W_hh) costs more than it saves.
-constexpr int64_t kPanelRows = 64;
+// Below this many steps of a loop, packing W_hh's panels (a copy of W_hh) costs more than it saves: at 64 x
+// 512 two steps took 409 us against BLAS's 366, four were even, eight 8% faster (docs/measurements.md).
+constexpr int64_t kPanelSteps = 8;
 // A thread's share of multiply-adds below which splitting a product among threads costs more than it
 // saves (a few microseconds to wake the threads; docs/measurements.md).
 constexpr int64_t kPanelSplitWork = 1 << 18;
@@ -504,9 +505,9 @@ bool has_bf16_panels() { return false; }
 
 // Whether a float32 loop over these steps takes PanelProduct.
 bool takes_panels(const std::vector<int64_t>& batch_sizes, bool forward) {
-  int64_t rows = 0;
-  for (const int64_t n : batch_sizes) rows += forward && n == 1 ? 0 : n;  // one_row_product takes single rows
-  return has_panels() && rows >= kPanelRows;
+  const int64_t fewest = forward ? 2 : 1;  // one_row_product takes a forward step of one row
+  const auto steps = std::count_if(batch_sizes.begin(), batch_sizes.end(), [&](int64_t n) { return n >= fewest; });
+  return has_panels() && steps >= kPanelSteps;
 }
 
 // The two loops, for any product: T steps over states (T, B, H) in place, the leading batch_sizes[t] rows
