@@ -478,13 +478,15 @@ struct Bf16PanelProduct {
         pairs((H + 1) / 2),
         panels(kept_zeros({(H + 31) / 32, pairs, 64}, at::kBFloat16, kBf16Panels)),
         operand(kept_zeros({batch, 2 * pairs}, at::kBFloat16, kBf16Operand)) {
-    const auto w = w_op.accessor<at::BFloat16, 2>();
+    const auto* w = reinterpret_cast<const uint16_t*>(w_op.data_ptr<at::BFloat16>());
+    const int64_t row_stride = w_op.stride(0), column_stride = w_op.stride(1);
     auto* packed = reinterpret_cast<uint16_t*>(panels.data_ptr<at::BFloat16>());
-    for (int64_t column = 0; column < H; ++column) {
-      for (int64_t k = 0; k < H; ++k) {
-        std::memcpy(packed + ((column / 32 * pairs + k / 2) * 64 + 2 * (column % 32) + k % 2), &w[k][column], 2);
+    at::parallel_for(0, panels.size(0), 1, [&](int64_t first, int64_t last) {
+      for (int64_t column = 32 * first; column < std::min<int64_t>(32 * last, H); ++column) {
+        uint16_t* to = packed + (column / 32 * pairs * 64 + 2 * (column % 32));
+        for (int64_t k = 0; k < H; ++k) to[k / 2 * 64 + k % 2] = w[k * row_stride + column * column_stride];
       }
-    }
+    });
   }
 
   void accumulate(const float* a, int rows, float* c) {
@@ -503,11 +505,12 @@ bool has_panels() { return false; }
 bool has_bf16_panels() { return false; }
 #endif
 
-// Whether a float32 loop over these steps takes PanelProduct.
-bool takes_panels(const std::vector<int64_t>& batch_sizes, bool forward) {
-  const int64_t fewest = forward ? 2 : 1;  // one_row_product takes a forward step of one row
+// Whether a loop over these steps takes PanelProduct (float32) or Bf16PanelProduct (mixed).
+bool takes_panels(const std::vector<int64_t>& batch_sizes, bool forward, bool mixed) {
+  // the float32 loops' one_row_product takes a forward step of one row
+  const int64_t fewest = forward && !mixed ? 2 : 1;
   const auto steps = std::count_if(batch_sizes.begin(), batch_sizes.end(), [&](int64_t n) { return n >= fewest; });
-  return has_panels() && steps >= kPanelSteps;
+  return (mixed ? has_bf16_panels() : has_panels()) && steps >= kPanelSteps;
 }
 
 // The two loops, for any product: T steps over states (T, B, H) in place, the leading batch_sizes[t] rows
@@ -549,7 +552,7 @@ void forward_loop(at::Tensor out, const at::Tensor& h0, const at::Tensor& w_hh,
   const int H = static_cast<int>(out.size(2));
   const int64_t stride = out.size(1) * H;
 #ifdef ELMAN_PANELS
-  if (out.scalar_type() == at::kFloat && takes_panels(batch_sizes, true)) {
+  if (out.scalar_type() == at::kFloat && takes_panels(batch_sizes, true, false)) {
     PanelProduct recurrent{w.data_ptr<float>(), H, true};
     run_forward(out.data_ptr<float>(), h0.data_ptr<float>(), recurrent, batch_sizes, H, stride, activation);
     return;
@@ -573,7 +576,7 @@ void backward_loop(at::Tensor dz, const at::Tensor& out, const at::Tensor& w_hh,
   const int H = static_cast<int>(dz.size(2));
   const int64_t stride = dz.size(1) * H;
 #ifdef ELMAN_PANELS
-  if (dz.scalar_type() == at::kFloat && takes_panels(batch_sizes, false)) {
+  if (dz.scalar_type() == at::kFloat && takes_panels(batch_sizes, false, false)) {
     PanelProduct recurrent{w.data_ptr<float>(), H, false};
     run_backward(dz.data_ptr<float>(), out.data_ptr<float>(), recurrent, batch_sizes, H, stride, activation);
     return;
@@ -600,7 +603,7 @@ void forward_loop_bf16(at::Tensor out, const at::Tensor& h0, const at::Tensor& w
   check_mixed(w_hh, "w_hh", at::kBFloat16);
   const int H = static_cast<int>(out.size(2));
 #ifdef ELMAN_PANELS
-  if (has_bf16_panels()) {
+  if (takes_panels(batch_sizes, true, true)) {
     Bf16PanelProduct recurrent(w_hh.t(), out.size(1));
     run_forward(out.data_ptr<float>(), h0.data_ptr<float>(), recurrent, batch_sizes, H, out.size(1) * H, activation);
     return;
@@ -619,7 +622,7 @@ void backward_loop_bf16(at::Tensor dz, const at::Tensor& out, const at::Tensor& 
   check_mixed(w_hh, "w_hh", at::kBFloat16);
   const int H = static_cast<int>(dz.size(2));
 #ifdef ELMAN_PANELS
-  if (has_bf16_panels()) {
+  if (takes_panels(batch_sizes, false, true)) {
     Bf16PanelProduct recurrent(w_hh, dz.size(1));
     run_backward(dz.data_ptr<float>(), out.data_ptr<float>(), recurrent, batch_sizes, H, dz.size(1) * H, activation);
     return;
