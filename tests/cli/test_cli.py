@@ -23,6 +23,16 @@ def test_unknown_command_is_a_usage_error_not_a_traceback():
     assert "Traceback" not in run.stderr
 
 
+def test_info_json_says_what_the_layer_runs_on(capsys):
+    from elman.layer import fused
+
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    loops = fused.compiled_loops
+    assert info["panel_kernels"] == (loops is not None and loops.has_panels())
+    assert info["compiled_loops"] == (None if loops is None else loops.__file__)
+
+
 def test_version_flag():
     run = subprocess.run([sys.executable, "-m", "elman", "--version"], capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout.startswith("elman ")

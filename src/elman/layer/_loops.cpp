@@ -3,16 +3,18 @@
 //
 // They compute what `forward_loop` and `backward_loop` in fused.py compute (see there for the equations
 // and shapes). On small problems the per-step cost of a tensor operation, not the arithmetic, is most of
-// the run time, so here each step calls BLAS gemm on raw pointers (the sgemm_/dgemm_ that the torch
-// library carries) and applies the activation on the same pointers (float32: our vectorised tanh_float,
-// float64: MKL's vdTanh), with no tensor created inside the float32 and float64 loops.
+// the run time, so here each step multiplies on raw pointers and applies the activation on the same
+// pointers (float32: our vectorised tanh_float, float64: MKL's vdTanh), with no tensor created inside the
+// float32 and float64 loops. The product: on a CPU with AVX-512, our own kernel over W_hh packed into
+// panels once per loop (panel_product, faster than MKL's sgemm at these sizes); elsewhere, and for float64,
+// BLAS gemm (the sgemm_/dgemm_ that the torch library carries).
 //
 // Mixed precision (under torch.autocast with bfloat16): the state and every sum stay float32; only the
-// per-step GEMM reads its operands as bfloat16, through ATen's bfloat16 matmul (oneDNN: AVX512-BF16 or
-// AMX), whose bfloat16 product is then added to the float32 sum, as the Python loop does. MKL's
-// cblas_gemm_bf16bf16f32 would accumulate in float32, but on an AMD Zen 5 it ran no faster than float32
-// sgemm: the forward loop over 64 steps of a 64 x 640 batch took 23 ms with it and takes 9 ms here, and a
-// 3 x 640 language model's training step went from 220 ms to 130 ms.
+// per-step GEMM reads its operands as bfloat16, and its bfloat16 product is added to the float32 sum, as
+// the Python loop does: on a CPU with AVX512-BF16 by our kernel (bf16_panel_product), elsewhere through
+// ATen's bfloat16 matmul (oneDNN). MKL's cblas_gemm_bf16bf16f32 would accumulate in float32, but on an AMD
+// Zen 5 it ran no faster than float32 sgemm: the forward loop over 64 steps of a 64 x 640 batch took 23 ms
+// with it and 9 ms with ATen's, and a 3 x 640 language model's training step went from 220 ms to 130 ms.
 //
 // Row-major (n x H) matrices are column-major (H x n) ones to Fortran BLAS, so
 //     C += A W^T   is   gemm('T', 'N', H, n, H, 1, W, H, A, H, 1, C, H)
@@ -540,8 +542,59 @@ void run_backward(scalar_t* dz, const scalar_t* out, Product& recurrent, const s
   }
 }
 
-// out: (T, B, H), holding x_t W_ih^T + b on entry and h_t on return (rows past a sequence's end are not
-// touched). h0: (B, H). w_hh: (H, H). batch_sizes[t]: how many leading rows are still running at step t.
+// Calls run(recurrent, scalar) with the product that a loop over `buffer` (T, B, H) takes, and a value of its
+// element type: forward, c += a W_hh^T; backward, c += a W_hh. Float32 and float64: PanelProduct where it
+// pays, else ExactProduct (w_hh of the buffer's type). Mixed precision (w_hh bfloat16): Bf16PanelProduct where
+// it pays, else MixedProduct.
+template <typename Run>
+void with_product(const at::Tensor& buffer, const at::Tensor& w_hh, const std::vector<int64_t>& batch_sizes,
+                  bool forward, const Run& run) {
+  const int H = static_cast<int>(buffer.size(2));
+  if (w_hh.scalar_type() == at::kBFloat16) {
+    const at::Tensor w_op = forward ? w_hh.t() : w_hh;
+#ifdef ELMAN_PANELS
+    if (takes_panels(batch_sizes, forward, true)) {
+      Bf16PanelProduct recurrent(w_op, buffer.size(1));
+      return run(recurrent, 0.0f);
+    }
+#endif
+    MixedProduct recurrent(w_op, buffer.size(1));
+    return run(recurrent, 0.0f);
+  }
+#ifdef ELMAN_PANELS
+  if (buffer.scalar_type() == at::kFloat && takes_panels(batch_sizes, forward, false)) {
+    PanelProduct recurrent{w_hh.data_ptr<float>(), H, forward};
+    return run(recurrent, 0.0f);
+  }
+#endif
+  AT_DISPATCH_FLOATING_TYPES(buffer.scalar_type(), "elman_loop", [&] {
+    ExactProduct<scalar_t> recurrent{w_hh.data_ptr<scalar_t>(), H, forward};
+    run(recurrent, scalar_t(0));
+  });
+}
+
+// One of the two loops in place on `buffer` (T, B, H), as run_loop in fused.py. Forward: buffer holds
+// x_t W_ih^T + b on entry and h_t on return (rows past a sequence's end are not touched), states is h0 (B, H).
+// Backward: buffer holds dL/dh_t from the outputs on entry and dL/dz_t (pre-activation) on return, states
+// holds the forward pass's h_t (T, B, H). w_hh: (H, H). batch_sizes[t]: how many leading rows are still
+// running at step t.
+void run_loop(bool forward, at::Tensor& buffer, const at::Tensor& states, const at::Tensor& w_hh,
+              const std::vector<int64_t>& batch_sizes, int64_t activation) {
+  const int H = static_cast<int>(buffer.size(2));
+  const int64_t stride = buffer.size(1) * H;
+  with_product(buffer, w_hh, batch_sizes, forward, [&](auto& recurrent, auto zero) {
+    using scalar_t = decltype(zero);
+    scalar_t* steps = buffer.data_ptr<scalar_t>();
+    const scalar_t* given = states.data_ptr<scalar_t>();
+    if (forward) {
+      run_forward(steps, given, recurrent, batch_sizes, H, stride, activation);
+    } else {
+      run_backward(steps, given, recurrent, batch_sizes, H, stride, activation);
+    }
+  });
+}
+
+// The float32 / float64 loops (run_loop): out or dz (T, B, H), h0 (B, H), w_hh (H, H) of their dtype.
 void forward_loop(at::Tensor out, const at::Tensor& h0, const at::Tensor& w_hh,
                   const std::vector<int64_t>& batch_sizes, int64_t activation) {
   check(out, "out", out);
@@ -549,23 +602,9 @@ void forward_loop(at::Tensor out, const at::Tensor& h0, const at::Tensor& w_hh,
   check_batch_sizes(batch_sizes, out);
   const at::Tensor w = w_hh.contiguous();
   check(w, "w_hh", out);
-  const int H = static_cast<int>(out.size(2));
-  const int64_t stride = out.size(1) * H;
-#ifdef ELMAN_PANELS
-  if (out.scalar_type() == at::kFloat && takes_panels(batch_sizes, true, false)) {
-    PanelProduct recurrent{w.data_ptr<float>(), H, true};
-    run_forward(out.data_ptr<float>(), h0.data_ptr<float>(), recurrent, batch_sizes, H, stride, activation);
-    return;
-  }
-#endif
-  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "elman_forward_loop", [&] {
-    ExactProduct<scalar_t> recurrent{w.data_ptr<scalar_t>(), H, true};
-    run_forward(out.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), recurrent, batch_sizes, H, stride, activation);
-  });
+  run_loop(true, out, h0, w, batch_sizes, activation);
 }
 
-// dz: (T, B, H), holding dL/dh_t from the outputs on entry and dL/dz_t (pre-activation) on return.
-// out: (T, B, H), the h_t of the forward pass.
 void backward_loop(at::Tensor dz, const at::Tensor& out, const at::Tensor& w_hh,
                    const std::vector<int64_t>& batch_sizes, int64_t activation) {
   check(dz, "dz", dz);
@@ -573,19 +612,7 @@ void backward_loop(at::Tensor dz, const at::Tensor& out, const at::Tensor& w_hh,
   check_batch_sizes(batch_sizes, dz);
   const at::Tensor w = w_hh.contiguous();
   check(w, "w_hh", dz);
-  const int H = static_cast<int>(dz.size(2));
-  const int64_t stride = dz.size(1) * H;
-#ifdef ELMAN_PANELS
-  if (dz.scalar_type() == at::kFloat && takes_panels(batch_sizes, false, false)) {
-    PanelProduct recurrent{w.data_ptr<float>(), H, false};
-    run_backward(dz.data_ptr<float>(), out.data_ptr<float>(), recurrent, batch_sizes, H, stride, activation);
-    return;
-  }
-#endif
-  AT_DISPATCH_FLOATING_TYPES(dz.scalar_type(), "elman_backward_loop", [&] {
-    ExactProduct<scalar_t> recurrent{w.data_ptr<scalar_t>(), H, false};
-    run_backward(dz.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), recurrent, batch_sizes, H, stride, activation);
-  });
+  run_loop(false, dz, out, w, batch_sizes, activation);
 }
 
 void check_mixed(const at::Tensor& t, const char* name, at::ScalarType type) {
@@ -601,16 +628,7 @@ void forward_loop_bf16(at::Tensor out, const at::Tensor& h0, const at::Tensor& w
   check_mixed(h0, "h0", at::kFloat);
   check_batch_sizes(batch_sizes, out);
   check_mixed(w_hh, "w_hh", at::kBFloat16);
-  const int H = static_cast<int>(out.size(2));
-#ifdef ELMAN_PANELS
-  if (takes_panels(batch_sizes, true, true)) {
-    Bf16PanelProduct recurrent(w_hh.t(), out.size(1));
-    run_forward(out.data_ptr<float>(), h0.data_ptr<float>(), recurrent, batch_sizes, H, out.size(1) * H, activation);
-    return;
-  }
-#endif
-  MixedProduct recurrent(w_hh.t(), out.size(1));
-  run_forward(out.data_ptr<float>(), h0.data_ptr<float>(), recurrent, batch_sizes, H, out.size(1) * H, activation);
+  run_loop(true, out, h0, w_hh, batch_sizes, activation);
 }
 
 // As backward_loop, for float32 dz/out and a bfloat16 w_hh.
@@ -620,16 +638,7 @@ void backward_loop_bf16(at::Tensor dz, const at::Tensor& out, const at::Tensor& 
   check_mixed(out, "out", at::kFloat);
   check_batch_sizes(batch_sizes, dz);
   check_mixed(w_hh, "w_hh", at::kBFloat16);
-  const int H = static_cast<int>(dz.size(2));
-#ifdef ELMAN_PANELS
-  if (takes_panels(batch_sizes, false, true)) {
-    Bf16PanelProduct recurrent(w_hh, dz.size(1));
-    run_backward(dz.data_ptr<float>(), out.data_ptr<float>(), recurrent, batch_sizes, H, dz.size(1) * H, activation);
-    return;
-  }
-#endif
-  MixedProduct recurrent(w_hh, dz.size(1));
-  run_backward(dz.data_ptr<float>(), out.data_ptr<float>(), recurrent, batch_sizes, H, dz.size(1) * H, activation);
+  run_loop(false, dz, out, w_hh, batch_sizes, activation);
 }
 
 // c (rows x n) += a (rows x k) . w^T, w (n x k). All row-major.

@@ -19,6 +19,8 @@ def runtime_info() -> dict:
         "torch": torch.__version__,
         "operators": [name for name in ops.OPERATORS if hasattr(torch.ops.elman, name)],
         "compiled_loops": None if loops is None else loops.__file__,
+        # whether the float32 loops' per-step products are our AVX-512 kernel (else BLAS sgemm)
+        "panel_kernels": loops is not None and hasattr(loops, "has_panels") and loops.has_panels(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "bfloat16_gemm": torch.ops.mkldnn._is_mkldnn_bf16_supported(),
         "avx512_bf16": torch.cpu._is_avx512_bf16_supported(),
@@ -43,7 +45,9 @@ def describe(info: dict) -> str:
         cuda = f"{info['cuda']} on {', '.join(info['cuda_devices'])}, cuDNN {info['cudnn']}"
     rows = [("python", info["python"]), ("torch", info["torch"]),
             ("operators", ", ".join(f"elman::{name}" for name in info["operators"])),
-            ("compiled loops", loops), ("cpu", info["cpu_capability"]), ("bfloat16 GEMMs", bf16),
+            ("compiled loops", loops),
+            ("step products", "AVX-512 panels" if info["panel_kernels"] else "BLAS (MKL sgemm)"),
+            ("cpu", info["cpu_capability"]), ("bfloat16 GEMMs", bf16),
             ("threads", f"{info['threads']} intra-op, {info['interop_threads']} inter-op, {info['cpu_count']} cpus"),
             ("cuda", cuda)]
     return "\n".join(f"{name + ':':<16}{value}" for name, value in rows)
