@@ -220,6 +220,23 @@ def test_panel_loops_give_the_same_bits_on_one_thread_and_on_two():
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
+@pytest.mark.skipif(fused.compiled_output_buffer is None, reason="compiled loops not built")
+def test_a_dropped_output_serves_the_next_call_and_a_kept_one_is_never_written():
+    torch.manual_seed(0)
+    layer = ElmanRNN(5, 48).eval()
+    x = torch.randn(9, 4, 5)
+    with torch.inference_mode():
+        kept, _ = layer(x)
+        expected = kept.clone()
+        second, _ = layer(2 * x)
+        assert second.data_ptr() != kept.data_ptr()
+        address = second.data_ptr()
+        del second
+        third, _ = layer(x)
+        assert third.data_ptr() == address  # the dropped output's memory, already mapped
+    assert torch.equal(third, expected) and torch.equal(kept, expected)
+
+
 @pytest.mark.skipif(fused.compiled_loops is None, reason="compiled loop not built")
 @pytest.mark.parametrize("batch_sizes", [[5, 6], [5, -1], [5]])
 def test_compiled_loops_refuse_row_counts_outside_the_batch(batch_sizes):

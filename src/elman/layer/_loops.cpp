@@ -23,11 +23,14 @@
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <c10/core/impl/alloc_cpu.h>
 
 #include <algorithm>
 #include <climits>
+#include <iterator>
 #include <cmath>
 #include <limits>
+#include <mutex>
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
@@ -654,6 +657,72 @@ void gemm_nt(int rows, int n, int k, const double* w, const double* a, double* c
   dgemm_(&transa, &transb, &n, &rows, &k, &one, w, &k, a, &k, &one, c, &n);
 }
 
+// Outputs of the forward passes, kept for the next call of the same size once the caller has dropped them,
+// as ONNX Runtime's arena keeps its buffers. Taken from and given back to glibc per call, an output's memory
+// was returned to the system in some processes and faulted in anew by the next call: ~300 page faults per
+// call at 64 x 20 x 256, 0.5 us each (docs/measurements.md). At most kKeptOutputs buffers, kKeptBytes in all,
+// the most recent kept.
+class OutputPool {
+ public:
+  static constexpr size_t kKeptOutputs = 4;
+  static constexpr size_t kKeptBytes = size_t{64} << 20;
+
+  static OutputPool& instance() {
+    static auto* pool = new OutputPool;  // never destroyed: an output may outlive static destruction
+    return *pool;
+  }
+
+  // A float32 (rows, columns) tensor, uninitialised, whose memory comes back here when the tensor goes.
+  at::Tensor empty(int64_t rows, int64_t columns) {
+    const size_t bytes = static_cast<size_t>(rows * columns) * sizeof(float);
+    void* memory = take(bytes);
+    if (memory == nullptr) memory = c10::alloc_cpu(bytes);
+    return at::from_blob(memory, {rows, columns}, [bytes](void* kept) { instance().give_back(kept, bytes); },
+                         at::TensorOptions().dtype(at::kFloat));
+  }
+
+ private:
+  // the last kept of this size: the most likely to be in a cache still
+  void* take(size_t bytes) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = kept_.rbegin(); it != kept_.rend(); ++it) {
+      if (it->first == bytes) {
+        void* memory = it->second;
+        kept_bytes_ -= bytes;
+        kept_.erase(std::next(it).base());
+        return memory;
+      }
+    }
+    return nullptr;
+  }
+
+  // kept, the oldest kept let go where the limits say so (a new size of output replaces the old ones)
+  void give_back(void* memory, size_t bytes) {
+    if (bytes > kKeptBytes) return c10::free_cpu(memory);
+    std::vector<void*> released;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      kept_.emplace_back(bytes, memory);
+      kept_bytes_ += bytes;
+      while (kept_.size() > kKeptOutputs || kept_bytes_ > kKeptBytes) {
+        released.push_back(kept_.front().second);
+        kept_bytes_ -= kept_.front().first;
+        kept_.erase(kept_.begin());
+      }
+    }
+    for (void* old : released) c10::free_cpu(old);
+  }
+
+  std::mutex mutex_;
+  std::vector<std::pair<size_t, void*>> kept_;
+  size_t kept_bytes_ = 0;
+};
+
+at::Tensor output_buffer(int64_t rows, int64_t columns) {
+  TORCH_CHECK(rows >= 0 && columns >= 0, "output_buffer: sizes must not be negative");
+  return OutputPool::instance().empty(rows, columns);
+}
+
 // Whether `step` can run on these operands: x (B, I); h and out (L, B, H), distinct and apart from x;
 // weights the stack's W_ih, W_hh (and with `bias` b_ih, b_hh) of each layer in turn, nn.RNN's order; all
 // contiguous CPU tensors of x's dtype, float32 or float64; no gradient asked for. Where not, ElmanRNN.step
@@ -862,6 +931,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward_loop", &backward_loop, "Elman recurrence, BPTT, in place (CPU)");
   m.def("forward_loop_bf16", &forward_loop_bf16, "Elman recurrence, forward, bfloat16 GEMMs (CPU)");
   m.def("backward_loop_bf16", &backward_loop_bf16, "Elman recurrence, BPTT, bfloat16 GEMMs (CPU)");
+  m.def("output_buffer", &output_buffer, "an uninitialised float32 (rows, columns) output, its memory kept for reuse");
   m.def("has_panels", &has_panels, "whether the float32 loops multiply by panel_product (AVX-512), else by BLAS");
   m.def("step_fits", &step_fits, "whether step runs on these operands");
   m.def("step", &step, "one step of a unidirectional Elman stack at inference, all layers in one call (CPU)");

@@ -84,6 +84,7 @@ _streams = hasattr(compiled_loops, "step_fits")
 compiled_step = compiled_loops.step if _streams else None
 compiled_step_fits = compiled_loops.step_fits if _streams else None
 compiled_generate = compiled_loops.generate if _streams else None
+compiled_output_buffer = getattr(compiled_loops, "output_buffer", None)
 
 # Below this many multiply-adds per step, a second thread costs more in synchronisation than it saves.
 SINGLE_THREAD_STEP_MACS = 1 << 19
@@ -142,6 +143,15 @@ def matmul(a: Tensor, b: Tensor, mixed: bool) -> Tensor:
     if not mixed:
         return torch.mm(a, b)
     return torch.mm(a.to(torch.bfloat16), b.to(torch.bfloat16)).float()
+
+
+def output_buffer(rows: int, hidden: int, like: Tensor) -> Tensor:
+    """An uninitialised (rows, hidden) buffer of ``like``'s dtype and device for a forward pass's output. Float32
+    on the CPU, from the compiled loops' pool (``OutputPool`` in _loops.cpp): the memory of an output that the
+    caller has dropped serves the next call of the same size, already mapped."""
+    if compiled_output_buffer is not None and like.device.type == "cpu" and like.dtype == torch.float32:
+        return compiled_output_buffer(rows, hidden)
+    return like.new_empty(rows, hidden)
 
 
 def _use_compiled(*tensors: Tensor, mixed: bool = False) -> bool:
@@ -324,14 +334,18 @@ def _rnn_direction(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, rows, activation, rev
     projects_table = _projects_table(rows, x)
     inputs = _inputs(x, rows, layout, projects_table)
     flat = inputs.reshape(-1, inputs.shape[-1])
-    if mixed and not projects_table:  # the table is small: projected in its own precision
-        out = matmul(flat, w_ih.t(), mixed=True)
+    out = output_buffer(T * B, H, x)
+    if projects_table:  # the table is small: projected in its own precision, then its rows gathered
+        projected = torch.mm(x, w_ih.t()) if bias is None else torch.addmm(bias, x, w_ih.t())
+        torch.index_select(projected, 0, layout.to_kernel(rows).reshape(-1), out=out)
+    elif mixed:
+        out.copy_(torch.mm(flat.to(torch.bfloat16), w_ih.t().to(torch.bfloat16)))
         if bias is not None:
             out += bias
+    elif bias is None:
+        torch.mm(flat, w_ih.t(), out=out)
     else:
-        out = torch.mm(flat, w_ih.t()) if bias is None else torch.addmm(bias, flat, w_ih.t())
-    if projects_table:
-        out = out.index_select(0, layout.to_kernel(rows).reshape(-1))
+        torch.addmm(bias, flat, w_ih.t(), out=out)
     out = out.view(T, B, H)
     run_loop("forward", out, layout.sort(h0).contiguous(), w_hh, layout.batch_sizes, activation, mixed)
     if layout.padded is not None:
