@@ -27,12 +27,12 @@
 
 #include <algorithm>
 #include <climits>
-#include <iterator>
 #include <cmath>
-#include <limits>
-#include <mutex>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
+#include <limits>
+#include <mutex>
 #include <stdexcept>
 #include <type_traits>
 #include <utility>
@@ -414,16 +414,16 @@ struct PanelProduct {
   }
 };
 
-// The mixed-precision product on AVX512-BF16, as panel_product: c (rows x N, float32) += round_bf16(a . b),
-// a (rows x K) and b (K x N) bfloat16, summed in float32 by vdpbf16ps, which multiplies pairs of
-// consecutive k: a row of a holds pairs (a[r, 2q], a[r, 2q + 1]) (zero past K), and panel p of b holds, for
-// each pair q, each of its 32 columns' (b[2q, j], b[2q + 1, j]) side by side. The product is rounded to
-// bfloat16 before it is added to c, as ATen's bfloat16 matmul returns it (the Python loop's arithmetic).
 // x rounded to bfloat16 (nearest even) and back.
 __attribute__((target("avx512f,avx512bf16"))) inline __m512 bf16_rounded(__m512 x) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(x)), 16));
 }
 
+// The mixed-precision product on AVX512-BF16, as panel_product: c (rows x N, float32) += round_bf16(a . b),
+// a (rows x K) and b (K x N) bfloat16, summed in float32 by vdpbf16ps, which multiplies pairs of
+// consecutive k: a row of a holds pairs (a[r, 2q], a[r, 2q + 1]) (zero past K), and panel p of b holds, for
+// each pair q, each of its 32 columns' (b[2q, j], b[2q + 1, j]) side by side. The product is rounded to
+// bfloat16 before it is added to c, as ATen's bfloat16 matmul returns it (the Python loop's arithmetic).
 template <int R>
 __attribute__((target("avx512f,avx512bf16"))) void bf16_panel_tile(const uint16_t* a, int pairs, const uint16_t* panel,
                                                                  float* c, int N, __mmask16 low, __mmask16 high) {
