@@ -1,5 +1,7 @@
 """The fused fast path against the reference loop, gradcheck, the compiled loop, and stateful use."""
 
+import threading
+
 import pytest
 import torch
 
@@ -218,6 +220,32 @@ def test_panel_loops_give_the_same_bits_on_one_thread_and_on_two():
     finally:
         torch.set_num_threads(before)
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_inference_mode_then_training_in_a_fresh_thread():
+    # the compiled loops keep scratch memory per thread; made first under inference_mode, it must still serve a
+    # training step after it (a new thread, so that the scratch is made here)
+    torch.manual_seed(0)
+    # float32 panels; under autocast at 32 x 512, where bfloat16 pays, the bfloat16 panels
+    cases = [(ElmanRNN(5, 64), torch.randn(12, 16, 5), False), (ElmanRNN(5, 512), torch.randn(12, 32, 5), True)]
+    failures = []
+
+    def run():
+        try:
+            for layer, x, autocast in cases:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), torch.inference_mode():
+                    layer(x)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    layer(x)[0].sum().backward()
+        except RuntimeError as error:
+            failures.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert not failures, failures
+    for layer, _, _ in cases:
+        assert layer.weight_hh_l0.grad is not None and bool(layer.weight_hh_l0.grad.abs().sum() > 0)
 
 
 @pytest.mark.skipif(fused.compiled_output_buffer is None, reason="compiled loops not built")

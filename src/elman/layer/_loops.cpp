@@ -358,6 +358,9 @@ bool has_panels() {
 enum Slot { kFloatPanels = 0, kBf16Panels = 1, kBf16Operand = 2 };
 
 at::Tensor kept_zeros(at::IntArrayRef sizes, at::ScalarType type, Slot slot) {
+  // a normal tensor even where the first call runs under torch.inference_mode: an inference tensor could not
+  // be zeroed in place by a later call outside it
+  const c10::InferenceMode normal(false);
   thread_local at::Tensor kept[3];
   const int64_t n = c10::multiply_integers(sizes);
   at::Tensor& buffer = kept[slot];
