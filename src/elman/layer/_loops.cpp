@@ -330,18 +330,20 @@ __attribute__((target("avx512f"))) void panel_tile(const float* a, int K, const 
   }
 }
 
+// The lanes of 16 columns of which n (at most 16, none below 0) are in c.
+inline __mmask16 column_mask(int n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << std::max(n, 0)) - 1); }
+
 // Panels [first, last) of c (rows x N) += a (rows x K) . b, b as pack_panels leaves it.
 __attribute__((target("avx512f"))) void panel_product(const float* a, int64_t rows, int K, const float* panels,
                                                       float* c, int N, int64_t first, int64_t last) {
   using Tile = void (*)(const float*, int, const float*, float*, int, __mmask16, __mmask16);
   static constexpr Tile kTiles[] = {nullptr, panel_tile<1>, panel_tile<2>, panel_tile<3>, panel_tile<4>,
                                     panel_tile<5>, panel_tile<6>, panel_tile<7>, panel_tile<8>};
-  const auto mask = [](int n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << std::max(n, 0)) - 1); };
   for (int64_t p = first; p < last; ++p) {
     const int columns = std::min<int>(32, N - 32 * static_cast<int>(p));
     for (int64_t r = 0; r < rows; r += 8) {
       kTiles[std::min<int64_t>(8, rows - r)](a + r * K, K, panels + p * K * 32, c + r * N + 32 * p, N,
-                                              mask(columns), mask(columns - 16));
+                                              column_mask(columns), column_mask(columns - 16));
     }
   }
 }
@@ -394,6 +396,14 @@ constexpr int64_t kPanelSteps = 8;
 // saves (a few microseconds to wake the threads; docs/measurements.md).
 constexpr int64_t kPanelSplitWork = 1 << 18;
 
+// Runs product(first, last) on shares of `panels` panels among the threads, each share kPanelSplitWork
+// multiply-adds at least, for a product of `rows` rows by H x H.
+template <typename Product>
+void split_panels(int64_t panels, int rows, int H, const Product& product) {
+  const int64_t panel_work = static_cast<int64_t>(rows) * H * 32;
+  at::parallel_for(0, panels, (kPanelSplitWork + panel_work - 1) / panel_work, product);
+}
+
 // The recurrent product of a float32 loop on AVX-512, c += a W_hh^T (forward) or c += a W_hh (backward),
 // by panel_product on W_hh packed once per loop; one_row_product for a forward step of one row. The threads
 // split the panels (units) where each gets kPanelSplitWork multiply-adds, keeping their shares of W_hh in
@@ -410,8 +420,7 @@ struct PanelProduct {
       one_row_product(nullptr, nullptr, 0, w, a, H, c);
       return;
     }
-    const int64_t grain = (kPanelSplitWork + rows * H * 32 - 1) / (rows * H * 32);
-    at::parallel_for(0, panels.size(0), grain, [&](int64_t first, int64_t last) {
+    split_panels(panels.size(0), rows, H, [&](int64_t first, int64_t last) {
       panel_product(a, rows, H, panels.data_ptr<float>(), c, H, first, last);
     });
   }
@@ -458,12 +467,11 @@ __attribute__((target("avx512f,avx512bf16"))) void bf16_panel_product(const uint
   static constexpr Tile kTiles[] = {nullptr,            bf16_panel_tile<1>, bf16_panel_tile<2>,
                                     bf16_panel_tile<3>, bf16_panel_tile<4>, bf16_panel_tile<5>,
                                     bf16_panel_tile<6>, bf16_panel_tile<7>, bf16_panel_tile<8>};
-  const auto mask = [](int n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << std::max(n, 0)) - 1); };
   for (int64_t p = first; p < last; ++p) {
     const int columns = std::min<int>(32, N - 32 * static_cast<int>(p));
     for (int64_t r = 0; r < rows; r += 8) {
       kTiles[std::min<int64_t>(8, rows - r)](a + r * 2 * pairs, pairs, panels + p * pairs * 64, c + r * N + 32 * p, N,
-                                              mask(columns), mask(columns - 16));
+                                              column_mask(columns), column_mask(columns - 16));
     }
   }
 }
@@ -501,9 +509,8 @@ struct Bf16PanelProduct {
     if (rows == 0) return;  // every sequence has ended (lengths shorter than T)
     auto* converted = reinterpret_cast<uint16_t*>(operand.data_ptr<at::BFloat16>());
     for (int r = 0; r < rows; ++r) to_bf16(a + static_cast<int64_t>(r) * H, converted + 2 * pairs * r, H);
-    const int64_t grain = (kPanelSplitWork + rows * H * 32 - 1) / (rows * H * 32);
     const auto* packed = reinterpret_cast<const uint16_t*>(panels.data_ptr<at::BFloat16>());
-    at::parallel_for(0, panels.size(0), grain, [&](int64_t first, int64_t last) {
+    split_panels(panels.size(0), rows, H, [&](int64_t first, int64_t last) {
       bf16_panel_product(converted, rows, pairs, packed, c, H, first, last);
     });
   }

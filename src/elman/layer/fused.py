@@ -142,7 +142,12 @@ def matmul(a: Tensor, b: Tensor, mixed: bool) -> Tensor:
     """``a @ b``; with ``mixed``, computed from bfloat16 copies and returned as float32."""
     if not mixed:
         return torch.mm(a, b)
-    return torch.mm(a.to(torch.bfloat16), b.to(torch.bfloat16)).float()
+    return bfloat16_product(a, b).float()
+
+
+def bfloat16_product(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` from bfloat16 copies, in bfloat16."""
+    return torch.mm(a.to(torch.bfloat16), b.to(torch.bfloat16))
 
 
 def output_buffer(rows: int, hidden: int, like: Tensor) -> Tensor:
@@ -339,7 +344,7 @@ def _rnn_direction(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, rows, activation, rev
         projected = torch.mm(x, w_ih.t()) if bias is None else torch.addmm(bias, x, w_ih.t())
         torch.index_select(projected, 0, layout.to_kernel(rows).reshape(-1), out=out)
     elif mixed:
-        out.copy_(torch.mm(flat.to(torch.bfloat16), w_ih.t().to(torch.bfloat16)))
+        out.copy_(bfloat16_product(flat, w_ih.t()))  # converted to float32 into out, not into a new tensor
         if bias is not None:
             out += bias
     elif bias is None:
