@@ -42,12 +42,14 @@ def trained_model(names_csv, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def generative_model(names_csv, tmp_path_factory):
-    """A classifier with all three kinds of member: recurrent, n-gram bag and generative."""
+    """A classifier with recurrent, n-gram bag and generative members (the n-gram generative member left out,
+    so that the generative member's evidence is shown)."""
     from elman.data import read_labelled_csv
     from elman.training.classify import TrainConfig, train_classifier
 
     out = tmp_path_factory.mktemp("generative")
-    options = {"embedding_dim": 16, "hidden_size": 16, "num_layers": 1, "mlp_hidden": 16, "generative_hidden_size": 32}
+    options = {"embedding_dim": 16, "hidden_size": 16, "num_layers": 1, "mlp_hidden": 16, "generative_hidden_size": 32,
+               "generative_ngram_order": 0}
     metrics = train_classifier(read_labelled_csv(names_csv), out, options,
                                TrainConfig(epochs=8, batch_size=16, learning_rate=1e-2), progress=False)
     return out, metrics

@@ -97,7 +97,8 @@ def test_a_checkpoint_from_before_the_ensemble_still_loads(trained_model, tmp_pa
     """Classifiers used to be one recurrent network, its parameters at the top of the state dict."""
     config, state, vocabulary = load_checkpoint(trained_model[0])
     options = {k: v for k, v in config["model"].items() if k not in ("members", "bag_ngrams", "bag_buckets")}
-    single = SequenceClassifier(ClassifierConfig(**options, members=1, bag_ngrams=()))
+    options.pop("generative_ngram_order")
+    single = SequenceClassifier(ClassifierConfig(**options, members=1, bag_ngrams=(), generative_ngram_order=0))
     recurrent = {k: v for k, v in state.items() if k.startswith("recurrent.0.")}
     single.load_state_dict(recurrent | {"member_weights": single.member_weights})  # old files: weight 1
     old_layout = torch.nn.Module()
@@ -147,6 +148,26 @@ def test_a_generative_member_trains_beside_the_others_and_explains_a_prediction(
     first, second = (classifier.labels.index(label) for label in evidence.labels)
     assert sum(evidence.log_ratios) == pytest.approx(float(log_likelihoods[first] - log_likelihoods[second]), abs=1e-4)
     assert sum(evidence.log_ratios) > 0  # the member agrees with the pool here
+
+
+def test_the_n_gram_generative_member_is_counted_on_train_then_train_and_val_and_explains(trained_model,
+                                                                                          names_csv):
+    out, metrics = trained_model
+    classifier = elman.load(out)
+    member = classifier.model.ngram_generative
+    train_rows = sum(1 for line in names_csv.read_text().splitlines() if line.endswith(",train"))
+    log = (out / "train.log").read_text()
+    assert f"n-gram generative member counted on {train_rows} rows" in log  # selection: train only
+    assert f"n-gram generative member counted on {metrics['refit']['rows']} rows" in log  # the final model
+    assert metrics["refit"]["ngram_generative_count"]["ngrams"] == len(member.ngrams.ngram_keys)
+    torch.testing.assert_close(member.log_prior, torch.full((3,), 1 / 3).log())  # the balanced training split
+    inspection = classifier.inspect("Yamamoto")
+    evidence = inspection.evidence
+    assert evidence.labels == tuple(label for label, _ in inspection.top(2)[-1])
+    ids, lengths = vectorize(["Yamamoto"], classifier.vocabulary, None)
+    log_likelihoods = member.log_likelihoods(ids, lengths)[0]
+    first, second = (classifier.labels.index(label) for label in evidence.labels)
+    assert sum(evidence.log_ratios) == pytest.approx(float(log_likelihoods[first] - log_likelihoods[second]), abs=1e-4)
 
 
 def test_the_selected_pool_with_its_generative_member_is_the_one_saved_and_scored(names_csv, tmp_path):
@@ -399,8 +420,8 @@ def test_fitted_pool_weights_favour_the_informative_member_and_lower_the_log_los
     informative = 3 * torch.nn.functional.one_hot(targets, 4).float() + torch.randn(500, 4)
     noise = 3 * torch.randn(500, 4)
     member_logits = torch.stack([informative, noise])
-    weights, prior_change = fit_member_weights(member_logits, targets)
-    assert prior_change == 0.0  # no generative member
+    weights, prior_changes = fit_member_weights(member_logits, targets)
+    assert prior_changes.tolist() == [0.0, 0.0]  # no member read by Bayes' rule
     assert weights[0] > 5 * weights[1] and bool((weights > 0).all())
 
     def log_loss(w):
@@ -419,8 +440,8 @@ def test_one_member_is_temperature_scaled_and_separable_rows_keep_the_weights_fi
 
 def test_training_fits_the_pool_weights_on_validation(trained_model):
     model = elman.load(trained_model[0]).model
-    assert model.member_weights.shape == (2,)  # the recurrent member and the n-gram bag
-    assert not torch.allclose(model.member_weights, torch.full((2,), 0.5))
+    assert model.member_weights.shape == (3,)  # the recurrent member, the n-gram bag, the n-gram generative member
+    assert not torch.allclose(model.member_weights, torch.full((3,), 1 / 3))
 
 
 def test_the_fit_takes_out_the_prior_a_generative_member_would_count_twice():
@@ -431,9 +452,10 @@ def test_the_fit_takes_out_the_prior_a_generative_member_would_count_twice():
     evidence = 2 * torch.randn(2000, 4)
     targets = torch.distributions.Categorical(logits=evidence + log_prior).sample()
     member_logits = torch.stack([evidence + log_prior, evidence + 2 * log_prior])
-    weights, prior_change = fit_member_weights(member_logits, targets, log_prior)
+    weights, prior_changes = fit_member_weights(member_logits, targets, torch.stack([torch.zeros(4), log_prior]))
+    discriminative, prior_change = prior_changes.tolist()
     pooled = ensemble(torch.stack([member_logits[0], member_logits[1] + prior_change * log_prior]), weights)
-    assert prior_change < -0.5
+    assert discriminative == 0.0 and prior_change < -0.5
     assert float(torch.nn.functional.cross_entropy(pooled, targets)) < \
         float(torch.nn.functional.cross_entropy(ensemble(member_logits, fit_member_weights(member_logits, targets)[0]),
                                                 targets))

@@ -15,7 +15,6 @@ from elman.errors import UsageError, UsageTypeError
 from elman.inference.inspection import Evidence, Inspection
 from elman.metrics import classification_metrics
 from elman.models.classifier import ClassifierConfig, SequenceClassifier, batched_logits
-from elman.models.language_model import token_log_likelihoods
 
 MAX_TEXT_CHARS = 10_000
 # inspect reads every prefix of the text: quadratic in its length (1,000 characters: ~0.5 M steps)
@@ -108,14 +107,14 @@ class Classifier:
 
     def _evidence(self, ids: torch.Tensor, lengths: torch.Tensor, probabilities: torch.Tensor,
                   tokens: list[str]) -> Evidence | None:
-        """The generative member's log-likelihood ratio, token by token, of the text ``ids`` (1, T) (its
-        ``tokens``: characters and end) under the two most probable classes (``probabilities`` (C,)); None
-        without such a member."""
-        if self.model.generative is None:
+        """A generative member's log-likelihood ratio, token by token, of the text ``ids`` (1, T) (its
+        ``tokens``: characters and end) under the two most probable classes (``probabilities`` (C,)): the n-gram
+        generative member's where there is one, else the recurrent one's; None without either."""
+        if not self.model.bayes_members:
             return None
         first, second = probabilities.topk(2).indices.tolist()
-        log_likelihoods = token_log_likelihoods(self.model.generative.language_model, ids.expand(2, -1),
-                                                lengths.expand(2), torch.tensor([first, second]))
+        log_likelihoods = self.model.bayes_members[0].token_log_likelihoods(ids.expand(2, -1), lengths.expand(2),
+                                                                            torch.tensor([first, second]))
         return Evidence((self.labels[first], self.labels[second]), tokens,
                         (log_likelihoods[0] - log_likelihoods[1]).tolist())
 
@@ -157,6 +156,8 @@ def load_classifier(directory: Path, config: dict, state: dict, vocabulary: Voca
             state = {split_stack_name(name): tensor for name, tensor in state.items()}
         if "generative_hidden_size" not in options:  # written before the generative member
             options.update(generative_hidden_size=0)
+        if "generative_ngram_order" not in options:  # written before the n-gram generative member
+            options.update(generative_ngram_order=0)
         model = SequenceClassifier(model_config(ClassifierConfig, {**config, "model": options}, directory))
         if "member_weights" not in state:  # written before the pool's weights were fitted: equal weights
             state = {**state, "member_weights": model.member_weights}

@@ -28,6 +28,7 @@ from elman.models.language_model import (
     condition_log_likelihoods,
     token_log_likelihoods,
 )
+from elman.models.ngram_language_model import NgramLanguageModel
 from elman.options import non_negative_int, option, orders, positive_int
 
 POOLINGS = ("last", "max", "mean")
@@ -66,6 +67,10 @@ class ClassifierConfig:
     # (docs/measurements.md, "The generative member")
     generative_hidden_size: int = option(0, "units of the generative member, a character language model "
                                          "conditioned on the class and read by Bayes' rule; 0: no such member",
+                                         type=non_negative_int)
+    # counted, not trained: a second of fitting (docs/measurements.md, "The n-gram generative member")
+    generative_ngram_order: int = option(5, "order of the n-gram generative member, a character n-gram language "
+                                         "model per class (Kneser-Ney) read by Bayes' rule; 0: no such member",
                                          type=non_negative_int)
 
     def __post_init__(self):
@@ -243,26 +248,37 @@ class NgramBag(nn.Module):
         return self.weights(grams, per_sample_weights=scale.contiguous()) + self.bias
 
 
-class GenerativeMember(nn.Module):
-    """A character language model conditioned on the class, read as a classifier by Bayes' rule: ids (B, T)
+class BayesRule(nn.Module):
+    """A language model of the texts of each class, read as a classifier by Bayes' rule: ids (B, T)
     (``<bos> chars <eos>``, 0 as padding), lengths (B,) -> logits (B, num_classes),
 
         logits[b, c] = log p(text_b | c) + prior_weight * log p(c)
 
-    log p(text | c) sums, over the text's characters and its end, log p(token | the tokens before it, c); each
-    row is read once per class, all in one batch of B * num_classes rows. ``log_prior`` (C,) holds the training
-    split's class frequencies, ``prior_weight`` (1: Bayes' rule) how much of them the member keeps: training
-    fits it with the pool's weights (the other members have learnt the prior already). The language model is
-    a one-layer ``LanguageModel``: a text's state starts from its class's embedding, and the class's input
-    embedding is added at every step."""
+    log p(text | c) sums, over the text's characters and its end, log p(token | the tokens before it, c)
+    (``log_likelihoods``; ``token_log_likelihoods(ids, lengths, classes)`` (B, T - 1) gives each term under each
+    row's class in ``classes`` (B,), 0 at padding). ``log_prior`` (C,) holds the training split's class
+    frequencies, ``prior_weight`` (1: Bayes' rule) how much of them the member keeps: training fits it with the
+    pool's weights (the other members have learnt the prior already)."""
 
     def __init__(self, config: ClassifierConfig):
         super().__init__()
+        self.register_buffer("log_prior", torch.full((config.num_classes,), -math.log(config.num_classes)))
+        self.register_buffer("prior_weight", torch.ones(()))
+
+    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        return self.log_likelihoods(ids, lengths) + self.prior_weight * self.log_prior
+
+
+class GenerativeMember(BayesRule):
+    """``BayesRule`` over a one-layer ``LanguageModel`` conditioned on the class: a text's state starts from its
+    class's embedding, and the class's input embedding is added at every step. Each row is read once per
+    class, all in one batch of B * num_classes rows."""
+
+    def __init__(self, config: ClassifierConfig):
+        super().__init__(config)
         self.language_model = LanguageModel(LanguageModelConfig(
             config.vocab_size, embedding_dim=config.embedding_dim, hidden_size=config.generative_hidden_size,
             num_layers=1, dropout=config.dropout, num_conditions=config.num_classes))
-        self.register_buffer("log_prior", torch.full((config.num_classes,), -math.log(config.num_classes)))
-        self.register_buffer("prior_weight", torch.ones(()))
 
     def loss(self, ids: Tensor, lengths: Tensor, targets: Tensor) -> Tensor:
         """A scalar: the sum over the rows of each one's mean next-token cross-entropy under its true class
@@ -270,19 +286,43 @@ class GenerativeMember(nn.Module):
         log_likelihoods = token_log_likelihoods(self.language_model, ids, lengths, targets).sum(1)
         return -(log_likelihoods / (lengths - 1).to(log_likelihoods.device)).sum()
 
-    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
-        return condition_log_likelihoods(self.language_model, ids, lengths) + self.prior_weight * self.log_prior
+    def log_likelihoods(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        return condition_log_likelihoods(self.language_model, ids, lengths)
+
+    def token_log_likelihoods(self, ids: Tensor, lengths: Tensor, classes: Tensor) -> Tensor:
+        return token_log_likelihoods(self.language_model, ids, lengths, classes)
+
+
+class NgramGenerativeMember(BayesRule):
+    """``BayesRule`` over an ``NgramLanguageModel`` of order ``generative_ngram_order``: counted (``fit``), not
+    trained, and every class read in the same lookups."""
+
+    def __init__(self, config: ClassifierConfig):
+        super().__init__(config)
+        self.ngrams = NgramLanguageModel(config.vocab_size, config.num_classes, config.generative_ngram_order)
+
+    def fit(self, ids: Tensor, lengths: Tensor, targets: Tensor) -> None:
+        self.ngrams.fit(ids, lengths, targets)
+
+    def log_likelihoods(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        return self.ngrams.token_log_likelihoods(ids, lengths).sum(1)
+
+    def token_log_likelihoods(self, ids: Tensor, lengths: Tensor, classes: Tensor) -> Tensor:
+        return self.ngrams.token_log_likelihoods(ids, lengths).gather(2, classes.view(-1, 1, 1).expand(
+            -1, ids.shape[1] - 1, 1)).squeeze(2)
 
 
 # the buffers that training fits on the validation split, for the pool: a refit keeps them
-POOL_BUFFERS = ("member_weights", "generative.log_prior", "generative.prior_weight")
+POOL_BUFFERS = ("member_weights", *(f"{member}.{buffer}" for member in ("generative", "ngram_generative")
+                                    for buffer in ("log_prior", "prior_weight")))
 
 
 class SequenceClassifier(nn.Module):
     """ids (B, T) int64 with 0 as padding, lengths (B,) -> class logits (B, num_classes) of the ensemble (see
     ``ensemble``). ``per_member=True`` gives each member's logits (M, B, num_classes) instead: the recurrent
-    members', then the n-gram bag's, then the generative member's (each where configured). The generative
-    member's Bayes scores read each row once per class: ``generative=False`` leaves them out, and so does
+    members', then the n-gram bag's, the n-gram generative member's and the generative member's (each where
+    configured). The generative member's Bayes scores read each row once per class (the n-gram generative
+    member's are lookups): ``generative=False`` leaves them out, and so does
     ``lm_loss=True``, which gives what a training step needs: (the other members' logits (M', B, C), the
     recurrent members' summed ``language_model_loss`` plus the generative member's ``loss`` under ``targets``
     (B,)). ``member_weights`` (M,), a buffer saved with the weights, holds the pool's weights: 1/M until
@@ -293,13 +333,19 @@ class SequenceClassifier(nn.Module):
         self.config = config
         self.recurrent = nn.ModuleList(RecurrentMember(config) for _ in range(config.members))
         self.bag = NgramBag(config) if config.bag_ngrams else None
+        self.ngram_generative = NgramGenerativeMember(config) if config.generative_ngram_order else None
         self.generative = GenerativeMember(config) if config.generative_hidden_size else None
         members = len(self.members)
         self.register_buffer("member_weights", torch.full((members,), 1.0 / members))
 
     @property
     def members(self) -> list[nn.Module]:
-        return [*self.recurrent, *(member for member in (self.bag, self.generative) if member is not None)]
+        return [*self.recurrent, *(member for member in (self.bag, self.ngram_generative, self.generative)
+                                   if member is not None)]
+
+    @property
+    def bayes_members(self) -> list[BayesRule]:
+        return [member for member in self.members if isinstance(member, BayesRule)]
 
     def features(self, ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """-> (pooled features (B, M * F), top-layer states (T, B, M * D * H)) of the recurrent members."""
@@ -311,7 +357,7 @@ class SequenceClassifier(nn.Module):
         recurrent = [member(ids, lengths, lm_loss) for member in self.recurrent]
         if lm_loss:
             recurrent, lm_losses = zip(*recurrent, strict=True)
-        others = [] if self.bag is None else [self.bag(ids, lengths)]
+        others = [member(ids, lengths) for member in (self.bag, self.ngram_generative) if member is not None]
         if self.generative is not None and generative and not lm_loss:
             others.append(self.generative(ids, lengths))
         members = [logits.float() for logits in [*recurrent, *others]]

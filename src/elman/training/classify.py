@@ -203,15 +203,28 @@ def fit_bag(run: Run, model: SequenceClassifier, labels: list[str], config: Trai
     return fit
 
 
+def count_ngrams(run: Run, model: SequenceClassifier, split: Split) -> dict:
+    """Fit the n-gram generative member on ``split``: counting, a fraction of a second on surnames.csv."""
+    started = time.monotonic()
+    model.ngram_generative.fit(split.ids, split.lengths, split.targets)
+    count = {"seconds": run.processes.agreed(time.monotonic() - started),
+             "ngrams": len(model.ngram_generative.ngrams.ngram_keys)}
+    run.log(f"n-gram generative member counted on {len(split)} rows in {count['seconds']:.2f} s: "
+            f"{count['ngrams']} n-grams")
+    return count
+
+
 def select(run: Run, model: SequenceClassifier, prepared: PreparedData, config: TrainConfig,
            checkpoint_config: dict) -> None:
-    """Selection: the n-gram member fitted, the recurrent members trained on train and validated after every
+    """Selection: the n-gram members fitted, the recurrent members trained on train and validated after every
     epoch; ends with the best epoch's weights in ``model``."""
     p, records = run.progress, run.progress.records
     train, val = prepared.splits["train"], prepared.splits["val"]
     if model.bag is not None and p.step == 0:
         records["bag_fit"] = fit_bag(run, model, prepared.labels, config, train, val, L2_PATH)
-    fitting = records["bag_fit"]["seconds"] if "bag_fit" in records else 0.0
+    if model.ngram_generative is not None and p.step == 0:
+        records["ngram_count"] = count_ngrams(run, model, train)
+    fitting = sum(records[name]["seconds"] for name in ("bag_fit", "ngram_count") if name in records)
     # the fit's time comes out of the budget; the steps' schedule (warm-up, cosine) spans what is left,
     # shared with the refit in proportion to the rows each phase trains on
     share = len(train) / (2 * len(train) + len(val)) if config.refit else 1.0
@@ -259,6 +272,8 @@ def begin_refit(run: Run, model: SequenceClassifier, model_config: ClassifierCon
     if model.bag is not None:
         p.records["refit_bag_fit"] = fit_bag(run, model, prepared.labels, config, rows, None,
                                              (p.records["bag_fit"]["l2"],))
+    if model.ngram_generative is not None:
+        p.records["refit_ngram_count"] = count_ngrams(run, model, rows)
     run.log(f"final model: trained afresh on train + val ({len(rows)} rows) for "
             f"{p.records['selection']['epochs_run']} epochs")
 
@@ -269,7 +284,8 @@ def refit(run: Run, model: SequenceClassifier, prepared: PreparedData, config: T
     not annealed, and the selected model (the checkpoint of selection) stays the final one."""
     p, records = run.progress, run.progress.records
     epochs = records["selection"]["epochs_run"]
-    used = records["selection"]["seconds"] + records.get("refit_bag_fit", {}).get("seconds", 0.0)
+    fitting = sum(records[name]["seconds"] for name in ("refit_bag_fit", "refit_ngram_count") if name in records)
+    used = records["selection"]["seconds"] + fitting
     budget = None if config.time_budget is None else max(config.time_budget - used, 0.0)
     run.train(ClassifierTask(model, prepared, config, run, rows, None, checkpoint_config),
               phase("refit", rows, epochs, budget, config))
@@ -277,7 +293,7 @@ def refit(run: Run, model: SequenceClassifier, prepared: PreparedData, config: T
     records["refit"] = {"rows": len(rows), "steps": steps,
                         "epochs": round(steps / math.ceil(len(rows) / config.batch_size), 2),
                         "stopped_by": p.stopped or "epochs",
-                        "seconds": p.elapsed + records.get("refit_bag_fit", {}).get("seconds", 0.0)}
+                        "seconds": p.elapsed + fitting}
     if p.stopped == "interrupt":
         model.load_state_dict(load_checkpoint(run.out_dir)[1])
         run.log("refit interrupted: the selected model (the checkpoint written during selection) is the final one")
@@ -295,7 +311,7 @@ def train_classifier(
 ) -> dict:
     """Train, select by validation, score the test split, write all outputs.
 
-    Two phases. Selection: the n-gram member is fitted and the recurrent members trained on the train split,
+    Two phases. Selection: the n-gram members are fitted and the recurrent members trained on the train split,
     epoch by epoch, validated after each; the best epoch's weights are kept (early stopping). Refit (unless
     ``config.refit`` is off): the final model is trained afresh on train + val with what selection chose:
     the n-gram member's penalty and the pool weights, for as many epochs as selection ran, so that its
@@ -326,9 +342,9 @@ def train_classifier(
         model = SequenceClassifier(model_config)
     if model.bag is not None:
         freeze(model.bag)  # fitted as a logistic regression when a phase starts
-    if model.generative is not None:
-        counts = torch.bincount(prepared.splits["train"].targets, minlength=len(prepared.labels))
-        model.generative.log_prior.copy_(log_frequencies(counts))
+    counts = torch.bincount(prepared.splits["train"].targets, minlength=len(prepared.labels))
+    for member in model.bayes_members:
+        member.log_prior.copy_(log_frequencies(counts))
     checkpoint_config = {"task": "classify", "model": asdict(model_config), "labels": prepared.labels,
                          "max_length": config.max_length, "training": asdict(config), "data": data.path}
     about_data = (f"{data.path}: {len(data)} rows ({data.skipped_empty} empty skipped); "
@@ -357,11 +373,11 @@ def write_outputs(run: Run, model: SequenceClassifier, prepared: PreparedData) -
     run.log(f"stopped after {seconds:.1f} s")
     metrics = {"stopped_by": records["selection"]["stopped_by"], "epochs_run": len(p.history),
                "selected_epoch": records["selection"]["epoch"], "training_seconds": seconds, "history": p.history}
-    if "bag_fit" in records:
-        metrics["ngram_member_fit"] = records["bag_fit"]
+    fits = {"ngram_member_fit": "bag_fit", "ngram_generative_count": "ngram_count"}
+    metrics.update({name: records[record] for name, record in fits.items() if record in records})
     if "refit" in records:
-        metrics["refit"] = {**records["refit"], **({"ngram_member_fit": records["refit_bag_fit"]}
-                                                   if "refit_bag_fit" in records else {})}
+        metrics["refit"] = {**records["refit"], **{name: records[f"refit_{record}"] for name, record in fits.items()
+                                                   if f"refit_{record}" in records}}
     metrics["val"] = records["selection"]["val"]  # the selection model's: the final one may have trained on val
     if "test" in prepared.splits:
         test = prepared.splits["test"]
