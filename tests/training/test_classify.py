@@ -18,7 +18,7 @@ from elman.models import ClassifierConfig, SequenceClassifier
 from elman.models.classifier import ensemble
 from elman.models.language_model import condition_log_likelihoods
 from elman.training.classify import TrainConfig, class_weights, train_classifier
-from elman.training.pool_fit import MAX_LOG_WEIGHT, fit_member_weights
+from elman.training.pool_fit import MAX_LOG_WEIGHT, choose_prior_shift, fit_member_weights
 
 
 def test_training_writes_every_output_and_learns(trained_model):
@@ -100,7 +100,8 @@ def test_a_checkpoint_from_before_the_ensemble_still_loads(trained_model, tmp_pa
     options.pop("generative_ngram_order")
     single = SequenceClassifier(ClassifierConfig(**options, members=1, bag_ngrams=(), generative_ngram_order=0))
     recurrent = {k: v for k, v in state.items() if k.startswith("recurrent.0.")}
-    single.load_state_dict(recurrent | {"member_weights": single.member_weights})  # old files: weight 1
+    pool = {name: getattr(single, name) for name in ("member_weights", "log_prior", "prior_shift")}
+    single.load_state_dict(recurrent | pool)  # old files: weight 1, no shift
     old_layout = torch.nn.Module()
     for name, child in single.recurrent[0].named_children():
         old_layout.add_module(name, child)
@@ -459,6 +460,35 @@ def test_the_fit_takes_out_the_prior_a_generative_member_would_count_twice():
     assert float(torch.nn.functional.cross_entropy(pooled, targets)) < \
         float(torch.nn.functional.cross_entropy(ensemble(member_logits, fit_member_weights(member_logits, targets)[0]),
                                                 targets))
+
+
+def test_a_pool_that_leans_to_the_large_classes_has_its_decisions_shifted_and_a_balanced_one_not():
+    torch.manual_seed(0)
+    labels = ["a", "b", "c", "d"]
+    log_prior = torch.tensor([0.7, 0.2, 0.07, 0.03]).log()
+    evidence = 2 * torch.randn(3000, 4)
+    targets = torch.distributions.Categorical(logits=evidence + log_prior).sample()
+    leaning = (evidence + 2 * log_prior).log_softmax(1)  # counts the prior twice
+    chosen = choose_prior_shift(leaning, log_prior, targets, labels)
+    assert chosen["shift"] >= 0.3 and chosen["score"] > chosen["unshifted_score"] + 0.02
+    decided = (leaning - chosen["shift"] * log_prior).argmax(1)
+    assert chosen["metrics"]["accuracy"] == pytest.approx(float((decided == targets).float().mean()))
+    uniform = torch.full((4,), 0.25).log()  # every shift moves every class alike: the smallest is kept
+    assert choose_prior_shift(leaning, uniform, targets, labels)["shift"] == 0.0
+
+
+def test_the_pool_moves_from_the_prior_by_the_shift_chosen_on_validation(trained_model):
+    out, metrics = trained_model
+    model = elman.load(out).model
+    chosen = re.search(r"decisions moved from the training prior by (\S+): validation accuracy \+ macro-F1 (\S+) ",
+                       (out / "train.log").read_text())
+    assert float(model.prior_shift) == pytest.approx(float(chosen.group(1)))
+    # the validation scores reported are the shifted pool's
+    assert metrics["val"]["accuracy"] + metrics["val"]["macro_f1"] == pytest.approx(float(chosen.group(2)), abs=1e-4)
+    ids, lengths = vectorize(["Yamamoto", "Petrenko"], elman.load(out).vocabulary, None)
+    member_logits = model(ids, lengths, per_member=True)
+    expected = (ensemble(member_logits, model.member_weights) - model.prior_shift * model.log_prior).log_softmax(1)
+    torch.testing.assert_close(model(ids, lengths), expected)
 
 
 def test_members_right_but_barely_confident_get_bounded_weights_not_an_overflow():

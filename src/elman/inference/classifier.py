@@ -161,6 +161,8 @@ def load_classifier(directory: Path, config: dict, state: dict, vocabulary: Voca
         model = SequenceClassifier(model_config(ClassifierConfig, {**config, "model": options}, directory))
         if "member_weights" not in state:  # written before the pool's weights were fitted: equal weights
             state = {**state, "member_weights": model.member_weights}
+        if "prior_shift" not in state:  # written before decisions moved from the prior: no shift
+            state = {**state, "log_prior": model.log_prior, "prior_shift": model.prior_shift}
         model.load_state_dict(state)
         labels = list(config["labels"])
         max_length = int(config["max_length"])

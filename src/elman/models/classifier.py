@@ -313,8 +313,9 @@ class NgramGenerativeMember(BayesRule):
 
 
 # the buffers that training fits on the validation split, for the pool: a refit keeps them
-POOL_BUFFERS = ("member_weights", *(f"{member}.{buffer}" for member in ("generative", "ngram_generative")
-                                    for buffer in ("log_prior", "prior_weight")))
+POOL_BUFFERS = ("member_weights", "log_prior", "prior_shift",
+                *(f"{member}.{buffer}" for member in ("generative", "ngram_generative")
+                  for buffer in ("log_prior", "prior_weight")))
 
 
 class SequenceClassifier(nn.Module):
@@ -326,7 +327,9 @@ class SequenceClassifier(nn.Module):
     ``lm_loss=True``, which gives what a training step needs: (the other members' logits (M', B, C), the
     recurrent members' summed ``language_model_loss`` plus the generative member's ``loss`` under ``targets``
     (B,)). ``member_weights`` (M,), a buffer saved with the weights, holds the pool's weights: 1/M until
-    training fits them on the validation split."""
+    training fits them on the validation split. The pool's decisions then move away from the training split's
+    class prior ``log_prior`` (C,) by ``prior_shift`` (0 until training chooses it on the validation split; see
+    ``pool``)."""
 
     def __init__(self, config: ClassifierConfig):
         super().__init__()
@@ -337,6 +340,8 @@ class SequenceClassifier(nn.Module):
         self.generative = GenerativeMember(config) if config.generative_hidden_size else None
         members = len(self.members)
         self.register_buffer("member_weights", torch.full((members,), 1.0 / members))
+        self.register_buffer("log_prior", torch.full((config.num_classes,), -math.log(config.num_classes)))
+        self.register_buffer("prior_shift", torch.zeros(()))
 
     @property
     def members(self) -> list[nn.Module]:
@@ -363,13 +368,24 @@ class SequenceClassifier(nn.Module):
         members = [logits.float() for logits in [*recurrent, *others]]
         logits = members[0].unsqueeze(0) if len(members) == 1 else torch.stack(members)  # (M, B, C)
         if not lm_loss:
-            return logits if per_member else ensemble(logits, self.member_weights)
+            return logits if per_member else self.pool(logits)
         if self.generative is None:
             return logits, sum(lm_losses)
         if targets is None:
             raise ValueError("lm_loss=True with a generative member needs the targets (its loss is under the true "
                              "class)")
         return logits, sum(lm_losses) + self.generative.loss(ids, lengths, targets)
+
+    def pool(self, member_logits: Tensor) -> Tensor:
+        """Members' logits (M, B, C) -> the pool's log class probabilities (B, C):
+
+            log p(c | x) = ensemble(member_logits)[c] - prior_shift * log_prior[c] - log Z(x)
+
+        A shift above 0 moves decisions from the large classes to the small ones: post-hoc logit adjustment
+        (Menon et al., 2021), which the members' unweighted training leaves room for."""
+        pooled = ensemble(member_logits, self.member_weights[: member_logits.shape[0]])
+        shifted = pooled - self.prior_shift * self.log_prior
+        return shifted.log_softmax(dim=1)
 
     def pool_state(self) -> dict[str, Tensor]:
         """The buffers that training fits on the validation split for the pool (a refit keeps them)."""
@@ -406,4 +422,4 @@ def batched_logits(model: SequenceClassifier, ids: Tensor, lengths: Tensor, batc
     for batch in length_bucketed_batches(lengths, batch_size, max_tokens=MAX_EVALUATION_TOKENS):
         logits[:, batch] = model(trim(ids[batch], lengths[batch]), lengths[batch], per_member=True,
                                  generative=generative)
-    return logits if per_member else ensemble(logits, model.member_weights)
+    return logits if per_member else model.pool(logits)

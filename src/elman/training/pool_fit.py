@@ -1,7 +1,7 @@
 """The classifier's pool, fitted on held-out rows: each member's weight in the weighted geometric mean
 (``elman.models.classifier.ensemble``) and, for each member read by Bayes' rule, how much of the class prior
 it keeps. Fitted during selection after every validation (``fit_pool``), and once more when a generative
-member joins the pool."""
+member joins the pool; then how far the pool's decisions move from the training prior (``fit_prior_shift``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import torch
 from torch import nn
 
 from elman.data.classification import Split
+from elman.metrics import classification_metrics
 from elman.models.classifier import BayesRule, SequenceClassifier, batched_logits, ensemble
 
 MAX_LOG_WEIGHT = 4.0  # bound of the fitted log-weights (see fit_member_weights)
+# the candidates of fit_prior_shift: 1 would aim at balanced accuracy (docs/measurements.md, "The prior shift")
+PRIOR_SHIFTS = tuple(step / 20 for step in range(11))
 
 
 def fit_pool(model: SequenceClassifier, rows: Split, generative: bool) -> torch.Tensor:
@@ -69,3 +72,27 @@ def fit_member_weights(member_logits: torch.Tensor, targets: torch.Tensor, log_p
 
     optimizer.step(objective)
     return weights().detach().float(), prior_changes.detach().clamp(-MAX_LOG_WEIGHT, MAX_LOG_WEIGHT).float()
+
+
+def fit_prior_shift(model: SequenceClassifier, rows: Split, labels: list[str]) -> dict:
+    """Set ``model.prior_shift`` to the one ``choose_prior_shift`` picks on the held-out ``rows``; returns what
+    that gives."""
+    model.prior_shift.zero_()
+    chosen = choose_prior_shift(batched_logits(model, rows.ids, rows.lengths), model.log_prior, rows.targets, labels)
+    model.prior_shift.fill_(chosen["shift"])
+    return chosen
+
+
+def choose_prior_shift(logits: torch.Tensor, log_prior: torch.Tensor, targets: torch.Tensor, labels: list[str]
+                       ) -> dict:
+    """The pool's log probabilities (N, C), unshifted, on held-out rows -> the shift among ``PRIOR_SHIFTS``
+    whose decisions ``argmax(logits - shift * log_prior)`` score the highest accuracy + macro-F1 there (the
+    smallest of equals). Weights fitted by log-loss give calibrated probabilities, whose most probable class
+    favours the large classes more than accuracy and macro-F1 want. Returns {"shift", "score",
+    "unshifted_score", "metrics": the chosen decisions' ``classification_metrics``}."""
+    scored = {}
+    for shift in PRIOR_SHIFTS:
+        metrics = classification_metrics((logits - shift * log_prior).argmax(1), targets, labels)
+        scored[shift] = (metrics["accuracy"] + metrics["macro_f1"], metrics)
+    shift = max(PRIOR_SHIFTS, key=lambda candidate: (scored[candidate][0], -candidate))
+    return {"shift": shift, "score": scored[shift][0], "unshifted_score": scored[0.0][0], "metrics": scored[shift][1]}
