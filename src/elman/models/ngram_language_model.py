@@ -16,8 +16,8 @@ over the tokens a text can hold (every token but padding and <bos>), so each cla
 Tables (buffers, their sizes set by the fit): every history seen in training, in any class, has an id (0: the
 empty history) and a key ``parent id * V + token``, its parent being the history one token shorter and the
 token the oldest one; every n-gram seen has the key ``history id * V + x``. Keys are sorted, the ids of a
-longer history are larger than a shorter one's, and a lookup is a binary search of a fixed number of
-gathers, so that the model also exports to ONNX. For each n-gram the table holds log p(x | h, c) of every
+longer history are larger than a shorter one's, and a lookup is a binary search (in an exported graph, one
+of a fixed number of gathers). For each n-gram the table holds log p(x | h, c) of every
 class (V: the vocabulary's size, C: the classes):
 
     history_keys         (H,)        int64, sorted; history id = 1 + position
@@ -46,18 +46,27 @@ TABLES = ("history_keys", "history_log_backoff", "ngram_keys", "ngram_log_probs"
 
 def sorted_lookup(keys: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
     """Sorted ``keys`` (K,) and ``queries`` (any shape) -> (position of each query in ``keys``, 0 where absent;
-    whether it is there), by a branchless binary search: a fixed number of gathers, which ONNX has
-    (``torch.searchsorted`` does not export)."""
+    whether it is there)."""
     if keys.numel() == 0:
         return torch.zeros_like(queries), torch.zeros_like(queries, dtype=torch.bool)
-    position = torch.zeros_like(queries)  # the last key <= the query, or 0
+    if torch.compiler.is_exporting():  # ONNX has no searchsorted
+        position = binary_search(keys, queries)
+    else:  # 50 times faster in eager mode: 4 us against 0.2 ms for 200 queries in 78,000 keys
+        position = torch.searchsorted(keys, queries).clamp(max=keys.numel() - 1)
+    found = keys[position] == queries
+    return torch.where(found, position, 0), found
+
+
+def binary_search(keys: Tensor, queries: Tensor) -> Tensor:
+    """Sorted ``keys`` (K,), K > 0, and ``queries`` -> the position of the last key <= each query, or 0: a
+    branchless binary search of a fixed number of gathers, which ONNX has."""
+    position = torch.zeros_like(queries)
     step = 1 << (keys.numel() - 1).bit_length()
     while step:
         candidate = (position + step).clamp(max=keys.numel() - 1)
         position = torch.where(keys[candidate] <= queries, candidate, position)
         step >>= 1
-    found = keys[position] == queries
-    return torch.where(found, position, 0), found
+    return position
 
 
 def discounts(counts: Tensor) -> Tensor:
@@ -107,18 +116,21 @@ class NgramLanguageModel(nn.Module):
     def token_log_likelihoods(self, ids: Tensor, lengths: Tensor) -> Tensor:
         windows, real = self.windows(ids, lengths)
         tokens = windows[..., -1]
-        total = torch.zeros(*tokens.shape, self.num_classes, device=ids.device)
-        read = torch.zeros_like(real)  # at a longer history
-        for history in reversed(self.history_ids(windows)):  # the longest first
-            position, found = sorted_lookup(self.ngram_keys, history * self.vocab_size + tokens)
-            found = found & (history >= 0)
-            backoff = self.history_log_backoff[history.clamp(min=0)].masked_fill((history < 0)[..., None], 0.0)
-            counted = self.ngram_log_probs[position] if len(self.ngram_keys) else backoff  # empty before a fit
-            step = torch.where(found[..., None], counted, backoff)
-            total = torch.where(read[..., None], total, total + step)
-            read = read | found
-        uniform = -math.log(self.vocab_size - 2)  # below order 1, for a token no text in training held
-        return torch.where(read[..., None], total, total + uniform).masked_fill(~real[..., None], 0.0)
+        histories = torch.stack(self.history_ids(windows))  # (n, B, T - 1), by length
+        seen = histories >= 0
+        position, found = sorted_lookup(self.ngram_keys, histories * self.vocab_size + tokens)
+        by_length = torch.arange(self.order, device=ids.device).view(-1, 1, 1)
+        # the longest history the token was counted after (-1: none, the token is read from the uniform)
+        longest = torch.where(found & seen, by_length, -1).amax(0)
+        if len(self.ngram_keys):
+            counted = self.ngram_log_probs[position.gather(0, longest.clamp(min=0).unsqueeze(0)).squeeze(0)]
+        else:  # before a fit
+            counted = torch.zeros(*tokens.shape, self.num_classes, device=ids.device)
+        counted = torch.where((longest >= 0)[..., None], counted, -math.log(self.vocab_size - 2))
+        # plus the backoff weights of the longer histories it was not counted after (0 where never seen)
+        backoff = self.history_log_backoff[histories.clamp(min=0)].masked_fill(~seen[..., None], 0.0)
+        backed_off = backoff.masked_fill(~(by_length > longest)[..., None], 0.0).sum(0)
+        return (counted + backed_off).masked_fill(~real[..., None], 0.0)
 
     @torch.no_grad()
     def fit(self, ids: Tensor, lengths: Tensor, targets: Tensor) -> None:
