@@ -323,13 +323,13 @@ class SequenceClassifier(nn.Module):
     ``ensemble``). ``per_member=True`` gives each member's logits (M, B, num_classes) instead: the recurrent
     members', then the n-gram bag's, the n-gram generative member's and the generative member's (each where
     configured). The generative member's Bayes scores read each row once per class (the n-gram generative
-    member's are lookups): ``generative=False`` leaves them out, and so does
-    ``lm_loss=True``, which gives what a training step needs: (the other members' logits (M', B, C), the
-    recurrent members' summed ``language_model_loss`` plus the generative member's ``loss`` under ``targets``
-    (B,)). ``member_weights`` (M,), a buffer saved with the weights, holds the pool's weights: 1/M until
-    training fits them on the validation split. The pool's decisions then move away from the training split's
-    class prior ``log_prior`` (C,) by ``prior_shift`` (0 until training chooses it on the validation split; see
-    ``pool``)."""
+    member's are lookups): ``generative=False`` leaves them out. ``lm_loss=True`` gives what a training step
+    needs: (the logits (M', B, C) of the recurrent members and the bag, the recurrent members' summed
+    ``language_model_loss`` plus the generative member's ``loss`` under ``targets`` (B,)); the n-gram
+    generative member, which counted the training rows, is left out there. ``member_weights`` (M,), a buffer
+    saved with the weights, holds the pool's weights: 1/M until training fits them on the validation split.
+    The pool's decisions then move away from the training split's class prior ``log_prior`` (C,) by
+    ``prior_shift`` (0 until training chooses it on the validation split; see ``pool``)."""
 
     def __init__(self, config: ClassifierConfig):
         super().__init__()
@@ -362,9 +362,8 @@ class SequenceClassifier(nn.Module):
         recurrent = [member(ids, lengths, lm_loss) for member in self.recurrent]
         if lm_loss:
             recurrent, lm_losses = zip(*recurrent, strict=True)
-        others = [member(ids, lengths) for member in (self.bag, self.ngram_generative) if member is not None]
-        if self.generative is not None and generative and not lm_loss:
-            others.append(self.generative(ids, lengths))
+        scored = [self.bag] if lm_loss else [self.bag, self.ngram_generative, self.generative if generative else None]
+        others = [member(ids, lengths) for member in scored if member is not None]
         members = [logits.float() for logits in [*recurrent, *others]]
         logits = members[0].unsqueeze(0) if len(members) == 1 else torch.stack(members)  # (M, B, C)
         if not lm_loss:

@@ -143,7 +143,7 @@ class ClassifierTask:
         mine = Split(*(processes.rows(t) for t in (batch.ids, batch.lengths, batch.targets)))
         _, divisor, (member_logits, classification_loss) = optimisation.step(learning_rate, batch_loss, mine,
                                                                              self.loss_function)
-        # the training accuracy pools the members a step scores: all but the generative one (see batch_loss)
+        # the training accuracy pools the members a step scores: the recurrent ones and the bag (see batch_loss)
         predicted = ensemble(member_logits, self.model.member_weights[: member_logits.shape[0]]).argmax(1)
         correct, classification_loss = processes.total(
             torch.tensor([float((predicted == mine.targets).sum()), float(classification_loss)])).tolist()
