@@ -4,6 +4,7 @@ import json
 import math
 import pickle
 import re
+import types
 
 import pytest
 import torch
@@ -109,6 +110,33 @@ def test_a_checkpoint_from_before_the_ensemble_still_loads(trained_model, tmp_pa
     save_checkpoint(tmp_path, old_layout, vocabulary, kept | {"model": options})
     expected = single.eval()(*vectorize(["Nakamoto"], vocabulary, config["max_length"])).softmax(1)
     torch.testing.assert_close(elman.load(tmp_path).probabilities("Nakamoto"), expected)
+
+
+def test_a_checkpoint_from_before_the_n_gram_generative_member_and_the_prior_shift_still_loads(trained_model,
+                                                                                             tmp_path):
+    config, state, vocabulary = load_checkpoint(trained_model[0])
+    old_options = {key: value for key, value in config["model"].items() if key != "generative_ngram_order"}
+    old_state = {name: tensor for name, tensor in state.items()
+                 if not name.startswith("ngram_generative.") and name not in ("log_prior", "prior_shift")}
+    old_state["member_weights"] = state["member_weights"][:2]  # the recurrent member and the bag
+    kept = {key: value for key, value in config.items() if key not in ("model", "sha256")}
+    save_checkpoint(tmp_path, types.SimpleNamespace(state_dict=lambda: old_state), vocabulary,
+                    kept | {"model": old_options})
+    loaded = elman.load(tmp_path)
+    assert loaded.model.ngram_generative is None and float(loaded.model.prior_shift) == 0.0
+    ids, lengths = vectorize(["Nakamoto", "Petrenko"], vocabulary, None)
+    members = elman.load(trained_model[0]).model(ids, lengths, per_member=True)[:2]
+    torch.testing.assert_close(loaded.probabilities(["Nakamoto", "Petrenko"]),
+                               ensemble(members, old_state["member_weights"]).softmax(1))
+
+
+def test_n_gram_tables_that_do_not_fit_together_are_refused_by_name(trained_model, tmp_path):
+    config, state, vocabulary = load_checkpoint(trained_model[0])
+    broken = {**state, "ngram_generative.ngrams.ngram_log_probs": state["ngram_generative.ngrams.ngram_log_probs"][1:]}
+    kept = {key: value for key, value in config.items() if key != "sha256"}
+    save_checkpoint(tmp_path, types.SimpleNamespace(state_dict=lambda: broken), vocabulary, kept)
+    with pytest.raises(CheckpointError, match="n-gram tables do not fit together"):
+        elman.load(tmp_path)
 
 
 def test_a_checkpoint_from_before_the_generative_member_still_loads(trained_model, tmp_path):

@@ -17,8 +17,8 @@ Tables (buffers, their sizes set by the fit): every history seen in training, in
 empty history) and a key ``parent id * V + token``, its parent being the history one token shorter and the
 token the oldest one; every n-gram seen has the key ``history id * V + x``. Keys are sorted, the ids of a
 longer history are larger than a shorter one's, and a lookup is a binary search (in an exported graph, one
-of a fixed number of gathers). For each n-gram the table holds log p(x | h, c) of every
-class (V: the vocabulary's size, C: the classes):
+of a fixed number of gathers). For each n-gram the table holds log p(x | h, c) of every class (V: the
+vocabulary's size, C: the classes):
 
     history_keys         (H,)        int64, sorted; history id = 1 + position
     history_log_backoff  (H + 1, C)  log gamma(h, c) / N(h, c), 0 where the class never saw h
@@ -39,8 +39,7 @@ from torch import Tensor, nn
 from elman.data.vocabulary import SPECIALS
 
 BOS = SPECIALS.index("<bos>")
-PADDING = SPECIALS.index("<pad>")
-MIN_DISCOUNT = 0.1  # where the counts of counts are too few to estimate one (tiny data sets)
+MIN_DISCOUNT = 0.1  # a floor, for counts of counts too few to estimate a discount from (tiny data sets)
 TABLES = ("history_keys", "history_log_backoff", "ngram_keys", "ngram_log_probs")
 
 
