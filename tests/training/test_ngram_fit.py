@@ -1,6 +1,8 @@
 """The n-gram member's logistic-regression fit: it reaches the optimum, walks the penalty path as documented,
 and training keeps the fitted member as it is."""
 
+import re
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -8,6 +10,7 @@ from safetensors.torch import load_file
 from elman.data import read_labelled_csv
 from elman.data.classification import prepare
 from elman.models.classifier import ClassifierConfig, NgramBag
+from elman.threads import torch_threads
 from elman.training.classify import TrainConfig, class_weights, selection_score
 from elman.training.ngram_fit import L2_PATH, fit_ngram_bag
 
@@ -72,13 +75,16 @@ def test_training_keeps_the_fitted_member_unchanged_and_refits_it_on_train_and_v
     prepared = prepare(read_labelled_csv(names_csv), config.max_length, config.seed)
     train, val = prepared.splits["train"], prepared.splits["val"]
     member = NgramBag(ClassifierConfig(len(prepared.vocabulary), len(prepared.labels)))
-    again = fit_ngram_bag(member, (train.ids, train.targets), (val.ids, val.targets),
-                          class_weights(train.targets, len(prepared.labels), config.bag_class_weighting),
-                          lambda logits, targets: selection_score(logits, targets, prepared.labels, config))
-    assert again["path"] == fit["path"]
-    both = torch.cat([train.ids, val.ids]), torch.cat([train.targets, val.targets])
-    fit_ngram_bag(member, both, None, class_weights(both[1], len(prepared.labels), config.bag_class_weighting), None,
-                  penalties=(fit["l2"],))
+    # the same bits need the same threads: the run took the cores free when it started
+    threads = int(re.search(r"threads: (\d+)", (out / "train.log").read_text()).group(1))
+    with torch_threads(threads):
+        again = fit_ngram_bag(member, (train.ids, train.targets), (val.ids, val.targets),
+                              class_weights(train.targets, len(prepared.labels), config.bag_class_weighting),
+                              lambda logits, targets: selection_score(logits, targets, prepared.labels, config))
+        assert again["path"] == fit["path"]
+        both = torch.cat([train.ids, val.ids]), torch.cat([train.targets, val.targets])
+        fit_ngram_bag(member, both, None, class_weights(both[1], len(prepared.labels), config.bag_class_weighting),
+                      None, penalties=(fit["l2"],))
     saved = load_file(out / "model.safetensors")
     assert saved["bag.weights.weight"].abs().sum() > 0
     torch.testing.assert_close(saved["bag.weights.weight"], member.weights.weight.detach(), rtol=0, atol=0)
