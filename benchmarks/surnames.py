@@ -287,14 +287,15 @@ def run_members(data, out: Path, model_options: dict, config: TrainConfig) -> di
 def print_members(runs: dict[int, dict]) -> None:
     names = list(next(iter(runs.values())))
     smallest = list(next(iter(runs.values()))["pool"]["smallest_f1"])
-    print(f"\n{'member':<26} {'seed':>5} {'test acc':>8} {'macro-F1':>8}  F1 of the smallest: "
+    width = max(len(name) for name in names)
+    print(f"\n{'member':<{width}} {'seed':>5} {'test acc':>8} {'macro-F1':>8}  F1 of the smallest: "
           + " ".join(f"{label[:10]:>10}" for label in smallest))
     for name in names:
         rows = [(str(seed), run[name]) for seed, run in runs.items()]
         mean = {key: sum(r[key] for _, r in rows) / len(rows) for key in ("accuracy", "macro_f1")}
         mean["smallest_f1"] = {label: sum(r["smallest_f1"][label] for _, r in rows) / len(rows) for label in smallest}
         for seed, r in [*rows, ("mean", mean)]:
-            print(f"{name:<26} {seed:>5} {r['accuracy']:>8.4f} {r['macro_f1']:>8.4f}  {'':>19} "
+            print(f"{name:<{width}} {seed:>5} {r['accuracy']:>8.4f} {r['macro_f1']:>8.4f}  {'':>19} "
                   + " ".join(f"{r['smallest_f1'][label]:>10.2f}" for label in smallest))
 
 
