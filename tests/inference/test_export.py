@@ -34,6 +34,17 @@ def test_exported_classifier_gives_the_models_probabilities(fixture, request, tm
     assert metadata["task"] == "classify" and metadata["labels"] == classifier.labels
 
 
+def test_a_torch_without_is_exporting_exports_the_n_gram_member_too(trained_model, tmp_path, monkeypatch):
+    """Before torch 2.6 there is no ``torch.compiler.is_exporting``: anything compiled takes the search that
+    ONNX can run (searchsorted would fail the export)."""
+    from elman.models import ngram_language_model
+
+    monkeypatch.setattr(ngram_language_model, "exporting", torch.compiler.is_compiling)
+    classifier = elman.load(trained_model[0])
+    assert classifier.model.ngram_generative is not None
+    assert export.export_onnx(classifier, tmp_path / "classifier.onnx").max_difference < 1e-5
+
+
 def test_exported_language_model_streams_state(trained_lm, tmp_path):
     directory, _ = trained_lm
     generator = elman.load(directory)
