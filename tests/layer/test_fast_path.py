@@ -167,7 +167,7 @@ def test_compiled_loops_equal_python_loops(dtype, activation):
 @pytest.mark.parametrize("hidden", [33, 77, 128])  # one panel and a column; partial last panel; whole panels
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_compiled_loops_over_many_rows_match_the_python_loops(hidden, activation):
-    # steps enough for the AVX-512 panels where the CPU has them (8 of more than one row); 13, 11 and 9 rows are
+    # steps enough for the AVX-512 panels where the CPU has them (8 steps of 2 rows or more); 13, 11 and 9 rows are
     # not whole tiles of 8, one row takes the one-row product, and the last two steps have no rows left
     batch_sizes = [13] * 5 + [11, 9, 8, 1, 0, 0]
     torch.manual_seed(hidden)

@@ -107,11 +107,12 @@ class NgramLanguageModel(nn.Module):
 
     def history_ids(self, windows: Tensor) -> list[Tensor]:
         """Windows (..., n) -> the id of each window's history of 0..n - 1 tokens (n tensors (...)), -1 for a
-        history training never saw (and every longer one)."""
+        history training never saw (and so every longer one: a key made from id -1 is below 0, and every key
+        in the tables is 0 or more)."""
         ids = [torch.zeros_like(windows[..., 0])]
         for length in range(1, self.order):
             position, found = sorted_lookup(self.history_keys, ids[-1] * self.vocab_size + windows[..., -1 - length])
-            ids.append(torch.where(found & (ids[-1] >= 0), position + 1, -1))
+            ids.append(torch.where(found, position + 1, -1))
         return ids
 
     def token_log_likelihoods(self, ids: Tensor, lengths: Tensor) -> Tensor:
@@ -122,7 +123,7 @@ class NgramLanguageModel(nn.Module):
         position, found = sorted_lookup(self.ngram_keys, histories * self.vocab_size + tokens)
         by_length = torch.arange(self.order, device=ids.device).view(-1, 1, 1)
         # the longest history the token was counted after (-1: none, the token is read from the uniform)
-        longest = torch.where(found & seen, by_length, -1).amax(0)
+        longest = torch.where(found, by_length, -1).amax(0)
         if len(self.ngram_keys):
             counted = self.ngram_log_probs[position.gather(0, longest.clamp(min=0).unsqueeze(0)).squeeze(0)]
         else:  # before a fit
