@@ -4,6 +4,7 @@ import itertools
 
 import pytest
 import torch
+from tqdm import tqdm
 
 from elman import threads
 from elman.training.run_log import ThroughputWatch
@@ -54,23 +55,16 @@ def test_set_training_threads_says_what_it_chose(two_cores, monkeypatch):
         torch.set_num_threads(previous)
 
 
-class Bar:
-    def __init__(self):
-        self.lines = []
-
-    def write(self, line):
-        self.lines.append(line)
-
-
-def test_a_collapse_of_throughput_is_said_once_in_the_log_and_on_the_bar():
-    logged, bar = [], Bar()
+def test_a_collapse_of_throughput_is_said_once_in_the_log_and_on_stderr_never_stdout(capsys):
+    logged, bar = [], tqdm(disable=True)  # as in a run with --json: stdout must hold the JSON alone
     watch = ThroughputWatch("characters", logged.append)
     for _ in range(60):  # the first minute: 1,000 characters a second
         watch.update(1_000, 1.0, bar)
     for _ in range(15):  # a window at 600/s is slower, but not far below
         watch.update(600, 1.0, bar)
-    assert logged == [] and bar.lines == []
+    assert logged == [] and capsys.readouterr().err == ""
     for _ in range(40):  # then 200/s, for several windows
         watch.update(200, 1.0, bar)
-    assert len(logged) == 1 and bar.lines == logged
+    shown = capsys.readouterr()
+    assert len(logged) == 1 and shown.err == logged[0] + "\n" and shown.out == ""
     assert "throughput fell to 200 characters/s, 20% of this run's first minute (1000/s)" in logged[0]

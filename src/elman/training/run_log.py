@@ -3,6 +3,7 @@ processes take its cores (``ThroughputWatch``)."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -77,6 +78,6 @@ class ThroughputWatch:
                        f"minute ({self.best:.0f}/s): other processes are probably using its cores. The run goes "
                        "on; fewer threads (--threads 1) hold up better on a busy machine.")
             self.log(message)
-            bar.write(message)
+            bar.write(message, file=sys.stderr)  # stdout may be --json's
 
 
