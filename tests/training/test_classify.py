@@ -1,5 +1,7 @@
 """End to end on a generated CSV: train, outputs on disk, evaluate, predict, checkpoint safety."""
 
+import ast
+import itertools
 import json
 import math
 import pickle
@@ -15,11 +17,12 @@ from elman.data import read_labelled_csv
 from elman.data.classification import Split
 from elman.data.vocabulary import vectorize
 from elman.layer import ElmanRNN
+from elman.metrics import classification_metrics
 from elman.models import ClassifierConfig, SequenceClassifier
 from elman.models.classifier import ensemble
 from elman.models.language_model import condition_log_likelihoods
 from elman.training.classify import TrainConfig, class_weights, train_classifier
-from elman.training.pool_fit import MAX_LOG_WEIGHT, choose_prior_shift, fit_member_weights
+from elman.training.pool_fit import MAX_LOG_WEIGHT, choose_decision_bias, expected_score, fit_member_weights
 
 
 def test_training_writes_every_output_and_learns(trained_model):
@@ -42,10 +45,11 @@ def test_the_final_model_is_trained_afresh_on_train_and_val_as_long_as_selection
     assert refit["rows"] == rows and refit["stopped_by"] == "epochs"
     assert refit["epochs"] == metrics["epochs_run"] and refit["steps"] == metrics["epochs_run"] * math.ceil(rows / 16)
     assert 1 <= metrics["selected_epoch"] <= metrics["epochs_run"]
-    # the validation scores are the selected model's, as logged when it was selected
+    # the validation scores are the selected model's, as logged when it was selected (before its decisions
+    # were biased)
     selected = metrics["history"][metrics["selected_epoch"] - 1]
-    assert (metrics["val"]["accuracy"], metrics["val"]["macro_f1"]) == (selected["val_accuracy"],
-                                                                        selected["val_macro_f1"])
+    unbiased = metrics["decision_bias"]["unbiased_val"]
+    assert (unbiased["accuracy"], unbiased["macro_f1"]) == (selected["val_accuracy"], selected["val_macro_f1"])
     # the final model pools its members with the weights fitted on validation in selection
     final = elman.load(out).model
     assert json.loads((out / "config.json").read_text())["refit"] is True
@@ -101,8 +105,8 @@ def test_a_checkpoint_from_before_the_ensemble_still_loads(trained_model, tmp_pa
     options.pop("generative_ngram_order")
     single = SequenceClassifier(ClassifierConfig(**options, members=1, bag_ngrams=(), generative_ngram_order=0))
     recurrent = {k: v for k, v in state.items() if k.startswith("recurrent.0.")}
-    pool = {name: getattr(single, name) for name in ("member_weights", "log_prior", "prior_shift")}
-    single.load_state_dict(recurrent | pool)  # old files: weight 1, no shift
+    pool = {name: getattr(single, name) for name in ("member_weights", "decision_bias")}
+    single.load_state_dict(recurrent | pool)  # old files: weight 1, no bias
     old_layout = torch.nn.Module()
     for name, child in single.recurrent[0].named_children():
         old_layout.add_module(name, child)
@@ -112,18 +116,18 @@ def test_a_checkpoint_from_before_the_ensemble_still_loads(trained_model, tmp_pa
     torch.testing.assert_close(elman.load(tmp_path).probabilities("Nakamoto"), expected)
 
 
-def test_a_checkpoint_from_before_the_n_gram_generative_member_and_the_prior_shift_still_loads(trained_model,
-                                                                                             tmp_path):
+def test_a_checkpoint_from_before_the_n_gram_generative_member_and_the_decision_bias_still_loads(trained_model,
+                                                                                                tmp_path):
     config, state, vocabulary = load_checkpoint(trained_model[0])
     old_options = {key: value for key, value in config["model"].items() if key != "generative_ngram_order"}
     old_state = {name: tensor for name, tensor in state.items()
-                 if not name.startswith("ngram_generative.") and name not in ("log_prior", "prior_shift")}
+                 if not name.startswith("ngram_generative.") and name != "decision_bias"}
     old_state["member_weights"] = state["member_weights"][:2]  # the recurrent member and the bag
     kept = {key: value for key, value in config.items() if key not in ("model", "sha256")}
     save_checkpoint(tmp_path, types.SimpleNamespace(state_dict=lambda: old_state), vocabulary,
                     kept | {"model": old_options})
     loaded = elman.load(tmp_path)
-    assert loaded.model.ngram_generative is None and float(loaded.model.prior_shift) == 0.0
+    assert loaded.model.ngram_generative is None and loaded.model.decision_bias.eq(0).all()
     ids, lengths = vectorize(["Nakamoto", "Petrenko"], vocabulary, None)
     members = elman.load(trained_model[0]).model(ids, lengths, per_member=True)[:2]
     torch.testing.assert_close(loaded.probabilities(["Nakamoto", "Petrenko"]),
@@ -490,33 +494,78 @@ def test_the_fit_takes_out_the_prior_a_generative_member_would_count_twice():
                                                 targets))
 
 
-def test_a_pool_that_leans_to_the_large_classes_has_its_decisions_shifted_and_a_balanced_one_not():
-    torch.manual_seed(0)
+def test_the_expected_score_counts_each_class_by_its_probabilities():
+    probabilities = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]], dtype=torch.float64)
+    decisions = torch.tensor([[0, 0, 1], [0, 0, 0]])
+    # first set: true positives (0.9 + 0.6) / 3 and 0.8 / 3; rows of each class 1.7 / 3 and 1.3 / 3;
+    # decisions 2 / 3 and 1 / 3. Second: 1.7 / 3 and 0, decisions 1 and 0.
+    first = (0.9 + 0.6 + 0.8) / 3 + (2 * 1.5 / (1.7 + 2) + 2 * 0.8 / (1.3 + 1)) / 2
+    second = 1.7 / 3 + (2 * 1.7 / (1.7 + 3) + 0.0) / 2
+    torch.testing.assert_close(expected_score(probabilities, decisions),
+                               torch.tensor([first, second], dtype=torch.float64))
+
+
+def leaning_pool(rows: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Calibrated log probabilities (rows, 4) of four classes of priors 0.8 to 0.01, and labels drawn from them."""
+    generator = torch.Generator().manual_seed(seed)
+    log_prior = torch.tensor([0.8, 0.15, 0.04, 0.01]).log()
+    log_probabilities = (1.5 * torch.randn(rows, 4, generator=generator) + log_prior).log_softmax(1)
+    return log_probabilities, torch.multinomial(log_probabilities.exp(), 1, generator=generator).squeeze(1)
+
+
+def test_the_decision_bias_favours_the_small_classes_and_raises_accuracy_plus_macro_f1_on_new_rows():
+    log_probabilities, _ = leaning_pool(4000, seed=0)  # the labels take no part in the choice
+    bias, expected, unbiased = choose_decision_bias(log_probabilities)
+    assert bias[3] > bias[0] and expected > unbiased + 0.02
+    assert expected == pytest.approx(float(expected_score(log_probabilities.double().exp(),
+                                                          (log_probabilities + bias).argmax(1)[None])[0]))
+    fresh, targets = leaning_pool(20000, seed=1)
     labels = ["a", "b", "c", "d"]
-    log_prior = torch.tensor([0.7, 0.2, 0.07, 0.03]).log()
-    evidence = 2 * torch.randn(3000, 4)
-    targets = torch.distributions.Categorical(logits=evidence + log_prior).sample()
-    leaning = (evidence + 2 * log_prior).log_softmax(1)  # counts the prior twice
-    chosen = choose_prior_shift(leaning, log_prior, targets, labels)
-    assert chosen["shift"] >= 0.3 and chosen["score"] > chosen["unshifted_score"] + 0.02
-    decided = (leaning - chosen["shift"] * log_prior).argmax(1)
-    assert chosen["metrics"]["accuracy"] == pytest.approx(float((decided == targets).float().mean()))
-    uniform = torch.full((4,), 0.25).log()  # every shift moves every class alike: the smallest is kept
-    assert choose_prior_shift(leaning, uniform, targets, labels)["shift"] == 0.0
+
+    def score(decisions):
+        metrics = classification_metrics(decisions, targets, labels)
+        return metrics["accuracy"] + metrics["macro_f1"]
+    assert score((fresh + bias).argmax(1)) > score(fresh.argmax(1)) + 0.02
 
 
-def test_the_pool_moves_from_the_prior_by_the_shift_chosen_on_validation(trained_model):
+def test_a_pool_whose_classes_are_alike_keeps_its_decisions():
+    rows = 1.5 * torch.randn(200, 3, generator=torch.Generator().manual_seed(0))
+    # each row's evidence under every order of the classes: no class is smaller or harder than another
+    evidence = torch.cat([rows[:, list(order)] for order in itertools.permutations(range(3))])
+    bias, expected, unbiased = choose_decision_bias(evidence.log_softmax(1))
+    assert bias.eq(0).all() and expected == unbiased
+
+
+def test_the_pool_biases_its_decisions_as_training_chose_from_validation(trained_model):
     out, metrics = trained_model
     model = elman.load(out).model
-    chosen = re.search(r"decisions moved from the training prior by (\S+): validation accuracy \+ macro-F1 (\S+) ",
-                       (out / "train.log").read_text())
-    assert float(model.prior_shift) == pytest.approx(float(chosen.group(1)))
-    # the validation scores reported are the shifted pool's
-    assert metrics["val"]["accuracy"] + metrics["val"]["macro_f1"] == pytest.approx(float(chosen.group(2)), abs=1e-4)
+    chosen = re.search(r"decisions biased per class, (\{.*\}): expected accuracy \+ macro-F1 \S+ -> \S+; validation "
+                       r"accuracy \S+ -> (\S+), macro-F1 \S+ -> (\S+)", (out / "train.log").read_text())
+    assert ast.literal_eval(chosen.group(1)) == dict(zip(elman.load(out).labels, metrics["decision_bias"]["bias"],
+                                                                strict=True))
+    assert metrics["decision_bias"]["bias"] == pytest.approx(model.decision_bias.tolist(), abs=1e-6)
+    # the validation scores reported are the biased pool's
+    assert (metrics["val"]["accuracy"], metrics["val"]["macro_f1"]) == pytest.approx(
+        (float(chosen.group(2)), float(chosen.group(3))), abs=1e-4)
     ids, lengths = vectorize(["Yamamoto", "Petrenko"], elman.load(out).vocabulary, None)
     member_logits = model(ids, lengths, per_member=True)
-    expected = (ensemble(member_logits, model.member_weights) - model.prior_shift * model.log_prior).log_softmax(1)
+    expected = (ensemble(member_logits, model.member_weights) + model.decision_bias).log_softmax(1)
     torch.testing.assert_close(model(ids, lengths), expected)
+
+
+def test_a_checkpoint_whose_decisions_moved_by_a_prior_shift_loads_as_that_bias(trained_model, tmp_path):
+    """For a while the pool's decisions moved by a shift x the training prior, both saved as buffers."""
+    config, state, vocabulary = load_checkpoint(trained_model[0])
+    log_prior = torch.tensor([0.5, 0.3, 0.2]).log()
+    old_state = {**{name: tensor for name, tensor in state.items() if name != "decision_bias"},
+                 "log_prior": log_prior, "prior_shift": torch.tensor(0.25)}
+    save_checkpoint(tmp_path, types.SimpleNamespace(state_dict=lambda: old_state), vocabulary,
+                    {key: value for key, value in config.items() if key != "sha256"})
+    loaded, current = elman.load(tmp_path).model, elman.load(trained_model[0]).model
+    ids, lengths = vectorize(["Nakamoto", "Petrenko"], vocabulary, None)
+    members = current(ids, lengths, per_member=True)
+    torch.testing.assert_close(loaded(ids, lengths),
+                               (ensemble(members, current.member_weights) - 0.25 * log_prior).log_softmax(1))
 
 
 def test_members_right_but_barely_confident_get_bounded_weights_not_an_overflow():

@@ -161,8 +161,11 @@ def load_classifier(directory: Path, config: dict, state: dict, vocabulary: Voca
         model = SequenceClassifier(model_config(ClassifierConfig, {**config, "model": options}, directory))
         if "member_weights" not in state:  # written before the pool's weights were fitted: equal weights
             state = {**state, "member_weights": model.member_weights}
-        if "prior_shift" not in state:  # written before decisions moved from the prior: no shift
-            state = {**state, "log_prior": model.log_prior, "prior_shift": model.prior_shift}
+        if "prior_shift" in state and "log_prior" in state:  # written while a shift from the prior moved decisions
+            state = {**{name: tensor for name, tensor in state.items() if name not in ("prior_shift", "log_prior")},
+                     "decision_bias": -state["prior_shift"] * state["log_prior"]}
+        if "decision_bias" not in state:  # written before decisions were biased: none
+            state = {**state, "decision_bias": model.decision_bias}
         model.load_state_dict(state)
         labels = list(config["labels"])
         max_length = int(config["max_length"])

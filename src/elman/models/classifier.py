@@ -313,7 +313,7 @@ class NgramGenerativeMember(BayesRule):
 
 
 # the buffers that training fits on the validation split, for the pool: a refit keeps them
-POOL_BUFFERS = ("member_weights", "log_prior", "prior_shift",
+POOL_BUFFERS = ("member_weights", "decision_bias",
                 *(f"{member}.{buffer}" for member in ("generative", "ngram_generative")
                   for buffer in ("log_prior", "prior_weight")))
 
@@ -327,9 +327,9 @@ class SequenceClassifier(nn.Module):
     needs: (the logits (M', B, C) of the recurrent members and the bag, the recurrent members' summed
     ``language_model_loss`` plus the generative member's ``loss`` under ``targets`` (B,)); the n-gram
     generative member, which counted the training rows, is left out there. ``member_weights`` (M,), a buffer
-    saved with the weights, holds the pool's weights: 1/M until training fits them on the validation split.
-    The pool's decisions then move away from the training split's class prior ``log_prior`` (C,) by
-    ``prior_shift`` (0 until training chooses it on the validation split; see ``pool``)."""
+    saved with the weights, holds the pool's weights: 1/M until training fits them on the validation split;
+    ``decision_bias`` (C,) a bias of each class's log probability for the pool's decisions (0 until training
+    chooses it from the validation split; see ``pool``)."""
 
     def __init__(self, config: ClassifierConfig):
         super().__init__()
@@ -340,8 +340,7 @@ class SequenceClassifier(nn.Module):
         self.generative = GenerativeMember(config) if config.generative_hidden_size else None
         members = len(self.members)
         self.register_buffer("member_weights", torch.full((members,), 1.0 / members))
-        self.register_buffer("log_prior", torch.full((config.num_classes,), -math.log(config.num_classes)))
-        self.register_buffer("prior_shift", torch.zeros(()))
+        self.register_buffer("decision_bias", torch.zeros(config.num_classes))
 
     @property
     def members(self) -> list[nn.Module]:
@@ -378,13 +377,14 @@ class SequenceClassifier(nn.Module):
     def pool(self, member_logits: Tensor) -> Tensor:
         """Members' logits (M, B, C) -> the pool's log class probabilities (B, C):
 
-            log p(c | x) = ensemble(member_logits)[c] - prior_shift * log_prior[c] - log Z(x)
+            log p(c | x) = ensemble(member_logits)[c] + decision_bias[c] - log Z(x)
 
-        A shift above 0 moves decisions from the large classes to the small ones: post-hoc logit adjustment
-        (Menon et al., 2021), which the members' unweighted training leaves room for."""
+        The ensemble's probabilities are calibrated (its weights are fitted by log-loss), so its most probable
+        class is the decision of the highest expected accuracy; the bias moves decisions toward the small
+        classes as far as expected accuracy + macro-F1 want (``elman.training.pool_fit.choose_decision_bias``).
+        """
         pooled = ensemble(member_logits, self.member_weights[: member_logits.shape[0]])
-        shifted = pooled - self.prior_shift * self.log_prior
-        return shifted.log_softmax(dim=1)
+        return (pooled + self.decision_bias).log_softmax(dim=1)
 
     def pool_state(self) -> dict[str, Tensor]:
         """The buffers that training fits on the validation split for the pool (a refit keeps them)."""
