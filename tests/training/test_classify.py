@@ -503,6 +503,11 @@ def test_the_expected_score_counts_each_class_by_its_probabilities():
     second = 1.7 / 3 + (2 * 1.7 / (1.7 + 3) + 0.0) / 2
     torch.testing.assert_close(expected_score(probabilities, decisions),
                                torch.tensor([first, second], dtype=torch.float64))
+    # a class whose probability underflowed to 0 everywhere, never decided, counts as F1 0, not as 0 / 0
+    accuracy = torch.tensor([(0.9 + 0.6 + 0.8) / 3, 1.7 / 3], dtype=torch.float64)
+    with_third = torch.cat([probabilities, torch.zeros(3, 1, dtype=torch.float64)], 1)
+    torch.testing.assert_close(expected_score(with_third, decisions),
+                               accuracy + (torch.tensor([first, second], dtype=torch.float64) - accuracy) * 2 / 3)
 
 
 def leaning_pool(rows: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

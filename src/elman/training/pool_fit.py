@@ -130,11 +130,12 @@ def expected_score(probabilities: torch.Tensor, decisions: torch.Tensor) -> torc
     """Class probabilities (N, C) of N rows and S sets of decisions for them (S, N) -> the accuracy + macro-F1
     that the probabilities expect of each set (S,): class c's true positives are the probability of c summed
     over the rows decided for c, its rows the probability of c summed over all rows, and F1 is 2 true positives
-    / (rows + decisions), each divided by N."""
+    / (rows + decisions), each divided by N (0 for a class with neither)."""
     sets, rows = decisions.shape
     picked = probabilities.gather(1, decisions.T).T  # (S, N): each decided class's probability
     true_positives = torch.zeros(sets, probabilities.shape[1], dtype=probabilities.dtype).scatter_add_(
         1, decisions, picked) / rows
     decided = torch.zeros_like(true_positives).scatter_add_(1, decisions, torch.ones_like(picked)) / rows
-    actual = probabilities.mean(0)
-    return true_positives.sum(1) + (2 * true_positives / (actual + decided)).mean(1)
+    both = probabilities.mean(0) + decided  # 0 only for a class of probability 0 (underflow) never decided
+    f1 = torch.where(both > 0, 2 * true_positives / both.clamp(min=torch.finfo(both.dtype).tiny), 0.0)
+    return true_positives.sum(1) + f1.mean(1)
