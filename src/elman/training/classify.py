@@ -275,8 +275,8 @@ def bias_decisions(run: Run, model: SequenceClassifier, prepared: PreparedData) 
     records["selection"]["val"] = metrics
     records["selection"]["decision_bias"] = {**fit, "unbiased_val": {name: unbiased[name] for name in
                                                                       ("accuracy", "macro_f1")}}
-    run.log(f"decisions biased per class, {dict(zip(prepared.labels, fit['bias'], strict=True))}: expected accuracy + "
-            f"macro-F1 {fit['unbiased_expected_score']:.4f} -> {fit['expected_score']:.4f}; validation accuracy "
+    run.log(f"decisions biased per class, {fit['bias']}: expected accuracy + macro-F1 "
+            f"{fit['unbiased_expected_score']:.4f} -> {fit['expected_score']:.4f}; validation accuracy "
             f"{unbiased['accuracy']:.4f} -> {metrics['accuracy']:.4f}, macro-F1 {unbiased['macro_f1']:.4f} -> "
             f"{metrics['macro_f1']:.4f}")
 

@@ -81,14 +81,15 @@ def fit_member_weights(member_logits: torch.Tensor, targets: torch.Tensor, log_p
 
 def fit_decision_bias(model: SequenceClassifier, rows: Split, labels: list[str]) -> dict:
     """Set ``model.decision_bias`` to the one ``choose_decision_bias`` finds from the pool's probabilities on the
-    held-out ``rows``; returns {"bias": it, as a list, "expected_score": accuracy + macro-F1 that the
+    held-out ``rows``; returns {"bias": it, by label, "expected_score": accuracy + macro-F1 that the
     probabilities expect of its decisions, "unbiased_expected_score": of the unbiased ones, "metrics": its
     decisions' ``classification_metrics`` on the rows' labels, "unbiased_metrics": the unbiased ones'}."""
     model.decision_bias.zero_()
     log_probabilities = batched_logits(model, rows.ids, rows.lengths)
     bias, expected, unbiased_expected = choose_decision_bias(log_probabilities)
     model.decision_bias.copy_(bias)
-    return {"bias": [round(value, 2) for value in bias.tolist()], "expected_score": expected,
+    return {"bias": {label: round(value, 2) for label, value in zip(labels, bias.tolist(), strict=True)},
+            "expected_score": expected,
             "unbiased_expected_score": unbiased_expected,
             "metrics": classification_metrics((log_probabilities + bias).argmax(1), rows.targets, labels),
             "unbiased_metrics": classification_metrics(log_probabilities.argmax(1), rows.targets, labels)}
