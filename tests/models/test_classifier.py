@@ -203,3 +203,23 @@ def test_the_generative_member_trains_on_its_language_model_loss_under_the_true_
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in language_model.parameters())
     assert all(p.grad is None for p in classifier.recurrent.parameters())  # its loss is its own
+
+
+def test_a_character_no_training_text_held_speaks_for_no_class():
+    """A class of few texts leaves its model more probability for unseen characters than a large class does;
+    counted, an <unk> would pull every name toward the small classes."""
+    classifier = model(generative_ngram_order=2)
+    member = classifier.ngram_generative
+    small = [[2, 5, 6, 3]] * 2  # class 0: two texts
+    large = [[2, *row, 3] for row in ([7, 8, 9], [8, 9, 10], [7, 10, 11], [9, 11, 12], [12, 7, 8])] * 8  # class 1
+    member.fit(torch.tensor([row + [0] * (5 - len(row)) for row in small + large]),
+               torch.tensor([len(row) for row in small + large]), torch.tensor([0] * 2 + [1] * 40))
+    unknown = torch.tensor([[2, 1, 3]])  # <bos> <unk> <eos>
+    lengths = torch.tensor([3])
+    counted = member.ngrams.token_log_likelihoods(unknown, lengths)[0, 0]
+    assert counted[0] > counted[1] + 1.0  # the language model itself: more for <unk> under the small class
+    evidence = member.evidence(unknown, lengths)[0]
+    assert evidence[0].eq(0).all() and evidence[1].equal(member.ngrams.token_log_likelihoods(unknown, lengths)[0, 1])
+    torch.testing.assert_close(member.log_likelihoods(unknown, lengths), evidence.sum(0, keepdim=True))
+    torch.testing.assert_close(member.token_log_likelihoods(unknown, lengths, torch.tensor([1])),
+                               evidence[:, 1].unsqueeze(0))

@@ -28,7 +28,7 @@ from elman.models.language_model import (
     condition_log_likelihoods,
     token_log_likelihoods,
 )
-from elman.models.ngram_language_model import NgramLanguageModel
+from elman.models.ngram_language_model import UNK, NgramLanguageModel
 from elman.options import non_negative_int, option, orders, positive_int
 
 POOLINGS = ("last", "max", "mean")
@@ -305,11 +305,18 @@ class NgramGenerativeMember(BayesRule):
         self.ngrams.fit(ids, lengths, targets)
 
     def log_likelihoods(self, ids: Tensor, lengths: Tensor) -> Tensor:
-        return self.ngrams.token_log_likelihoods(ids, lengths).sum(1)
+        return self.evidence(ids, lengths).sum(1)
 
     def token_log_likelihoods(self, ids: Tensor, lengths: Tensor, classes: Tensor) -> Tensor:
-        return self.ngrams.token_log_likelihoods(ids, lengths).gather(2, classes.view(-1, 1, 1).expand(
-            -1, ids.shape[1] - 1, 1)).squeeze(2)
+        return self.evidence(ids, lengths).gather(2, classes.view(-1, 1, 1).expand(-1, ids.shape[1] - 1, 1)).squeeze(2)
+
+    def evidence(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        """(B, T - 1, C): each token's log p under each class, 0 at padding and at ``<unk>``. ``<unk>`` stands
+        for the characters that no training text held, and the probability a class's model has for them is
+        what its counts leave over: more the fewer texts the class had. Counted, an unseen character would
+        speak for the small classes whatever the name (the É of Émile: 3.9 nats for Scottish against
+        English on surnames.csv)."""
+        return self.ngrams.token_log_likelihoods(ids, lengths).masked_fill((ids[:, 1:] == UNK)[..., None], 0.0)
 
 
 # the buffers that training fits on the validation split, for the pool: a refit keeps them

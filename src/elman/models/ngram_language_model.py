@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from elman.data.vocabulary import SPECIALS
 
-BOS = SPECIALS.index("<bos>")
+BOS, UNK = SPECIALS.index("<bos>"), SPECIALS.index("<unk>")
 MIN_DISCOUNT = 0.1  # a floor, for counts of counts too few to estimate a discount from (tiny data sets)
 TABLES = ("history_keys", "history_log_backoff", "ngram_keys", "ngram_log_probs")
 # torch.compiler.is_exporting came with torch 2.6; before it, everything compiled reads by the exportable search
