@@ -267,11 +267,11 @@ def join_generative(run: Run, model: SequenceClassifier, prepared: PreparedData)
 
 def bias_decisions(run: Run, model: SequenceClassifier, prepared: PreparedData) -> None:
     """The selected pool's decisions are biased toward what its probabilities on the validation split expect to
-    score the highest accuracy + macro-F1 (``fit_decision_bias``); the selection's validation metrics are then
-    the biased pool's."""
+    score the highest accuracy + macro-F1 (``fit_decision_bias``); the selection's validation metrics, the
+    unbiased pool's until then, are then the biased pool's."""
     records = run.progress.records
     fit = fit_decision_bias(model, prepared.splits["val"], prepared.labels)
-    metrics, unbiased = fit.pop("metrics"), fit.pop("unbiased_metrics")
+    metrics, unbiased = fit.pop("metrics"), records["selection"]["val"]
     records["selection"]["val"] = metrics
     records["selection"]["decision_bias"] = {**fit, "unbiased_val": {name: unbiased[name] for name in
                                                                       ("accuracy", "macro_f1")}}

@@ -83,7 +83,7 @@ def fit_decision_bias(model: SequenceClassifier, rows: Split, labels: list[str])
     """Set ``model.decision_bias`` to the one ``choose_decision_bias`` finds from the pool's probabilities on the
     held-out ``rows``; returns {"bias": it, by label, "expected_score": accuracy + macro-F1 that the
     probabilities expect of its decisions, "unbiased_expected_score": of the unbiased ones, "metrics": its
-    decisions' ``classification_metrics`` on the rows' labels, "unbiased_metrics": the unbiased ones'}."""
+    decisions' ``classification_metrics`` on the rows' labels}."""
     model.decision_bias.zero_()
     log_probabilities = batched_logits(model, rows.ids, rows.lengths)
     bias, expected, unbiased_expected = choose_decision_bias(log_probabilities)
@@ -91,8 +91,7 @@ def fit_decision_bias(model: SequenceClassifier, rows: Split, labels: list[str])
     return {"bias": {label: round(value, 2) for label, value in zip(labels, bias.tolist(), strict=True)},
             "expected_score": expected,
             "unbiased_expected_score": unbiased_expected,
-            "metrics": classification_metrics((log_probabilities + bias).argmax(1), rows.targets, labels),
-            "unbiased_metrics": classification_metrics(log_probabilities.argmax(1), rows.targets, labels)}
+            "metrics": classification_metrics((log_probabilities + bias).argmax(1), rows.targets, labels)}
 
 
 def choose_decision_bias(log_probabilities: torch.Tensor) -> tuple[torch.Tensor, float, float]:
