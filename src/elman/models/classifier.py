@@ -314,8 +314,7 @@ class NgramGenerativeMember(BayesRule):
         """(B, T - 1, C): each token's log p under each class, 0 at padding and at ``<unk>``. ``<unk>`` stands
         for the characters that no training text held, and the probability a class's model has for them is
         what its counts leave over: more the fewer texts the class had. Counted, an unseen character would
-        speak for the small classes whatever the name (the É of Émile: 3.9 nats for Scottish against
-        English on surnames.csv)."""
+        speak for the small classes whatever the name (docs/measurements.md, "The n-gram generative member")."""
         return self.ngrams.token_log_likelihoods(ids, lengths).masked_fill((ids[:, 1:] == UNK)[..., None], 0.0)
 
 

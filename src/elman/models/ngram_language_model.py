@@ -52,7 +52,7 @@ def sorted_lookup(keys: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
         return torch.zeros_like(queries), torch.zeros_like(queries, dtype=torch.bool)
     if exporting():  # ONNX has no searchsorted
         position = binary_search(keys, queries)
-    else:  # 50 times faster in eager mode: 4 us against 0.2 ms for 200 queries in 78,000 keys
+    else:  # far faster in eager mode (docs/measurements.md, "The n-gram generative member")
         position = torch.searchsorted(keys, queries).clamp(max=keys.numel() - 1)
     found = keys[position] == queries
     return torch.where(found, position, 0), found

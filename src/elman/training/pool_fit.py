@@ -101,9 +101,9 @@ def choose_decision_bias(log_probabilities: torch.Tensor) -> tuple[torch.Tensor,
 
     The most probable class maximises expected accuracy, but macro-F1 asks for more decisions for the small
     classes (for a class of F1 F, deciding for it pays from a probability of about F / 2 on: Lipton et al.,
-    2014). The labels of the small classes' few held-out rows would choose that by chance (8-18 rows a class
-    in surnames.csv's validation split); the calibrated probabilities of every row say it with less noise, so
-    the labels take no part. Coordinate ascent: each class's bias in turn, among ``BIAS_STEPS``, while the
+    2014). The labels of the small classes' few held-out rows would choose that by chance; the calibrated
+    probabilities of every row say it with less noise, so the labels take no part (docs/measurements.md, "The
+    decision bias"). Coordinate ascent: each class's bias in turn, among ``BIAS_STEPS``, while the
     score rises."""
     log_probabilities = log_probabilities.double()
     probabilities = log_probabilities.exp()
