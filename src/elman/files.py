@@ -21,9 +21,11 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(descriptor)
     temporary = Path(temporary)
-    temporary.chmod(0o666 & ~_umask())  # mkstemp's 0600 would make every output private to its writer
     try:
         yield temporary
+        # after the writer: mkstemp's 0600, or a writer's own (safetensors writes 0600 files), would make every
+        # output private to its writer
+        temporary.chmod(0o666 & ~_umask())
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
         os.replace(temporary, path)
