@@ -181,6 +181,16 @@ def test_time_budget_ends_training_with_a_usable_checkpoint(story_txt, tmp_path)
     assert elman.load(tmp_path).generate("the", length=5, seed=0)[0].startswith("the")
 
 
+def test_the_progress_bar_redraws_at_its_interval_not_at_every_step(story_txt, tmp_path, capsys):
+    """Redirected to a file, every redraw of the bar stays there: a run of hours must not leave a line per step."""
+    config = LanguageTrainConfig(epochs=1000, batch_size=8, chunk_length=16, time_budget=1.5)
+    metrics = train_language_model(read_language_data(story_txt, config), tmp_path,
+                                   {"hidden_size": 32, "num_layers": 1}, config, progress=True)
+    redraws = capsys.readouterr().err.count("\r")
+    assert metrics["steps"] > 100
+    assert redraws < metrics["steps"] / 4, (redraws, metrics["steps"])
+
+
 MODEL_PRESETS = {name: {k: v for k, v in values.items() if k != "weight_decay"} for name, values in PRESETS.items()}
 TEXT_MODEL, LONG_RUN_MODEL, LINES_MODEL = (MODEL_PRESETS[name] for name in ("text", "long text", "lines"))
 TEXT_WEIGHT_DECAY, LINES_WEIGHT_DECAY = PRESETS["text"]["weight_decay"], PRESETS["lines"]["weight_decay"]

@@ -110,7 +110,9 @@ class Run:
                 p.since.add(tally)
                 watch.update(tally.items, tally.seconds, bar)
                 bar.update()
-                bar.set_postfix(task.shown(p.since, None))
+                # not refresh: tqdm's own interval then decides the redraws, not every step (a log file of a
+                # redirected run would get a line per step)
+                bar.set_postfix(task.shown(p.since, None), refresh=False)
                 if phase.eval_interval and p.step % phase.eval_interval == 0:
                     self.validate(task, phase, time.monotonic() - started, bar)
                 if self.checkpoint_every and p.step % self.checkpoint_every == 0:
