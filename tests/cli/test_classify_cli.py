@@ -1,4 +1,5 @@
-"""The classifier commands as a user runs them: real processes, clear errors, no tracebacks."""
+"""The classifier commands as a user runs them: real processes where the run itself is the point, the refusals
+in this process (the `cli` fixture); clear errors, no tracebacks."""
 
 import csv
 import json
@@ -71,7 +72,7 @@ def test_train_from_the_command_line(names_csv, tmp_path):
     assert not config["training"]["refit"] and "refit" not in config
 
 
-def test_errors_are_one_line_without_traceback(trained_model, tmp_path):
+def test_errors_are_one_line_without_traceback(cli, trained_model, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"surname,nationality\nM\xfcller,German\n")
     for args, message in [
@@ -83,31 +84,31 @@ def test_errors_are_one_line_without_traceback(trained_model, tmp_path):
         (("train", "--data", bad, "--out", tmp_path / "o", "--bag-ngrams", "1,x"), "comma-separated n-gram orders"),
         (("train", "--data", bad, "--out", tmp_path / "o", "--bag-ngrams", "0,2"), "orders must be positive"),
     ]:
-        run = elman(*args)
+        run = cli(*args)
         assert run.returncode == 2, (args, run.stdout)
         assert message in run.stderr and "Traceback" not in run.stderr, run.stderr
 
 
-def test_bad_model_options_are_refused_before_anything_is_written(names_csv, tmp_path):
+def test_bad_model_options_are_refused_before_anything_is_written(cli, names_csv, tmp_path):
     for option, value, message in [("--dropout", "1.5", "dropout probability has to be between 0 and 1, but got 1.5"),
                                    ("--weight-dropout", "1", "weight_dropout should be a number in range [0, 1)"),
                                    ("--lm-loss-weight", "-1", "lm_loss_weight must be >= 0")]:
-        run = elman("train", "--task", "classify", "--data", names_csv, "--out", tmp_path / "o", option, value)
+        run = cli("train", "--task", "classify", "--data", names_csv, "--out", tmp_path / "o", option, value)
         assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
         assert not (tmp_path / "o").exists()
 
 
-def test_outputs_that_cannot_be_written_are_refused_by_name(trained_model, names_csv, tmp_path):
+def test_outputs_that_cannot_be_written_are_refused_by_name(cli, trained_model, names_csv, tmp_path):
     kept = names_csv.read_bytes()
-    run = elman("predict", "--model", trained_model[0], "--input", names_csv, "--output", names_csv)
+    run = cli("predict", "--model", trained_model[0], "--input", names_csv, "--output", names_csv)
     assert run.returncode == 2 and "is the --input file" in run.stderr
     assert names_csv.read_bytes() == kept  # the data were not replaced by predictions
-    run = elman("predict", "--model", trained_model[0], "--input", names_csv, "--output", tmp_path / "no" / "p.csv")
+    run = cli("predict", "--model", trained_model[0], "--input", names_csv, "--output", tmp_path / "no" / "p.csv")
     assert run.returncode == 2 and f"there is no directory {tmp_path / 'no'} to write it in" in run.stderr
-    run = elman("inspect", "--model", trained_model[0], "Sato", "--out", tmp_path)
+    run = cli("inspect", "--model", trained_model[0], "Sato", "--out", tmp_path)
     assert run.returncode == 2 and f"{tmp_path} is a directory; give a file name" in run.stderr
     (tmp_path / "report").write_text("")
-    run = elman("demo", "--experiment", "xor", "--quick", "--out", tmp_path / "report")
+    run = cli("demo", "--experiment", "xor", "--quick", "--out", tmp_path / "report")
     assert run.returncode == 2 and "is a file; give a directory" in run.stderr
     assert not list(tmp_path.glob(".*.tmp")) and "Traceback" not in run.stderr
 

@@ -1,4 +1,5 @@
-"""The language-model commands as a user runs them: real processes, clear errors, no tracebacks."""
+"""The language-model commands as a user runs them: real processes where the run itself is the point, the
+refusals in this process (the `cli` fixture); clear errors, no tracebacks."""
 
 import json
 import subprocess
@@ -58,49 +59,49 @@ def test_conditioned_names_from_the_command_line(conditioned_lm):
     (b"", "the file is empty"),
     (b"\x89PNG\r\n\x1a\n\x00\x00binary", "NUL byte; this looks like a binary"),
 ])
-def test_bad_training_files_get_one_clear_line(tmp_path, content, message):
+def test_bad_training_files_get_one_clear_line(cli, tmp_path, content, message):
     path = tmp_path / "bad.txt"
     path.write_bytes(content)
-    run = elman("train", "--task", "lm", "--data", path, "--out", tmp_path / "out")
+    run = cli("train", "--task", "lm", "--data", path, "--out", tmp_path / "out")
     assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "out").exists()
 
 
-def test_prime_with_unknown_characters_and_wrong_model_kind(trained_lm, trained_model):
-    run = elman("generate", "--model", trained_lm[0], "--prime", "the ☃ ")
+def test_prime_with_unknown_characters_and_wrong_model_kind(cli, trained_lm, trained_model):
+    run = cli("generate", "--model", trained_lm[0], "--prime", "the ☃ ")
     assert run.returncode == 2 and "never saw: ['☃']" in run.stderr and "Traceback" not in run.stderr
-    run = elman("generate", "--model", trained_model[0])
+    run = cli("generate", "--model", trained_model[0])
     assert run.returncode == 2 and "needs a language model (--task lm)" in run.stderr
-    run = elman("predict", "--model", trained_lm[0], "Sato")
+    run = cli("predict", "--model", trained_lm[0], "Sato")
     assert run.returncode == 2 and "this language model cannot classify" in run.stderr
     assert "--task classify" in run.stderr
 
 
-def test_options_of_the_other_task_are_refused(story_txt, tmp_path):
-    run = elman("train", "--task", "lm", "--data", story_txt, "--out", tmp_path, "--class-weighting", "none")
+def test_options_of_the_other_task_are_refused(cli, story_txt, tmp_path):
+    run = cli("train", "--task", "lm", "--data", story_txt, "--out", tmp_path, "--class-weighting", "none")
     assert run.returncode == 2 and "--class-weighting applies to --task classify only" in run.stderr
-    run = elman("train", "--task", "lm", "--data", story_txt, "--out", tmp_path, "--no-refit")
+    run = cli("train", "--task", "lm", "--data", story_txt, "--out", tmp_path, "--no-refit")
     assert run.returncode == 2 and "--no-refit applies to --task classify only" in run.stderr
-    run = elman("train", "--data", story_txt, "--out", tmp_path, "--calibration-fraction", "0.1")
+    run = cli("train", "--data", story_txt, "--out", tmp_path, "--calibration-fraction", "0.1")
     assert run.returncode == 2 and "--calibration-fraction applies to --task lm only" in run.stderr
-    run = elman("train", "--data", story_txt, "--out", tmp_path, "--device", "cpu")
+    run = cli("train", "--data", story_txt, "--out", tmp_path, "--device", "cpu")
     assert run.returncode == 2 and "--device applies to --task lm only" in run.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
-def test_training_on_a_gpu_that_is_not_there_is_one_clear_line(story_txt, tmp_path):
-    run = elman("train", "--task", "lm", "--data", story_txt, "--out", tmp_path / "out", "--device", "cuda")
+def test_training_on_a_gpu_that_is_not_there_is_one_clear_line(cli, story_txt, tmp_path):
+    run = cli("train", "--task", "lm", "--data", story_txt, "--out", tmp_path / "out", "--device", "cuda")
     assert run.returncode == 2 and "PyTorch sees no CUDA GPU here" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "out").exists()
 
 
-def test_bad_model_options_are_refused_before_anything_is_written(story_txt, tmp_path):
+def test_bad_model_options_are_refused_before_anything_is_written(cli, story_txt, tmp_path):
     for option, value, message in [("--weight-dropout", "-0.5", "weight_dropout should be a number in range [0, 1)"),
                                    ("--embedding-dropout", "1.5", "dropout probability has to be between 0 and 1, "
                                     "but got 1.5"),
                                    ("--weight-decay", "-1", "--weight-decay: must be a number >= 0, got -1"),
                                    ("--calibration-fraction", "0.7", "calibration_fraction must be at least 0 and "
                                     "below 0.5, got 0.7")]:
-        run = elman("train", "--task", "lm", "--data", story_txt, "--out", tmp_path / "o", option, value)
+        run = cli("train", "--task", "lm", "--data", story_txt, "--out", tmp_path / "o", option, value)
         assert run.returncode == 2 and message in run.stderr, run.stderr
         assert "Traceback" not in run.stderr and not (tmp_path / "o").exists()
