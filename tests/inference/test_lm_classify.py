@@ -1,8 +1,6 @@
 """A conditioned language model of lines read as a classifier by Bayes' rule: p(c | text) ∝ p(text | c) p(c)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -57,14 +55,10 @@ def test_what_cannot_classify_is_refused_with_the_reason(conditioned_lm, trained
     assert old.classify(["Tanaka"], prior="uniform")[0].labels == uniform
 
 
-def test_elman_predict_takes_a_conditioned_language_model(conditioned_lm, trained_model):
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "elman", "predict", *map(str, args)], capture_output=True,
-                              text=True)
-
-    done = run("--model", conditioned_lm[0], "Tamamoto", "Petrenko", "--json", "--uniform-prior")
+def test_elman_predict_takes_a_conditioned_language_model(cli, conditioned_lm, trained_model):
+    done = cli("predict", "--model", conditioned_lm[0], "Tamamoto", "Petrenko", "--json", "--uniform-prior")
     assert done.returncode == 0, done.stderr
     assert [p["labels"][0]["label"] for p in json.loads(done.stdout)] == ["Japanese", "Slavic"]
-    refused = run("--model", trained_model[0], "Yamamoto", "--uniform-prior")
+    refused = cli("predict", "--model", trained_model[0], "Yamamoto", "--uniform-prior")
     assert refused.returncode == 2 and "--uniform-prior is for a conditioned language model" in refused.stderr
     assert "Traceback" not in refused.stderr

@@ -3,8 +3,6 @@ silently. (Training cut its texts to max_length; the network itself has no fixed
 test is in tests/serve/test_api.py, beside its server."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -62,17 +60,15 @@ def test_inspect_has_a_row_for_every_character_and_refuses_beyond_its_limit(clas
         classifier.inspect(long_text(MAX_INSPECT_CHARS + 1))
 
 
-def test_cli_predict_json_and_csv_read_a_500_character_text_whole(classifier, trained_model, tmp_path):
+def test_cli_predict_json_and_csv_read_a_500_character_text_whole(cli, classifier, trained_model, tmp_path):
     text = long_text(500)
     expected = float(whole_text_probabilities(classifier, text).max())
-    run = subprocess.run([sys.executable, "-m", "elman", "predict", "--model", str(trained_model[0]), text, "--json",
-                          "--top-k", "1"], capture_output=True, text=True)
+    run = cli("predict", "--model", trained_model[0], text, "--json", "--top-k", "1")
     assert run.returncode == 0, run.stderr
     [entry] = json.loads(run.stdout)
     assert entry["text"] == text and entry["labels"][0]["probability"] == pytest.approx(expected, abs=1e-6)
     names, output = tmp_path / "names.csv", tmp_path / "predictions.csv"
     names.write_text(f"surname\n{text}\n", encoding="utf-8")
-    run = subprocess.run([sys.executable, "-m", "elman", "predict", "--model", str(trained_model[0]), "--input",
-                          str(names), "--output", str(output)], capture_output=True, text=True)
+    run = cli("predict", "--model", trained_model[0], "--input", names, "--output", output)
     assert run.returncode == 0, run.stderr
     assert text in output.read_text(encoding="utf-8")
