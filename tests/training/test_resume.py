@@ -28,7 +28,7 @@ def without_timing(value):
     return value
 
 
-def training_command(task, data, out, resume=False):
+def training_args(task, data, out, resume=False):
     common = ["--data", str(data), "--checkpoint-every", "3", "--seed", "3", "--batch-size", "8", "--json",
               "--hidden-size", "24", "--dropout", "0.1"]  # dropout: the random-generator state must resume too
     if task == "lm":
@@ -38,7 +38,11 @@ def training_command(task, data, out, resume=False):
         common += ["--task", "classify", "--epochs", "30", "--num-layers", "1", "--patience", "30",
                    "--generative-hidden-size", "16"]
     target = ["--resume", str(out)] if resume else ["--out", str(out)]
-    return [sys.executable, "-m", "elman", "train", *common, *target]
+    return ["train", *common, *target]
+
+
+def training_process(*args):
+    return [sys.executable, "-m", "elman", *training_args(*args)]
 
 
 def states(out):
@@ -57,7 +61,7 @@ def kill_at_random_points(task, data, out, kills, rng):
     done = 0
     while done < kills:
         seen = states(out)
-        process = subprocess.Popen(training_command(task, data, out, resume=bool(seen)), stdout=subprocess.DEVNULL,
+        process = subprocess.Popen(training_process(task, data, out, bool(seen)), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         aim_at_write = done == kills - 1
@@ -85,7 +89,7 @@ def kill_at_random_points(task, data, out, kills, rng):
 def test_killed_and_resumed_run_equals_the_uninterrupted_one(task, kills, story_txt, names_csv, tmp_path):
     data = story_txt if task == "lm" else names_csv
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
-    run = subprocess.run(training_command(task, data, reference), capture_output=True, text=True)
+    run = subprocess.run(training_process(task, data, reference), capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
 
     kill_at_random_points(task, data, interrupted, kills, random.Random(kills))
@@ -99,7 +103,7 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(task, kills, story_
     data_bytes[len(data_bytes) // 2] ^= 0xFF
     newest.write_bytes(bytes(data_bytes))
 
-    run = subprocess.run(training_command(task, data, interrupted, resume=True), capture_output=True, text=True)
+    run = subprocess.run(training_process(task, data, interrupted, True), capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     log = (interrupted / "train.log").read_text()
     assert f"{newest}: missing, truncated or corrupted" in log and "resuming from the training state before it" in log
@@ -115,19 +119,17 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(task, kills, story_
 
 
 @pytest.mark.parametrize("task", ["lm", "classify"])
-def test_a_run_resumed_with_only_its_data_goes_on_with_the_settings_it_began_with(task, story_txt, names_csv,
+def test_a_run_resumed_with_only_its_data_goes_on_with_the_settings_it_began_with(task, cli, story_txt, names_csv,
                                                                                   tmp_path):
     data = story_txt if task == "lm" else names_csv
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    command = training_command(task, data, reference)  # none of its settings are elman's defaults
-    command[command.index("--epochs") + 1] = "3"
-    run = subprocess.run(command, capture_output=True, text=True)
+    args = training_args(task, data, reference)  # none of its settings are elman's defaults
+    args[args.index("--epochs") + 1] = "3"
+    run = cli(*args)
     assert run.returncode == 0, run.stderr
     shutil.copytree(reference, resumed)
     shutil.rmtree(resumed / "resume" / states(resumed)[-1])  # it goes on from the state before, to the end again
-    bare = [sys.executable, "-m", "elman", "train", "--task", task, "--data", str(data), "--resume", str(resumed),
-            "--json"]
-    run = subprocess.run(bare, capture_output=True, text=True)
+    run = cli("train", "--task", task, "--data", data, "--resume", resumed, "--json")
     assert run.returncode == 0, run.stderr
     assert "resumed at step" in (resumed / "train.log").read_text()
     expected, got = load_file(reference / "model.safetensors"), load_file(resumed / "model.safetensors")
@@ -136,58 +138,58 @@ def test_a_run_resumed_with_only_its_data_goes_on_with_the_settings_it_began_wit
     assert without_timing(metrics[0]) == without_timing(metrics[1])
 
 
-def test_resume_refuses_other_settings_and_missing_states(story_txt, tmp_path):
+def one_epoch_run(cli, story_txt, out):
+    args = training_args("lm", story_txt, out)
+    args[args.index("--epochs") + 1] = "1"
+    assert cli(*args).returncode == 0
+    return args
+
+
+def test_resume_refuses_other_settings_and_missing_states(cli, story_txt, tmp_path):
     out = tmp_path / "run"
-    command = training_command("lm", story_txt, out)
-    command[command.index("--epochs") + 1] = "1"
-    assert subprocess.run(command, capture_output=True).returncode == 0
-    resumed = training_command("lm", story_txt, out, resume=True)
+    one_epoch_run(cli, story_txt, out)
+    resumed = training_args("lm", story_txt, out, resume=True)
     resumed[resumed.index("--hidden-size") + 1] = "32"
-    run = subprocess.run(resumed, capture_output=True, text=True)
-    assert run.returncode == 2 and "was trained with other settings" in run.stderr and "Traceback" not in run.stderr
-    classify = [sys.executable, "-m", "elman", "train", "--data", str(story_txt), "--resume", str(out)]  # no --task lm
-    run = subprocess.run(classify, capture_output=True, text=True)
+    run = cli(*resumed)
+    assert run.returncode == 2 and "was trained with other settings" in run.stderr
+    run = cli("train", "--data", story_txt, "--resume", out)  # no --task lm
     assert run.returncode == 2 and "holds a run of --task lm; resume it with --task lm" in run.stderr
     with pytest.raises(CheckpointError, match="no training state"):
         load_training_state(tmp_path / "elsewhere")
 
 
-def test_resume_refuses_a_training_state_of_another_format_version(story_txt, tmp_path):
+def test_resume_refuses_a_training_state_of_another_format_version(cli, story_txt, tmp_path):
     out = tmp_path / "run"
-    command = training_command("lm", story_txt, out)
-    command[command.index("--epochs") + 1] = "1"
-    assert subprocess.run(command, capture_output=True).returncode == 0
+    one_epoch_run(cli, story_txt, out)
     for state in (out / "resume").glob("step-*/state.json"):  # as an earlier elman wrote them
         meta = json.loads(state.read_text())
         del meta["format_version"]
         state.write_text(json.dumps(meta))
-    run = subprocess.run(training_command("lm", story_txt, out, resume=True), capture_output=True, text=True)
-    assert run.returncode == 2 and "Traceback" not in run.stderr
+    run = cli(*training_args("lm", story_txt, out, resume=True))
+    assert run.returncode == 2
     assert "format version 1, written by another version of elman" in run.stderr and "start a new run" in run.stderr
 
 
-def test_a_new_run_neither_replaces_a_model_unasked_nor_leaves_an_older_runs_states(story_txt, tmp_path):
+def test_a_new_run_neither_replaces_a_model_unasked_nor_leaves_an_older_runs_states(cli, story_txt, tmp_path):
     out = tmp_path / "run"
-    longer = training_command("lm", story_txt, out)
-    assert subprocess.run(longer, capture_output=True).returncode == 0
+    assert cli(*training_args("lm", story_txt, out)).returncode == 0
     older_states, model = states(out), (out / "model.safetensors").read_bytes()
 
-    shorter = training_command("lm", story_txt, out)
+    shorter = training_args("lm", story_txt, out)
     shorter[shorter.index("--epochs") + 1] = "1"
-    run = subprocess.run(shorter, capture_output=True, text=True)
-    assert run.returncode == 2 and "Traceback" not in run.stderr
+    run = cli(*shorter)
+    assert run.returncode == 2
     assert f"--out {out} already holds a run" in run.stderr and f"--resume {out}" in run.stderr
     assert (out / "model.safetensors").read_bytes() == model and states(out) == older_states
 
-    run = subprocess.run([*shorter, "--overwrite"], capture_output=True, text=True)
+    run = cli(*shorter, "--overwrite")
     assert run.returncode == 0, run.stderr
     # the older run's later states would outrank the new run's, and --resume would go on with the older run
     steps = [json.loads((out / "resume" / s / "state.json").read_text())["step"] for s in states(out)]
     assert steps and max(steps) <= json.loads(run.stdout)["steps"] < int(older_states[-1].removeprefix("step-"))
 
-    run = subprocess.run([*training_command("lm", story_txt, out, resume=True), "--overwrite"], capture_output=True,
-                         text=True)
+    run = cli(*training_args("lm", story_txt, out, resume=True), "--overwrite")
     assert run.returncode == 2 and "give one of them" in run.stderr
     (tmp_path / "file").write_text("")
-    run = subprocess.run(training_command("lm", story_txt, tmp_path / "file"), capture_output=True, text=True)
+    run = cli(*training_args("lm", story_txt, tmp_path / "file"))
     assert run.returncode == 2 and "is a file; give a directory" in run.stderr
