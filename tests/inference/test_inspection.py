@@ -1,9 +1,13 @@
-"""What an inspection figure draws: every class that leads somewhere, and a readable size for long texts."""
+"""What an inspection figure draws: every class that leads somewhere, a generative member's evidence, and a
+readable size for long texts."""
+
+from dataclasses import replace
 
 import matplotlib.image
 import numpy as np
 
-from elman.inference.inspection import MAX_WIDTH_INCHES, Inspection, plot_inspection
+from elman.inference import inspection as inspection_module
+from elman.inference.inspection import MAX_WIDTH_INCHES, Evidence, Inspection, plot_inspection
 
 
 def inspection(probabilities: np.ndarray) -> Inspection:
@@ -32,3 +36,25 @@ def test_a_long_text_gives_a_figure_of_readable_width(tmp_path):
     plot_inspection(inspection(probabilities), tmp_path / "long.png")
     height, width = matplotlib.image.imread(tmp_path / "long.png").shape[:2]
     assert width <= MAX_WIDTH_INCHES * 120 and height > 0
+
+
+def test_a_generative_members_evidence_is_drawn_a_bar_per_character_between_the_other_panels(tmp_path, monkeypatch):
+    drawn, save = [], inspection_module.save_figure
+
+    def save_and_keep(figure, path):
+        save(figure, path)
+        drawn.append(figure)
+
+    monkeypatch.setattr(inspection_module, "save_figure", save_and_keep)
+    plain = inspection(np.random.default_rng(2).dirichlet(np.ones(4), size=3))
+    evidence = Evidence(("class 1", "class 3"), [*plain.characters, "<eos>"], [1.5, -0.5, 0.25, 2.0])
+    plot_inspection(plain, tmp_path / "plain.png")
+    plot_inspection(replace(plain, evidence=evidence), tmp_path / "evidence.png")
+    without, with_evidence = ([axes.get_title() for axes in figure.axes] for figure in drawn)
+    assert without[:2] == [with_evidence[0], with_evidence[2]]  # the same panels around it
+    panel = drawn[1].axes[1]
+    assert panel.get_title().endswith("class 1 (up) against class 3 (down): +3.25 in all")
+    assert [bar.get_height() for bar in panel.patches] == evidence.log_ratios
+    assert [label.get_text() for label in panel.get_xticklabels()] == ["a", "b", "c", "<eos>"]
+    assert matplotlib.image.imread(tmp_path / "evidence.png").shape[0] > matplotlib.image.imread(
+        tmp_path / "plain.png").shape[0]

@@ -80,13 +80,17 @@ class Inspection:
 
 
 def plot_inspection(inspection: Inspection, path: str | Path, classes_shown: int = 5) -> None:
-    """Top: how the prediction evolves over the characters; bottom: a heatmap of the most active units."""
+    """Top: how the prediction evolves over the characters; then, for a classifier with a generative member,
+    each character's evidence for its first choice against its second; bottom: a heatmap of the most active
+    units."""
     n = len(inspection.characters)
     every = math.ceil(n / MAX_TICKS)  # a long text labels every k-th character; the figure stays a readable width
     ticks = [VISIBLE.get(c, c) if i % every == 0 else "" for i, c in enumerate(inspection.characters)]
     units = inspection.most_active_units()
-    figure, (upper, lower) = new_figure(2, 1, figsize=(min(max(6.0, 0.38 * n + 2.5), MAX_WIDTH_INCHES), 7.5),
-                                        gridspec_kw={"height_ratios": [1, 1.6]})
+    heights = [1, 1.6] if inspection.evidence is None else [1, 0.8, 1.6]
+    figure, panels = new_figure(len(heights), 1, gridspec_kw={"height_ratios": heights},
+                                figsize=(min(max(6.0, 0.38 * n + 2.5), MAX_WIDTH_INCHES), 3 * sum(heights)))
+    upper, lower = panels[0], panels[-1]
     if inspection.task == "classify":
         for j in inspection.classes_to_draw(classes_shown):
             upper.plot(range(n), inspection.probabilities[:, j], marker="o", label=inspection.labels[j])
@@ -101,6 +105,8 @@ def plot_inspection(inspection: Inspection, path: str | Path, classes_shown: int
         upper.set(ylim=(0, 1.1), ylabel="probability", title="most likely next character after each character")
     upper.set_xticks(range(n), ticks)
     upper.grid(alpha=0.3)
+    if inspection.evidence is not None:
+        draw_evidence(panels[1], inspection.evidence, [*ticks, "<eos>"])
     extreme = float(np.abs(inspection.hidden).max(initial=1e-9))
     image = lower.imshow(inspection.hidden[:, units].T, aspect="auto", cmap="RdBu_r", interpolation="nearest",
                          vmin=-extreme, vmax=extreme)
@@ -109,3 +115,15 @@ def plot_inspection(inspection: Inspection, path: str | Path, classes_shown: int
     lower.set_yticks([])
     figure.colorbar(image, ax=lower, fraction=0.03)
     save_figure(figure, path)
+
+
+def draw_evidence(axes, evidence: Evidence, ticks: list[str]) -> None:
+    """One bar per token (``ticks`` label them): its log-likelihood ratio, up for the first choice."""
+    ratios = np.asarray(evidence.log_ratios)
+    first, second = evidence.labels
+    axes.bar(range(len(ratios)), ratios, color=np.where(ratios >= 0, "tab:green", "tab:red"))
+    axes.axhline(0, color="black", linewidth=0.8)
+    axes.set_xticks(range(len(ratios)), ticks)
+    axes.set(ylabel="nats", title=f"evidence of the generative member, per character\n{first} (up) against {second} "
+                                  f"(down): {ratios.sum():+.2f} in all")
+    axes.grid(alpha=0.3)
