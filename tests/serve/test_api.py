@@ -49,6 +49,23 @@ def test_predict(client):
     assert odd["unknown_characters"] == ["Ω", "☃"] and len(odd["labels"]) == 3
 
 
+def test_predict_reads_a_conditioned_language_model_of_names_as_a_classifier(client, conditioned_lm):
+    """As ``elman predict --model NAMES_LM``: Bayes' rule over its conditions, either prior."""
+    names_lm, texts = elman.load(conditioned_lm[0]), ["Tamamoto", "Petrenko"]
+    for prior in ("training", "uniform"):
+        answer = client.post("/v1/predict", json={"model": "names_lm", "texts": texts, "prior": prior}).json()
+        assert answer["model"] == "names_lm"
+        for got, expected in zip(answer["predictions"], names_lm.classify(texts, prior=prior), strict=True):
+            assert got["text"] == expected.text and got["unknown_characters"] == []
+            assert [label["label"] for label in got["labels"]] == [label for label, _ in expected.labels]
+            assert [label["probability"] for label in got["labels"]] == pytest.approx(
+                [probability for _, probability in expected.labels], abs=1e-6)
+        assert [p["labels"][0]["label"] for p in answer["predictions"]] == ["Japanese", "Slavic"]
+    default = client.post("/v1/predict", json={"model": "names_lm", "texts": texts}).json()["predictions"]
+    assert default == client.post("/v1/predict", json={"model": "names_lm", "texts": texts,
+                                                       "prior": "training"}).json()["predictions"]
+
+
 def test_predict_and_inspect_read_a_text_longer_than_training_whole(client, trained_model, limits):
     classifier = elman.load(trained_model[0])
     text = ("Nakamotovichsonandez" * 5)[: limits.max_chars]  # the server's limit; longer than training's texts
@@ -113,7 +130,12 @@ def test_inspect_explains_a_classifier_with_a_generative_member(client, generati
     ("/v1/predict", [1, 2], 422, "Input should be a valid dictionary"),
     ("/v1/predict", {"texts": ["Sato"], "model": "nobody"}, 404, "no model named 'nobody'; serving ['names'"),
     ("/v1/predict", {"texts": ["Sato"], "model": "story"}, 422, "model 'story' is a 'lm' model; this endpoint needs "
-                                                                "a classifier"),
+                                                                "a classifier or a conditioned language model"),
+    ("/v1/predict", {"texts": ["Sato"], "prior": "uniform"}, 422, "prior is for a conditioned language model read as "
+                                                                  "a classifier; model 'names' is a classifier"),
+    ("/v1/predict", {"texts": ["Sato"], "model": "names_lm", "prior": "flat"}, 422,
+     "prior: Input should be 'training' or 'uniform'"),
+    ("/v1/predict", {"texts": ["Sa☃to"], "model": "names_lm"}, 422, "characters the model never saw: ['☃']"),
     ("/v1/generate", {"texts": ["x"]}, 422, "Extra inputs are not permitted"),
     ("/v1/generate", {"model": "names"}, 422,
      "model 'names' is a 'classify' model; this endpoint needs a language model"),

@@ -264,13 +264,18 @@ class TextGenerator:
                                  float(temperature), top_k or 0, 1.0 if top_p is None else float(top_p), length,
                                  self.vocabulary.index(EOS), self.kind == "lines", generator)
 
+    @property
+    def classifies(self) -> bool:
+        """Whether ``classify`` can read texts as this model's conditions: a conditioned model of lines only."""
+        return self.conditions is not None and self.kind == "lines"
+
     @torch.no_grad()
     def classify(self, texts: str | list[str], top_k: int = 3, prior: str = "training") -> list[Prediction]:
         """A conditioned line model read as a classifier by Bayes' rule: for each text its ``top_k`` most
         probable conditions, p(c | text) proportional to p(text | c) p(c), with p(c) the conditions'
         frequencies in the training lines (``prior="training"``) or equal (``prior="uniform"``). The text is
         read as a whole line, its end included."""
-        if self.conditions is None or self.kind != "lines":
+        if not self.classifies:
             raise UsageError("this language model cannot classify: only a conditioned model of lines (--task lm "
                              "--condition-column) reads a text under each condition; or train a classifier "
                              "(--task classify)")

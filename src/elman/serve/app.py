@@ -12,15 +12,17 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import elman
@@ -89,6 +91,9 @@ class Strict(BaseModel):
 class PredictRequest(Strict):
     texts: list[StrictStr] = Field(description="texts to classify")
     top_k: Annotated[StrictInt, Field(ge=1, le=1000)] = 3
+    prior: Literal["training", "uniform"] | None = Field(
+        None, description="for a conditioned language model of lines, read as a classifier by Bayes' rule: the "
+                          "conditions' prior, their frequencies in training (default) or equal")
 
 
 class GenerateRequest(Strict):
@@ -106,6 +111,19 @@ class GenerateRequest(Strict):
 class InspectRequest(Strict):
     text: StrictStr
     condition: StrictStr | None = None
+
+
+def classifies(model: Classifier | TextGenerator) -> bool:
+    """/v1/predict's models: classifiers, and conditioned language models of lines read by Bayes' rule."""
+    return isinstance(model, Classifier) or model.classifies
+
+
+def generates(model: Classifier | TextGenerator) -> bool:
+    return isinstance(model, TextGenerator)
+
+
+def any_model(model: Classifier | TextGenerator) -> bool:
+    return True
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
@@ -208,11 +226,10 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
                               for p in problems[:10])
         return error_response(422, "invalid_request", described)
 
-    def served(name: str | None, task: type) -> ServedModel:
-        """The model named, or without a name the first one that can do the endpoint's task."""
-        wanted = "a classifier" if task is Classifier else "a language model"
+    def served(name: str | None, can: Callable[[Classifier | TextGenerator], bool], wanted: str) -> ServedModel:
+        """The model named, or without a name the first one that ``can`` do the endpoint's task (``wanted``)."""
         if name is None:
-            entry = next((e for e in models.values() if isinstance(e.model, task)), None)
+            entry = next((e for e in models.values() if can(e.model)), None)
             if entry is None:
                 raise RequestError(422, "wrong_task", f"this endpoint needs {wanted}; serving {list(models)}, "
                                                       "none of which is one")
@@ -220,7 +237,7 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
         entry = models.get(name)
         if entry is None:
             raise RequestError(404, "unknown_model", f"no model named {name!r}; serving {list(models)}")
-        if not isinstance(entry.model, task):
+        if not can(entry.model):
             raise RequestError(422, "wrong_task", f"model {entry.name!r} is a {entry.model.config['task']!r} "
                                                   f"model; this endpoint needs {wanted}")
         return entry
@@ -247,7 +264,7 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
 
     @app.get("/v1/model")
     def describe(model: str | None = None) -> dict:
-        entry = served(model, (Classifier, TextGenerator))
+        entry = served(model, any_model, "a model")
         return {**entry.summary(), "limits": asdict(limits)}
 
     batchers = {name: PredictionBatcher(entry.model, lock) for name, entry in models.items()
@@ -255,7 +272,7 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
 
     @app.post("/v1/predict")
     async def predict(request: PredictRequest) -> dict:
-        entry = served(request.model, Classifier)
+        entry = served(request.model, classifies, "a classifier or a conditioned language model of lines")
         within(len(request.texts), limits.max_texts, "the number of texts", "max_texts")
         if not request.texts:
             raise RequestError(422, "invalid_input", "texts is empty; give at least one text")
@@ -265,12 +282,20 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
             texts = Classifier.clean(request.texts)
         except UsageError as error:
             raise RequestError(422, "invalid_input", str(error)) from None
-        predictions = await batchers[entry.name].predict(texts, min(request.top_k, len(entry.model.labels)))
+        if isinstance(entry.model, TextGenerator):
+            top_k = min(request.top_k, len(entry.model.conditions))
+            predictions = await run_in_threadpool(
+                run, lambda: entry.model.classify(texts, top_k, request.prior or "training"))
+        elif request.prior is not None:
+            raise RequestError(422, "invalid_input", "prior is for a conditioned language model read as a classifier; "
+                                                     f"model {entry.name!r} is a classifier")
+        else:
+            predictions = await batchers[entry.name].predict(texts, min(request.top_k, len(entry.model.labels)))
         return {"model": entry.name, "predictions": [p.as_json() for p in predictions]}
 
     @app.post("/v1/generate")
     def generate(request: GenerateRequest) -> dict:
-        entry = served(request.model, TextGenerator)
+        entry = served(request.model, generates, "a language model")
         within(len(request.prime), limits.max_chars, "the length of the prime", "max_chars")
         length = request.length
         if length is None:
@@ -285,7 +310,7 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
 
     @app.post("/v1/inspect")
     def inspect(request: InspectRequest) -> dict:
-        entry = served(request.model, (Classifier, TextGenerator))
+        entry = served(request.model, any_model, "a model")
         within(len(request.text), limits.max_chars, "the length of the text", "max_chars")
         if isinstance(entry.model, Classifier):
             if request.condition is not None:
