@@ -283,9 +283,8 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None) -> 
         except UsageError as error:
             raise RequestError(422, "invalid_input", str(error)) from None
         if isinstance(entry.model, TextGenerator):
-            top_k = min(request.top_k, len(entry.model.conditions))
             predictions = await run_in_threadpool(
-                run, lambda: entry.model.classify(texts, top_k, request.prior or "training"))
+                run, lambda: entry.model.classify(texts, request.top_k, request.prior or "training"))
         elif request.prior is not None:
             raise RequestError(422, "invalid_input", "prior is for a conditioned language model read as a classifier; "
                                                      f"model {entry.name!r} is a classifier")
