@@ -28,14 +28,16 @@ def without_timing(value):
     return value
 
 
-def training_args(task, data, out, resume=False):
+def training_args(task, data, out, resume=False, epochs=None):
+    """The arguments of a short run whose settings are none of elman's defaults; ``epochs`` replaces its count
+    (6 for lm, 30 for classify)."""
     common = ["--data", str(data), "--checkpoint-every", "3", "--seed", "3", "--batch-size", "8", "--json",
               "--hidden-size", "24", "--dropout", "0.1"]  # dropout: the random-generator state must resume too
     if task == "lm":
-        common += ["--task", "lm", "--epochs", "6", "--num-layers", "2", "--chunk-length", "16"]
+        common += ["--task", "lm", "--epochs", str(epochs or 6), "--num-layers", "2", "--chunk-length", "16"]
     else:
         # with every kind of member: the generative one's prior weight is fitted state too
-        common += ["--task", "classify", "--epochs", "30", "--num-layers", "1", "--patience", "30",
+        common += ["--task", "classify", "--epochs", str(epochs or 30), "--num-layers", "1", "--patience", "30",
                    "--generative-hidden-size", "16"]
     target = ["--resume", str(out)] if resume else ["--out", str(out)]
     return ["train", *common, *target]
@@ -123,9 +125,7 @@ def test_a_run_resumed_with_only_its_data_goes_on_with_the_settings_it_began_wit
                                                                                   tmp_path):
     data = story_txt if task == "lm" else names_csv
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    args = training_args(task, data, reference)  # none of its settings are elman's defaults
-    args[args.index("--epochs") + 1] = "3"
-    run = cli(*args)
+    run = cli(*training_args(task, data, reference, epochs=3))
     assert run.returncode == 0, run.stderr
     shutil.copytree(reference, resumed)
     shutil.rmtree(resumed / "resume" / states(resumed)[-1])  # it goes on from the state before, to the end again
@@ -138,16 +138,9 @@ def test_a_run_resumed_with_only_its_data_goes_on_with_the_settings_it_began_wit
     assert without_timing(metrics[0]) == without_timing(metrics[1])
 
 
-def one_epoch_run(cli, story_txt, out):
-    args = training_args("lm", story_txt, out)
-    args[args.index("--epochs") + 1] = "1"
-    assert cli(*args).returncode == 0
-    return args
-
-
 def test_resume_refuses_other_settings_and_missing_states(cli, story_txt, tmp_path):
     out = tmp_path / "run"
-    one_epoch_run(cli, story_txt, out)
+    assert cli(*training_args("lm", story_txt, out, epochs=1)).returncode == 0
     resumed = training_args("lm", story_txt, out, resume=True)
     resumed[resumed.index("--hidden-size") + 1] = "32"
     run = cli(*resumed)
@@ -160,7 +153,7 @@ def test_resume_refuses_other_settings_and_missing_states(cli, story_txt, tmp_pa
 
 def test_resume_refuses_a_training_state_of_another_format_version(cli, story_txt, tmp_path):
     out = tmp_path / "run"
-    one_epoch_run(cli, story_txt, out)
+    assert cli(*training_args("lm", story_txt, out, epochs=1)).returncode == 0
     for state in (out / "resume").glob("step-*/state.json"):  # as an earlier elman wrote them
         meta = json.loads(state.read_text())
         del meta["format_version"]
@@ -175,8 +168,7 @@ def test_a_new_run_neither_replaces_a_model_unasked_nor_leaves_an_older_runs_sta
     assert cli(*training_args("lm", story_txt, out)).returncode == 0
     older_states, model = states(out), (out / "model.safetensors").read_bytes()
 
-    shorter = training_args("lm", story_txt, out)
-    shorter[shorter.index("--epochs") + 1] = "1"
+    shorter = training_args("lm", story_txt, out, epochs=1)
     run = cli(*shorter)
     assert run.returncode == 2
     assert f"--out {out} already holds a run" in run.stderr and f"--resume {out}" in run.stderr
